@@ -1,0 +1,210 @@
+"""The whole run's config: the trial (``trainers.config.TrialConfig``) plus search and ensemble.
+
+A config file is one YAML document. ``wen train`` reads only its trial part; ``wen search``
+reads ``search``; ``wen ensemble`` reads ``ensemble``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ensemble.config import EnsembleSettings
+from trainers.config import StrictModel, TrialConfig
+
+__all__ = [
+    "SEARCH_METRICS",
+    "ResourcesConfig",
+    "SchedulerConfig",
+    "SearchSettings",
+    "SpaceSpec",
+    "WenConfig",
+]
+
+#: Metrics every trial reports each epoch, with the direction that is better.
+SEARCH_METRICS: dict[str, Literal["max", "min"]] = {
+    "val_wfs": "max",
+    "val_acc": "max",
+    "val_ba": "max",
+    "val_auc": "max",
+    "val_kappa": "max",
+    "val_f1": "max",
+    "val_loss": "min",
+    "train_loss": "min",
+}
+
+
+class SpaceSpec(StrictModel):
+    """One search dimension over a dotted config key.
+
+    ``choice``/``grid`` take ``values``; ``uniform``/``loguniform`` take ``low``/``high``;
+    ``randint`` takes integer ``low``/``high`` (high exclusive, as Tune's).
+    """
+
+    type: Literal["choice", "grid", "uniform", "loguniform", "randint"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SpaceSpec:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"a {self.type} dimension needs a non-empty `values` list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"a {self.type} dimension needs `low` and `high`")
+            if self.low >= self.high:
+                raise ValueError(f"`low < high` must hold, got low={self.low}, high={self.high}")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError(f"loguniform needs `low > 0`, got low={self.low}")
+            if self.type == "randint" and not (
+                float(self.low).is_integer() and float(self.high).is_integer()
+            ):
+                raise ValueError(
+                    f"randint needs whole-number bounds, got low={self.low}, high={self.high}"
+                )
+        if self.type in ("choice", "grid") and (self.low is not None or self.high is not None):
+            raise ValueError(f"a {self.type} dimension takes `values`, not `low`/`high`")
+        if self.type not in ("choice", "grid") and self.values is not None:
+            raise ValueError(f"a {self.type} dimension takes `low`/`high`, not `values`")
+        return self
+
+
+class SchedulerConfig(StrictModel):
+    """Trial scheduler (early stopping).
+
+    Times are counted in learning-rate cycles: one cycle is ``2 x schedule.half_cycle_epochs``
+    epochs when ``schedule.name == cyclic`` and one epoch otherwise, so a cyclic trial is only
+    ever judged at the trough of its learning rate, never at a peak.
+    """
+
+    name: Literal["fifo", "asha", "hyperband", "pbt"] = Field(
+        "fifo",
+        description="fifo: run every trial to the end; asha: asynchronous successive halving; "
+        "hyperband: synchronous HyperBand; pbt: population based training.",
+    )
+    grace_cycles: int = Field(
+        1, ge=1, description="ASHA: first rung after this many learning-rate cycles."
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1.0, description="ASHA/HyperBand: keep 1/reduction_factor of trials per rung."
+    )
+    perturbation_interval: int = Field(
+        1, ge=1, description="PBT: learning-rate cycles between perturbations."
+    )
+    quantile_fraction: float = Field(
+        0.25, gt=0.0, le=0.5, description="PBT: bottom share that copies the top share."
+    )
+
+
+class ResourcesConfig(StrictModel):
+    """Resources one trial asks Ray for."""
+
+    cpus: float = Field(1.0, gt=0.0, description="CPUs per trial.")
+    gpus: float = Field(0.0, ge=0.0, description="GPUs per trial; fractions share a GPU.")
+    memory_gb: float | None = Field(None, gt=0.0, description="Memory per trial (GiB).")
+
+    @model_validator(mode="after")
+    def _whole_gpus_above_one(self) -> ResourcesConfig:
+        # Ray shares a GPU only below 1; above 1 a trial needs whole devices
+        if self.gpus > 1 and not float(self.gpus).is_integer():
+            raise ValueError(
+                f"`gpus <= 1 or a whole number` must hold, got gpus={self.gpus}: "
+                "use a fraction below 1 to share a GPU, or a whole number of GPUs"
+            )
+        return self
+
+
+class SearchSettings(StrictModel):
+    """How ``wen search`` explores the space."""
+
+    space: dict[str, SpaceSpec] = Field(
+        default_factory=dict, description="Dotted config key -> dimension."
+    )
+    folds: list[int] | None = Field(
+        None, description="Train each configuration on each of these folds (out-of-fold preds)."
+    )
+    algorithm: Literal["random", "grid", "optuna"] = Field("random", description="Searcher.")
+    num_samples: int = Field(1, ge=1, description="Samples (grid: repeats of the grid).")
+    max_concurrent: int | None = Field(None, ge=1, description="Concurrency limit.")
+    metric: str = Field("val_wfs", description="Reported metric the search optimises.")
+    mode: Literal["max", "min"] = Field("max", description="Maximise or minimise it.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    max_failures: int = Field(2, ge=0, description="Retries of a failed trial from its checkpoint.")
+    storage: str = Field("runs", description="Local path or URI (s3://, gs://) of run folders.")
+    seed: int = Field(0, ge=0, description="Searcher seed.")
+    checkpoints_to_keep: int = Field(
+        2, ge=1, description="Checkpoints Tune keeps per trial in the run's storage."
+    )
+    dashboard_port: int = Field(
+        8265, ge=1024, le=65535, description="Ray dashboard port on 127.0.0.1 (next free if taken)."
+    )
+    tensorboard: bool = Field(True, description="Write TensorBoard logs of every trial.")
+    report_every_s: float = Field(
+        30.0, gt=0.0, description="Seconds between rows of the live table on the terminal."
+    )
+
+    @model_validator(mode="after")
+    def _metric_and_folds(self) -> SearchSettings:
+        if self.metric not in SEARCH_METRICS:
+            raise ValueError(
+                f"unknown metric {self.metric!r} in search.metric; valid metrics: "
+                f"{', '.join(SEARCH_METRICS)}"
+            )
+        wanted = SEARCH_METRICS[self.metric]
+        if self.mode != wanted:
+            raise ValueError(
+                f"search.metric={self.metric} is {'maximised' if wanted == 'max' else 'minimised'}"
+                f", got search.mode={self.mode}: set search.mode={wanted}"
+            )
+        if self.folds is not None:
+            if not self.folds:
+                raise ValueError("search.folds needs at least one fold, got []: list folds or null")
+            if len(set(self.folds)) != len(self.folds) or min(self.folds) < 0:
+                raise ValueError(
+                    f"search.folds must be distinct and >= 0, got {self.folds}: fix the list"
+                )
+            if "data.split.fold" in self.space:
+                raise ValueError(
+                    "search.space.data.split.fold and search.folds both set the fold: "
+                    "keep search.folds and remove the space entry"
+                )
+        if self.algorithm == "optuna":
+            grids = [k for k, spec in self.space.items() if spec.type == "grid"]
+            if grids:
+                raise ValueError(
+                    f"grid dimensions {grids} in search.space need search.algorithm grid or "
+                    "random (Optuna samples): use type choice, or another algorithm"
+                )
+        return self
+
+
+class WenConfig(TrialConfig):
+    """A whole run: the trial, the search over it and the ensemble stage.
+
+    Structural rules of the search (space keys exist, scheduler times fall on whole
+    learning-rate cycles) are checked on validation; :meth:`extra_problems` (run by
+    ``load_config`` with registry checks) builds one trial config per searched value.
+    """
+
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    ensemble: EnsembleSettings = Field(default_factory=EnsembleSettings)
+
+    @model_validator(mode="after")
+    def _search_structure(self) -> WenConfig:
+        from search.schedulers import scheduler_problems
+        from search.space import space_key_problems
+
+        problems = space_key_problems(self.search.space) + scheduler_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def extra_problems(self) -> list[str]:
+        """Problems of the searched values: one trial config built per choice and boundary."""
+        from search.space import space_value_problems
+
+        return space_value_problems(self)

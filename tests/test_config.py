@@ -1,0 +1,102 @@
+"""Config validation: unknown keys with their path and the allowed keys, ranges, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from search.config import WenConfig
+from trainers.config import (
+    ConfigError,
+    TrialConfig,
+    apply_overrides,
+    config_hash,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+
+BASE = {"data": {"synthetic": {"size": 48}}}
+
+
+def problems(raw: dict, overrides: list[str] | None = None, model=TrialConfig) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(raw, overrides, model=model, check_registries=False)
+    return info.value.problems
+
+
+def test_unknown_key_names_full_path_and_allowed_keys() -> None:
+    (msg,) = problems({"data": {"synthetic": {"size": 48}, "crop": {"fracton": 0.5}}})
+    assert msg.startswith("data.crop.fracton: unknown key")
+    assert "fraction" in msg and "size" in msg
+
+
+def test_every_problem_is_collected_into_one_error() -> None:
+    found = problems(
+        {"data": {"synthetic": {"size": 48}, "input_sze": 3}, "train": {"epochs": 0}, "bogus": 1}
+    )
+    keys = sorted(p.split(":")[0] for p in found)
+    assert keys == ["bogus", "data.input_sze", "train.epochs"]
+    epochs = next(p for p in found if p.startswith("train.epochs"))
+    assert "greater than or equal to 1" in epochs and "got 0" in epochs
+
+
+def test_wrong_type_is_named() -> None:
+    (msg,) = problems(BASE, ["optim.lr=fast"])
+    assert msg.startswith("optim.lr:") and "'fast'" in msg
+
+
+def test_cross_field_rules_state_the_fix() -> None:
+    (msg,) = problems(BASE, ["schedule.base_lr=0.1", "schedule.max_lr=0.01"])
+    assert "base_lr < max_lr" in msg and "schedule" in msg
+    (msg,) = problems({"data": {}})
+    assert "data.root" in msg and "data.synthetic" in msg
+    (msg,) = problems(BASE, ["data.split.method=group_kfold", "data.split.fold=5"])
+    assert "fold < n_folds" in msg
+
+
+def test_overrides_parse_yaml_values_and_create_sections() -> None:
+    ov = parse_overrides(["train.epochs=3", "optim.betas=[0.8, 0.9]", "model.pretrained=true"])
+    assert ov == {"train.epochs": 3, "optim.betas": [0.8, 0.9], "model.pretrained": True}
+    cfg = load_config(BASE, ov, check_registries=False)
+    assert cfg.train.epochs == 3 and cfg.optim.betas == (0.8, 0.9) and cfg.model.pretrained
+    assert apply_overrides({}, {"a.b.c": 1}) == {"a": {"b": {"c": 1}}}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["train.epochs"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"train": 3}, {"train.epochs": 1})
+
+
+def test_search_and_ensemble_sections_are_validated_too() -> None:
+    found = problems(
+        {**BASE, "search": {"space": {"optim.lr": {"type": "loguniform", "low": 0, "high": 1}}}},
+        model=WenConfig,
+    )
+    assert any(p.startswith("search.space.optim.lr") and "low > 0" in p for p in found)
+    found = problems({**BASE, "ensemble": {"n_trails": 5}}, model=WenConfig)
+    assert found[0].startswith("ensemble.n_trails: unknown key") and "n_trials" in found[0]
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(listy)
+
+
+def test_resolved_config_round_trips_and_hash_is_stable(tmp_path: Path) -> None:
+    cfg = load_config(BASE, ["train.epochs=4"], model=WenConfig, check_registries=False)
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    again = load_config(path, model=WenConfig, check_registries=False)
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+    assert config_hash(load_config(BASE, ["train.epochs=5"], check_registries=False)) != config_hash(
+        cfg.trial_part()
+    )
