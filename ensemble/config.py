@@ -22,10 +22,25 @@ class EnsembleSettings(StrictModel):
         "logloss", description="What searched weights optimise on validation predictions."
     )
     n_trials: int = Field(200, ge=1, description="Optuna trials for searched weights.")
-    sampler: Literal["tpe", "cmaes"] = Field("tpe", description="Optuna sampler.")
+    sampler: Literal["tpe", "cmaes", "random"] = Field(
+        "tpe", description="Optuna sampler (cmaes needs the `cmaes` package)."
+    )
     seed: int = Field(0, ge=0, description="Seed of samplers and the bootstrap.")
     bootstrap: int = Field(1000, ge=10, description="Subject-bootstrap resamples for intervals.")
     crossfit_folds: int = Field(5, ge=2, description="Grouped folds that estimate overfitting.")
     select_by: Literal["wfs", "ba", "auc", "acc", "kappa", "logloss"] = Field(
         "wfs", description="Validation metric that chooses the method to export."
+    )
+    tune_threshold: bool = Field(
+        False,
+        description="Binary only: tune the decision threshold of each method on validation "
+        "predictions (by select_by; ba when select_by does not depend on it) instead of argmax.",
+    )
+    greedy_rounds: int = Field(50, ge=1, description="Rounds of greedy forward selection.")
+    stacking_C: float = Field(
+        1.0, gt=0.0, description="Inverse L2 strength of the logistic-regression stacker."
+    )
+    skip_bad_files: bool = Field(
+        False,
+        description="Skip (and report) bad or misaligned prediction files instead of failing.",
     )

@@ -200,7 +200,8 @@ class WenConfig(TrialConfig):
 
         problems = space_key_problems(self.search.space) + scheduler_problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            # one ValueError per validator; a bullet per problem keeps them apart in ConfigError
+            raise ValueError("\n  - ".join(problems))
         return self
 
     def extra_problems(self) -> list[str]:

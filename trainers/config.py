@@ -153,6 +153,12 @@ class DataConfig(StrictModel):
         "study); weighted: a weighted sampler; none: as is.",
     )
     augmentation: str = Field("paper", description="Augmentation preset name.")
+    augment_on: Literal["auto", "loader", "device"] = Field(
+        "auto",
+        description="Where training images are augmented: device (and auto) = whole batches "
+        "on the training device after the loader (trainers.data.batch_augment); loader = per "
+        "image in the DataLoader (trainers.data.augment).",
+    )
     cache: bool = Field(True, description="Decode and crop each image once into a memory map.")
     cache_dir: Path | None = Field(None, description="Decoded-image cache folder.")
     skip_bad_files: bool = Field(

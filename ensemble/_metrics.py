@@ -1,0 +1,182 @@
+"""The study metrics for many weightings of one prediction set at once.
+
+``trainers.metrics.score`` (scikit-learn) gives one set of metrics per call; a subject
+bootstrap needs 1,000 of them, and a weight search needs thousands of confusion matrices.
+scikit-learn has no batched form, so this module computes the same numbers from confusion
+matrices and weighted Mann-Whitney sums, vectorised over the batch. Tests check it equals
+``trainers.metrics.score`` on random data (binary and multi-class).
+
+Weights are non-negative counts per group (subject): a bootstrap resample that draws a
+subject twice counts each of its cells twice, exactly as if the cells were duplicated.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from trainers.metrics import METRIC_KEYS, positive_index
+
+__all__ = ["GroupedScorer", "confusion_metrics", "labels_from_probs", "LOWER_IS_BETTER"]
+
+#: Metrics where a smaller value is better; every other metric is maximised.
+LOWER_IS_BETTER = frozenset({"logloss"})
+_CLIP = 1e-12  # as trainers.metrics.score clips before the log
+_CHUNK = 128  # resamples scored at once by the cell-level AUC (bounds memory to ~chunk x cells)
+
+
+def labels_from_probs(
+    probs: np.ndarray, threshold: float | None = None, pos: int = 1
+) -> np.ndarray:
+    """Predicted class per row: argmax, or (binary) ``pos`` where ``probs[:, pos] >= threshold``."""
+    if threshold is None:
+        return probs.argmax(axis=-1)
+    if probs.shape[-1] != 2:
+        raise ValueError(
+            f"a decision threshold needs two classes, got {probs.shape[-1]}; "
+            "leave the threshold unset (argmax) for more classes"
+        )
+    return np.where(probs[..., pos] >= threshold, pos, 1 - pos)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with 0 where den == 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def confusion_metrics(cm: np.ndarray, pos: int) -> dict[str, np.ndarray]:
+    """wp, wr, wfs, acc, ba, kappa and f1 from confusion matrices ``cm`` [B, k, k] (true x pred)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    k = cm.shape[-1]
+    n = cm.sum(axis=(1, 2))
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support = cm.sum(axis=2)
+    predicted = cm.sum(axis=1)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * tp, support + predicted)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = tp.sum(axis=1) / n
+        # balanced accuracy: mean recall over classes present in the truth (as scikit-learn)
+        ba = (recall * present).sum(axis=1) / present.sum(axis=1)
+        pe = (support * predicted).sum(axis=1) / n**2
+        kappa = (acc - pe) / (1.0 - pe)
+        out = {
+            "wp": (support * precision).sum(axis=1) / n,
+            "wr": (support * recall).sum(axis=1) / n,
+            "wfs": (support * f1).sum(axis=1) / n,
+            "acc": acc,
+            "ba": ba,
+            "kappa": kappa,
+            "f1": f1[:, pos] if k == 2 else f1.mean(axis=1),
+        }
+    return out
+
+
+class GroupedScorer:
+    """All study metrics of one prediction set under any batch of group (subject) weights.
+
+    Built once per (labels, probabilities, predicted labels, groups); :meth:`scores` then takes
+    ``W`` [B, n_groups] and returns each metric as an array of B values. With ``W`` all ones
+    it reproduces ``trainers.metrics.score`` (rows labelled -1 are left out, as there).
+
+    >>> import numpy as np
+    >>> y = np.array([0, 1, 1, 0]); p = np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
+    >>> s = GroupedScorer(y, p, groups=np.arange(4))
+    >>> m = s.scores(np.ones((1, 4)))
+    >>> float(m["acc"][0]), float(m["auc"][0])
+    (0.5, 0.75)
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        probs: np.ndarray,
+        groups: np.ndarray,
+        class_names: Sequence[str] | None = None,
+        pred: np.ndarray | None = None,
+    ) -> None:
+        y = np.asarray(labels, dtype=np.int64)
+        p = np.asarray(probs, dtype=np.float64)
+        g = np.asarray(groups, dtype=np.int64)
+        if p.ndim != 2 or len(p) != len(y) or len(g) != len(y):
+            raise ValueError(
+                f"GroupedScorer: probs must be [n, k] with one label and one group per row, got "
+                f"probs {p.shape}, {len(y)} labels, {len(g)} groups"
+            )
+        pred = p.argmax(axis=1) if pred is None else np.asarray(pred, dtype=np.int64)
+        self.n_groups = int(g.max()) + 1 if len(g) else 0
+        keep = y >= 0
+        y, p, g, pred = y[keep], p[keep], g[keep], pred[keep]
+        k = p.shape[1]
+        self.k = k
+        self.pos = positive_index(class_names, k)
+        G = self.n_groups
+        # per-group confusion counts, so a batch of group weights is one matrix product
+        self._cm = np.bincount(
+            g * k * k + y * k + pred, minlength=G * k * k
+        ).reshape(G, k * k).astype(np.float64)
+        clipped = np.clip(p, _CLIP, 1.0)
+        p_true = clipped[np.arange(len(y)), y] / clipped.sum(axis=1)
+        self._ll = np.bincount(g, weights=-np.log(p_true), minlength=G)
+        self._count = np.bincount(g, minlength=G).astype(np.float64)
+        # AUC: binary -> the positive class only; more classes -> one-vs-rest per class (macro)
+        classes = [self.pos] if k == 2 else list(range(k))
+        # more classes: trainers.metrics renormalises rows first, which can break near-ties
+        auc_p = p if k == 2 else p / p.sum(axis=1, keepdims=True)
+        self._auc_parts = [self._sorted_scores(auc_p[:, c], y == c, g) for c in classes]
+
+    @staticmethod
+    def _sorted_scores(
+        score: np.ndarray, positive: np.ndarray, g: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(score, kind="mergesort")
+        s = score[order]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, int)
+        return g[order], positive[order].astype(np.float64), starts
+
+    def _auc(self, W: np.ndarray) -> np.ndarray:
+        """Weighted Mann-Whitney AUC per row of W; ties count one half (as roc_auc_score)."""
+        per_class = []
+        for g_sorted, pos_sorted, starts in self._auc_parts:
+            if len(starts) == 0:
+                per_class.append(np.full(len(W), np.nan))
+                continue
+            out = np.empty(len(W))
+            for lo in range(0, len(W), _CHUNK):
+                cell_w = W[lo : lo + _CHUNK][:, g_sorted]
+                pos_w = np.add.reduceat(cell_w * pos_sorted, starts, axis=1)
+                neg_w = np.add.reduceat(cell_w, starts, axis=1) - pos_w
+                below = np.cumsum(neg_w, axis=1) - neg_w
+                num = (pos_w * (below + 0.5 * neg_w)).sum(axis=1)
+                den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[lo : lo + _CHUNK] = np.where(den > 0, num / den, np.nan)
+            per_class.append(out)
+        stacked = np.vstack(per_class)
+        if len(per_class) == 1:
+            return stacked[0]
+        # classes absent from a resample are left out of the macro mean (as trainers.metrics)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN, as intended
+            return np.nanmean(stacked, axis=0)
+
+    def scores(self, W: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric in ``trainers.metrics.METRIC_KEYS`` for each row of ``W`` [B, n_groups]."""
+        W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+        if W.shape[1] != self.n_groups:
+            raise ValueError(
+                f"GroupedScorer.scores: W must have one column per group ({self.n_groups}), "
+                f"got shape {W.shape}"
+            )
+        cm = (W @ self._cm).reshape(len(W), self.k, self.k)
+        out = confusion_metrics(cm, self.pos)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["logloss"] = (W @ self._ll) / (W @ self._count)
+        out["auc"] = self._auc(W)
+        return {key: out[key] for key in METRIC_KEYS}

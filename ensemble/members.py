@@ -1,0 +1,303 @@
+"""From a run's prediction files to ensemble members, checked and aligned.
+
+A *member* is one configuration: the trials whose stored config differs only in
+``data.split.fold``. Its validation predictions are the union of its folds' validation
+predictions (out-of-fold), its test predictions the mean of its folds' test predictions.
+Every file is read through ``trainers.predictions`` (the one owner of the schema).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainers.metrics import score
+from trainers.predictions import PredictionFileError, PredictionSet, read_predictions, to_arrays
+
+__all__ = [
+    "EnsembleInputError",
+    "Member",
+    "SplitArrays",
+    "build_members",
+    "load_prediction_sets",
+    "member_table",
+    "select_candidates",
+    "stack_members",
+]
+
+
+class EnsembleInputError(ValueError):
+    """Prediction files that cannot be ensembled; the message names the trial and file."""
+
+
+@dataclass
+class SplitArrays:
+    """One split of all members, aligned: P [members, samples, classes], y, ids, subjects."""
+
+    P: np.ndarray
+    y: np.ndarray
+    sample_ids: np.ndarray
+    subject_ids: np.ndarray
+
+
+@dataclass
+class Member:
+    """One configuration of the search: its fold trials and their combined predictions."""
+
+    trial_ids: list[str]
+    backbone: str
+    config: dict[str, Any]
+    paths: list[Path]
+    val: SplitArrays  # P is [1, n, k]
+    test: SplitArrays | None
+    val_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The member's label: its trial ids joined by '+'."""
+        return "+".join(self.trial_ids)
+
+
+def _where(s: PredictionSet) -> str:
+    return f"trial {s.trial_id} ({s.path})"
+
+
+def load_prediction_sets(
+    directory: Path, skip_bad: bool = False, say: Callable[[str], None] = print
+) -> list[PredictionSet]:
+    """Read every prediction file (``.``/``_`` names ignored); bad files raise or are skipped."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EnsembleInputError(
+            f"prediction folder {directory} does not exist; run `wen search` (or `wen train`) "
+            "first, which writes RUN/predictions/<trial>.parquet"
+        )
+    sets = []
+    for path in sorted(directory.glob("*.parquet")):
+        if path.name.startswith((".", "_")):
+            continue
+        try:
+            sets.append(read_predictions(path))
+        except PredictionFileError as exc:
+            if not skip_bad:
+                raise EnsembleInputError(
+                    f"{exc}\n(pass --skip-bad-files to leave such files out)"
+                ) from None
+            say(f"skipping bad prediction file {path}: {exc}")
+    if not sets:
+        raise EnsembleInputError(f"no usable prediction files (*.parquet) in {directory}")
+    return sets
+
+
+def _fold_free_key(config: dict[str, Any]) -> str:
+    """The config without ``data.split.fold``, as canonical JSON (the member's identity)."""
+    c = copy.deepcopy(config)
+    split = c.get("data", {}).get("split") if isinstance(c.get("data"), dict) else None
+    if isinstance(split, dict):
+        split.pop("fold", None)
+    return json.dumps(c, sort_keys=True, default=str)
+
+
+def _majority(values: Sequence[Any]) -> Any:
+    """The most common value (the first seen among equals)."""
+    counts = Counter(values)
+    best = max(counts.values())
+    return next(v for v in values if counts[v] == best)
+
+
+def _reject(
+    bad: list[tuple[list[PredictionSet], str]], skip_bad: bool, say: Callable[[str], None]
+) -> set[int]:
+    """Raise for the first bad group, or say which are skipped; return ids of skipped sets."""
+    dropped: set[int] = set()
+    for sets, why in bad:
+        names = ", ".join(_where(s) for s in sets)
+        if not skip_bad:
+            raise EnsembleInputError(f"{names}: {why}\n(pass --skip-bad-files to leave it out)")
+        say(f"skipping {names}: {why}")
+        dropped |= {id(s) for s in sets}
+    return dropped
+
+
+def _group(sets: list[PredictionSet]) -> list[list[PredictionSet]]:
+    groups: dict[str, list[PredictionSet]] = {}
+    for s in sets:
+        groups.setdefault(_fold_free_key(s.config), []).append(s)
+    return [sorted(g, key=lambda s: s.trial_id) for g in groups.values()]
+
+
+def _fold_of(s: PredictionSet) -> int:
+    folds = s.frame["fold"].unique()
+    return int(folds[0]) if len(folds) else -1
+
+
+def _member_val(group: list[PredictionSet]) -> SplitArrays:
+    """Union of the folds' validation predictions, sorted by sample id; overlaps are errors."""
+    parts = [to_arrays([s], "val") for s in group]
+    ids = np.concatenate([p[2] for p in parts])
+    seen: dict[str, PredictionSet] = {}
+    for s, part in zip(group, parts):
+        for sid in part[2]:
+            if sid in seen:
+                raise EnsembleInputError(
+                    f"{_where(s)} and {_where(seen[sid])} are folds of one configuration but "
+                    f"both predict validation sample {sid!r}; out-of-fold predictions need "
+                    "disjoint validation folds (were the same fold trained twice?)"
+                )
+            seen[sid] = s
+    order = np.argsort(ids.astype(str), kind="stable")
+    P = np.concatenate([p[0] for p in parts], axis=1)[:, order]
+    y = np.concatenate([p[1] for p in parts])[order]
+    subjects = np.concatenate([p[3] for p in parts])[order]
+    return SplitArrays(P, y, ids[order], subjects)
+
+
+def _member_test(group: list[PredictionSet]) -> SplitArrays | None:
+    if all(s.split("test").empty for s in group):
+        return None
+    P, y, ids, subjects = to_arrays(group, "test")
+    return SplitArrays(P.mean(axis=0, keepdims=True), y, ids, subjects)
+
+
+def build_members(
+    sets: list[PredictionSet], skip_bad: bool = False, say: Callable[[str], None] = print
+) -> list[Member]:
+    """Check the sets against each other, group them into members and align every member.
+
+    Checks, each naming the offending trial and file: the same class names in every file;
+    validation predictions in every trial; the same test samples in every trial; folds of a
+    configuration with disjoint validation samples; the same (out-of-fold) validation samples
+    and labels in every member. The majority is taken as the reference.
+    """
+    ref_classes = _majority([tuple(s.class_names) for s in sets])
+    bad = [([s], f"class names {s.class_names} differ from {list(ref_classes)}")
+           for s in sets if tuple(s.class_names) != ref_classes]
+    bad += [([s], "has no validation ('val') predictions; the ensemble is fitted on them")
+            for s in sets if s.split("val").empty]
+    dropped = _reject(bad, skip_bad, say)
+    sets = [s for s in sets if id(s) not in dropped]
+
+    with_test = [s for s in sets if not s.split("test").empty]
+    if with_test:
+        keys = {id(s): tuple(sorted(s.split("test")["sample_id"])) for s in with_test}
+        ref = _majority(list(keys.values()))
+        bad = [([s], f"predicts {len(keys[id(s)])} test samples that differ from the "
+                f"{len(ref)} most trials predict; ensemble only trials of the same data split")
+               for s in with_test if keys[id(s)] != ref]
+        bad += [([s], "has no test predictions while other trials have")
+                for s in sets if s.split("test").empty]
+        dropped = _reject(bad, skip_bad, say)
+        sets = [s for s in sets if id(s) not in dropped]
+
+    members: list[Member] = []
+    bad_groups: list[tuple[list[PredictionSet], str]] = []
+    for group in _group(sets):
+        folds = [_fold_of(s) for s in group]
+        if len(set(folds)) != len(folds):
+            bad_groups.append((group, f"trials of one configuration repeat a fold ({folds})"))
+            continue
+        try:
+            val = _member_val(group)
+            test = _member_test(group)
+        except (EnsembleInputError, PredictionFileError) as exc:
+            bad_groups.append((group, str(exc)))
+            continue
+        members.append(Member(
+            trial_ids=[s.trial_id for s in group], backbone=group[0].backbone,
+            config=group[0].config, paths=[Path(s.path) for s in group if s.path], val=val,
+            test=test,
+        ))
+    _reject(bad_groups, skip_bad, say)
+    if not members:
+        raise EnsembleInputError("no ensemble members are left after checking the predictions")
+
+    ref_ids = _majority([tuple(m.val.sample_ids) for m in members])
+    ref_member = next(m for m in members if tuple(m.val.sample_ids) == ref_ids)
+    bad_members = []
+    for m in members:
+        if tuple(m.val.sample_ids) != ref_ids:
+            why = (f"out-of-fold validation samples ({len(m.val.sample_ids)}) differ from the "
+                   f"{len(ref_ids)} of most members; every member must cover the same "
+                   "validation samples (same folds of the same split)")
+        elif not np.array_equal(m.val.y, ref_member.val.y):
+            why = "validation labels differ from other members'; were the label maps the same?"
+        else:
+            continue
+        bad_members.append((m, why))
+    dropped_names = {m.name for m, _ in bad_members}
+    by_trial = {s.trial_id: s for s in sets}
+    _reject([([by_trial[t] for t in m.trial_ids], why) for m, why in bad_members], skip_bad, say)
+    members = [m for m in members if m.name not in dropped_names]
+    class_names = list(ref_classes)
+    for m in members:
+        m.val_scores = score(m.val.y, m.val.P[0], class_names)
+    return members
+
+
+def stack_members(members: Sequence[Member], split: str) -> SplitArrays:
+    """One split of the chosen members as a single aligned :class:`SplitArrays`."""
+    parts = [m.val if split == "val" else m.test for m in members]
+    if any(p is None for p in parts):
+        raise EnsembleInputError(f"some members have no {split!r} predictions")
+    first = parts[0]
+    return SplitArrays(
+        np.concatenate([p.P for p in parts], axis=0), first.y, first.sample_ids, first.subject_ids
+    )
+
+
+_TOP_K = re.compile(r"^top-?(\d+)$")
+
+
+def select_candidates(members: list[Member], spec: str, by: str = "wfs") -> list[Member]:
+    """Members to ensemble: ``best-per-backbone``, ``top-K`` or comma-separated trial ids.
+
+    ``best-per-backbone`` takes each backbone's best member by validation ``by`` (WFS: the
+    study's five networks); ``top-K`` the K best members overall; ids pick the members those
+    trials belong to (any fold's trial id names its member). Order: best first.
+    """
+    def key(m: Member) -> float:
+        v = m.val_scores.get(by, float("nan"))
+        return -np.inf if np.isnan(v) else (-v if by == "logloss" else v)
+
+    ranked = sorted(members, key=key, reverse=True)
+    spec = spec.strip()
+    if spec == "best-per-backbone":
+        best: dict[str, Member] = {}
+        for m in ranked:
+            best.setdefault(m.backbone, m)
+        return list(best.values())
+    match = _TOP_K.match(spec)
+    if match:
+        k = int(match.group(1))
+        if k < 1:
+            raise ValueError(f"candidates top-K needs K >= 1, got {spec!r}")
+        return ranked[:k]
+    wanted = [t.strip() for t in spec.split(",") if t.strip()]
+    by_trial = {t: m for m in members for t in m.trial_ids}
+    unknown = [t for t in wanted if t not in by_trial]
+    if unknown:
+        raise ValueError(
+            f"candidates: unknown trial id(s) {unknown}; use best-per-backbone, top-K or ids "
+            f"among {sorted(by_trial)[:20]}"
+        )
+    chosen: list[Member] = []
+    for t in wanted:
+        if by_trial[t] not in chosen:
+            chosen.append(by_trial[t])
+    return chosen
+
+
+def member_table(members: Sequence[Member]) -> list[dict[str, Any]]:
+    """One row per member: name, trial ids, backbone and validation metrics."""
+    return [
+        {"member": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone, **m.val_scores}
+        for m in members
+    ]

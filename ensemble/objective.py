@@ -1,0 +1,107 @@
+"""Scoring weight vectors on validation predictions: the searched methods' inner loop.
+
+:class:`WeightObjective` holds the validation arrays, prepared once, and scores one weight
+vector (an Optuna trial, through ``__call__``) or many at once (:meth:`score_many`, used by
+greedy selection). Everything is vectorised numpy; nothing here builds a DataFrame.
+
+>>> import numpy as np, optuna
+>>> P = np.array([[[.9, .1], [.2, .8]], [[.4, .6], [.6, .4]]])  # [members, samples, classes]
+>>> obj = WeightObjective(P, np.array([0, 1]), metric="acc")
+>>> obj(optuna.trial.FixedTrial({"w0": 1.0, "w1": 0.0}))
+1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ensemble._metrics import LOWER_IS_BETTER, _CLIP, confusion_metrics
+from trainers.metrics import positive_index
+
+__all__ = ["OBJECTIVE_METRICS", "WeightObjective", "normalise_weights"]
+
+#: Metrics a weight search can optimise.
+OBJECTIVE_METRICS = ("logloss", "wfs", "ba", "acc", "kappa", "f1", "wp", "wr")
+
+
+def normalise_weights(raw: np.ndarray) -> np.ndarray:
+    """Non-negative raw weights -> a point on the simplex (uniform when all are zero)."""
+    raw = np.clip(np.asarray(raw, dtype=np.float64), 0.0, None)
+    total = raw.sum(axis=-1, keepdims=True)
+    uniform = np.full_like(raw, 1.0 / raw.shape[-1])
+    return np.where(total > 0, raw / np.where(total > 0, total, 1.0), uniform)
+
+
+class WeightObjective:
+    """Validation score of the weighted average of members' probabilities.
+
+    ``P`` is [n_members, n_samples, n_classes], ``labels`` [n_samples]. An Optuna trial
+    proposes one raw weight in [0, 1] per member (``w0``, ``w1``, ...); the weights are
+    normalised onto the simplex, so every point of the simplex is reachable and the scale of
+    the raw weights does not matter.
+    """
+
+    def __init__(
+        self,
+        P: np.ndarray,
+        labels: np.ndarray,
+        metric: str = "logloss",
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        if metric not in OBJECTIVE_METRICS:
+            raise ValueError(
+                f"objective metric must be one of {list(OBJECTIVE_METRICS)}, got {metric!r}"
+            )
+        self.P = np.asarray(P, dtype=np.float64)
+        self.y = np.asarray(labels, dtype=np.int64)
+        self.metric = metric
+        self.n_members, self.n_samples, self.k = self.P.shape
+        self.pos = positive_index(class_names, self.k)
+        rows = np.arange(self.n_samples)
+        # logloss needs only the true class's probability and each row's sum (loaded once)
+        self._p_true = np.clip(self.P, _CLIP, 1.0)[:, rows, self.y]
+        self._row_sum = np.clip(self.P, _CLIP, 1.0).sum(axis=2)
+
+    @property
+    def direction(self) -> str:
+        """``minimize`` for logloss, ``maximize`` otherwise (an Optuna study direction)."""
+        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
+
+    def param_names(self) -> list[str]:
+        """The trial parameter of each member's raw weight."""
+        return [f"w{i}" for i in range(self.n_members)]
+
+    def weights(self, trial: Any) -> np.ndarray:
+        """The normalised weights an Optuna trial proposes."""
+        raw = [trial.suggest_float(name, 0.0, 1.0) for name in self.param_names()]
+        return normalise_weights(np.array(raw))
+
+    def score_many(self, weights: np.ndarray) -> np.ndarray:
+        """Objective value of each row of ``weights`` [m, n_members] (rows on the simplex)."""
+        w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+        if w.shape[1] != self.n_members:
+            raise ValueError(
+                f"weights must have one column per member ({self.n_members}), got {w.shape}"
+            )
+        if self.metric == "logloss":
+            p_true = (w @ self._p_true) / (w @ self._row_sum)
+            return -np.log(p_true).mean(axis=1)
+        mix = np.einsum("mk,knc->mnc", w, self.P, optimize=True)
+        pred = mix.argmax(axis=2)
+        k = self.k
+        offsets = (np.arange(len(w)) * k * k)[:, None]
+        cm = np.bincount(
+            (offsets + self.y[None, :] * k + pred).ravel(), minlength=len(w) * k * k
+        ).reshape(len(w), k, k)
+        return confusion_metrics(cm, self.pos)[self.metric]
+
+    def score(self, weights: np.ndarray) -> float:
+        """Objective value of one weight vector."""
+        return float(self.score_many(np.asarray(weights)[None, :])[0])
+
+    def __call__(self, trial: Any) -> float:
+        """Optuna objective: propose weights, return their validation score."""
+        return self.score(self.weights(trial))

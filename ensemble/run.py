@@ -1,0 +1,381 @@
+"""``wen ensemble RUN``: members -> methods -> honest protocol -> statistics -> tables.
+
+Writes into ``RUN/ensemble/`` (each file atomically): ``members.csv``, ``comparison.csv`` and
+``comparison.md`` (one row per method and split, with 95% subject-bootstrap intervals),
+``comparisons.csv`` (paired tests against ``best_single`` and ``wen_kappa``),
+``confusion.csv`` (test), ``weights.json``, ``chosen.json`` and the Optuna study
+``study.db`` (resumed by a re-run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble._io import atomic_write_json, atomic_write_text
+from ensemble.config import EnsembleSettings
+from ensemble.members import (
+    Member,
+    build_members,
+    load_prediction_sets,
+    member_table,
+    select_candidates,
+    stack_members,
+)
+from ensemble.methods import METHODS, MethodOptions, create_method
+from ensemble.protocol import SIMPLICITY, ProtocolResult, run_protocol
+from ensemble.stats import bootstrap_metrics, delong_test, mcnemar_test, paired_bootstrap
+from trainers.metrics import positive_index
+
+__all__ = ["BASELINES", "EnsembleResult", "method_options", "run_ensemble"]
+
+#: Every method is compared (paired) against these.
+BASELINES = ("best_single", "wen_kappa")
+#: The metric columns of comparison.csv, the study's seven first.
+TABLE_METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
+SPLITS = ("val", "val_crossfit", "test")
+
+
+@dataclass
+class EnsembleResult:
+    """What ``run_ensemble`` produced: the output folder, tables and the chosen method."""
+
+    out_dir: Path
+    members: list[Member]
+    protocol: ProtocolResult
+    comparison: pd.DataFrame
+    comparisons: pd.DataFrame
+    chosen: dict[str, Any]
+
+
+def method_options(
+    settings: EnsembleSettings,
+    class_names: Sequence[str],
+    storage: str | None,
+    study_name: str | None,
+    progress: bool,
+) -> MethodOptions:
+    """The settings as the explicit options the method factories take."""
+    return MethodOptions(
+        class_names=tuple(class_names),
+        seed=settings.seed,
+        select_by=settings.select_by,
+        objective=settings.objective,
+        n_trials=settings.n_trials,
+        sampler=settings.sampler,
+        storage=storage,
+        study_name=study_name,
+        progress=progress,
+        greedy_rounds=settings.greedy_rounds,
+        stacking_C=settings.stacking_C,
+    )
+
+
+def _method_names(settings: EnsembleSettings, say: Callable[[str], None]) -> list[str]:
+    names = list(settings.methods) if settings.methods else list(METHODS)
+    for n in names:
+        METHODS.get(n)  # an unknown name fails here, listing the valid ones
+    for base in BASELINES:
+        if base not in names:
+            say(f"adding {base}: every method is compared with it")
+            names.append(base)
+    rank = {n: i for i, n in enumerate(SIMPLICITY)}
+    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _study_name(settings: EnsembleSettings, members: Sequence[Member]) -> str:
+    """One study per (objective, sampler, member set), so a re-run resumes the right one."""
+    digest = hashlib.sha1("|".join(m.name for m in members).encode()).hexdigest()[:10]
+    return f"weights-{settings.objective}-{settings.sampler}-{digest}"
+
+
+def run_ensemble(
+    run_dir: str | Path,
+    settings: EnsembleSettings | None = None,
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] = print,
+) -> EnsembleResult:
+    """Fit, compare and choose ensemble methods on a run's prediction files.
+
+    Reads ``RUN/predictions/*.parquet``, writes ``RUN/ensemble/``. Nothing is fitted on test:
+    every method sees validation predictions only; the chosen method is the best by held-out
+    validation ``settings.select_by``.
+    """
+    settings = settings or EnsembleSettings()
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "ensemble"
+    names = _method_names(settings, say)  # an unknown method fails before any reading
+    sets = load_prediction_sets(run_dir / "predictions", settings.skip_bad_files, say)
+    members = build_members(sets, settings.skip_bad_files, say)
+    class_names = _class_names(sets, members)
+    chosen_members = select_candidates(members, settings.candidates, by="wfs")
+    say(f"{len(members)} member(s); ensembling {len(chosen_members)}: "
+        + ", ".join(f"{m.backbone}:{m.name}" for m in chosen_members))
+    val = stack_members(chosen_members, "val")
+    has_test = all(m.test is not None for m in chosen_members)
+    test = stack_members(chosen_members, "test") if has_test else None
+    if not has_test:
+        say("no test predictions: only validation rows are reported")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    options = method_options(settings, class_names, storage,
+                             _study_name(settings, chosen_members), progress)
+    methods = {n: create_method(n, options) for n in names}
+    protocol = run_protocol(
+        methods, val, test, class_names=class_names, crossfit_folds=settings.crossfit_folds,
+        seed=settings.seed, select_by=settings.select_by,
+        tune_thresholds=settings.tune_threshold, say=say,
+    )
+    for note in protocol.notes:
+        say(f"note: {note}")
+
+    pos = positive_index(class_names, len(class_names))
+    comparison = _comparison_table(protocol, chosen_members, val, test, class_names, settings, pos)
+    comparisons = _paired_table(protocol, test, class_names, settings, pos) if test is not None \
+        else pd.DataFrame()
+    chosen = _chosen(protocol, chosen_members, settings, class_names)
+    _write_outputs(out_dir, members, chosen_members, protocol, comparison, comparisons, chosen,
+                   test, class_names, pos)
+    say(f"chosen: {chosen['method']} ({chosen['why']}); tables in {out_dir}")
+    return EnsembleResult(out_dir, chosen_members, protocol, comparison, comparisons, chosen)
+
+
+def _class_names(sets: Sequence[Any], members: Sequence[Member]) -> list[str]:
+    by_trial = {s.trial_id: s for s in sets}
+    return list(by_trial[members[0].trial_ids[0]].class_names)
+
+
+# ------------------------------------------------------------------------------- tables
+
+
+def _how(split: str, folds: int, n_boot: int, by_subject: bool, threshold: bool) -> str:
+    unit = "subject" if by_subject else "cell (no subject ids)"
+    boot = f"95% {unit} bootstrap n={n_boot}, stratified by class"
+    rule = ", tuned threshold" if threshold else ""
+    return {
+        "val": f"fitted on val (OOF), scored on the same val predictions (optimistic){rule}; "
+               f"{boot}",
+        "val_crossfit": f"fitted on {folds - 1} of {folds} subject-grouped val folds, scored on "
+                        f"the held-out fold{rule}; {boot}",
+        "test": f"fitted on val (OOF), scored on test{rule}; {boot}",
+    }[split]
+
+
+def _comparison_table(
+    protocol: ProtocolResult,
+    members: Sequence[Member],
+    val: Any,
+    test: Any,
+    class_names: Sequence[str],
+    settings: EnsembleSettings,
+    pos: int,
+) -> pd.DataFrame:
+    rows = []
+    member_names = ";".join(m.name for m in members)
+    for name, r in protocol.results.items():
+        weights = ";".join(f"{w:.4f}" for w in r.method.weights_)
+        for split in SPLITS:
+            arrays = test if split == "test" else val
+            if arrays is None:
+                continue
+            tuned = r.threshold is not None
+            boot = bootstrap_metrics(
+                arrays.y, r.probs(split), arrays.subject_ids, class_names,
+                n_boot=settings.bootstrap, seed=settings.seed,
+                pred=r.labels(split, pos) if tuned else None,
+            )
+            ci = boot.interval()
+            row: dict[str, Any] = {
+                "method": name, "split": split, "members": member_names, "weights": weights,
+                "threshold": r.threshold,
+            }
+            for key in TABLE_METRICS:
+                row[key] = r.scores[split][key]
+                row[f"{key}_low"], row[f"{key}_high"] = ci[key]
+            row["chosen"] = name == protocol.chosen
+            row["how"] = _how(split, protocol.crossfit_folds, settings.bootstrap,
+                              boot.by_subject, tuned)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _paired_table(
+    protocol: ProtocolResult,
+    test: Any,
+    class_names: Sequence[str],
+    settings: EnsembleSettings,
+    pos: int,
+) -> pd.DataFrame:
+    """Every method against each baseline on test: bootstrap differences, DeLong, McNemar."""
+    rows = []
+    binary = len(class_names) == 2
+    for base in BASELINES:
+        b = protocol.results[base]
+        for name, r in protocol.results.items():
+            if name == base:
+                continue
+            pred_a, pred_b = r.labels("test", pos), b.labels("test", pos)
+            diffs = paired_bootstrap(
+                test.y, r.test_probs, b.test_probs, test.subject_ids, class_names,
+                n_boot=settings.bootstrap, seed=settings.seed, pred_a=pred_a, pred_b=pred_b,
+            )
+            for metric in TABLE_METRICS:
+                d = diffs[metric]
+                row = {
+                    "split": "test", "method": name, "baseline": base, "metric": metric,
+                    "method_value": d["a"], "baseline_value": d["b"], "diff": d["diff"],
+                    "diff_low": d["low"], "diff_high": d["high"], "p_bootstrap": d["p"],
+                    "test": f"paired {settings.bootstrap}-resample subject bootstrap",
+                    "statistic": np.nan, "p_value": d["p"], "detail": "",
+                }
+                if metric == "auc" and binary:
+                    y_pos = (test.y == pos).astype(int)
+                    dl = delong_test(y_pos, r.test_probs[:, pos], b.test_probs[:, pos])
+                    row.update(test="DeLong (fast, Sun & Xu 2014; cells independent)",
+                               statistic=dl.z, p_value=dl.p, detail=f"se={dl.se:.5f}")
+                elif metric == "acc":
+                    mc = mcnemar_test(test.y, pred_a, pred_b)
+                    row.update(test="McNemar, exact binomial (scipy binomtest; cells independent)",
+                               statistic=np.nan, p_value=mc.p,
+                               detail=f"only_method_right={mc.only_a}; "
+                                      f"only_baseline_right={mc.only_b}")
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _weights_by_member(weights: np.ndarray, members: Sequence[Member]) -> dict[str, float]:
+    return {m.name: float(w) for m, w in zip(members, weights)}
+
+
+def _chosen(
+    protocol: ProtocolResult,
+    members: Sequence[Member],
+    settings: EnsembleSettings,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    r = protocol.results[protocol.chosen]
+    return {
+        "method": protocol.chosen,
+        "why": protocol.why,
+        "select_by": settings.select_by,
+        "val_score": r.scores["val_crossfit"][settings.select_by],
+        "val_score_kind": f"held-out ({protocol.crossfit_folds}-fold subject-grouped cross-fit)",
+        "val_fitted_score": r.scores["val"][settings.select_by],
+        "threshold": r.threshold,
+        "members": [
+            {"name": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone,
+             "weight": float(w), "files": [str(p) for p in m.paths]}
+            for m, w in zip(members, r.method.weights_)
+        ],
+        "class_names": list(class_names),
+    }
+
+
+def _weights_json(protocol: ProtocolResult, members: Sequence[Member]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "members": [{"name": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone}
+                    for m in members],
+        "methods": {},
+    }
+    for name, r in protocol.results.items():
+        entry: dict[str, Any] = {
+            "weights": _weights_by_member(r.method.weights_, members),
+            "params": {k: v for k, v in r.method.get_params().items() if k != "class_names"},
+            "threshold": r.threshold,
+            "notes": list(getattr(r.method, "notes_", [])),
+        }
+        for attr in ("best_value_", "n_trials_done_", "study_name_"):
+            if hasattr(r.method, attr):
+                entry[attr.rstrip("_")] = getattr(r.method, attr)
+        if name == "stacking":
+            entry["weights_meaning"] = "share of the stacker's absolute coefficients (importance)"
+            entry["coef"] = r.method.stacker_.coef_.tolist()
+            entry["intercept"] = r.method.stacker_.intercept_.tolist()
+        out["methods"][name] = entry
+    return out
+
+
+def _confusion(
+    protocol: ProtocolResult, test: Any, class_names: Sequence[str], pos: int
+) -> pd.DataFrame:
+    k = len(class_names)
+    rows = []
+    keep = test.y >= 0
+    for name, r in protocol.results.items():
+        pred = r.labels("test", pos)
+        cm = np.bincount(test.y[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
+        for i in range(k):
+            for j in range(k):
+                rows.append({"method": name, "split": "test", "true": class_names[i],
+                             "predicted": class_names[j], "count": int(cm[i, j])})
+    return pd.DataFrame(rows)
+
+
+def _fmt(v: Any, lo: Any, hi: Any) -> str:
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    if lo is None or not np.isfinite(lo):
+        return f"{v:.3f}"
+    return f"{v:.3f} ({lo:.3f}-{hi:.3f})"
+
+
+def _markdown(comparison: pd.DataFrame, chosen: dict[str, Any], notes: Sequence[str]) -> str:
+    metrics = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa")
+    head = "| method | split | " + " | ".join(m.upper() for m in metrics) + " |"
+    lines = [
+        "# Ensemble comparison",
+        "",
+        f"Chosen: **{chosen['method']}** ({chosen['why']}).",
+        "",
+        "Values are point estimates with 95% subject-bootstrap intervals. `val` rows are scored on",
+        "the predictions the method was fitted on (optimistic); `val_crossfit` rows on held-out",
+        "subject-grouped folds of the validation predictions; `test` rows on test, never",
+        "fitted on.",
+        "",
+        head,
+        "|" + "---|" * (len(metrics) + 2),
+    ]
+    for _, row in comparison.iterrows():
+        cells = [_fmt(row[m], row[f"{m}_low"], row[f"{m}_high"]) for m in metrics]
+        mark = " *" if row["chosen"] else ""
+        lines.append(f"| {row['method']}{mark} | {row['split']} | " + " | ".join(cells) + " |")
+    lines += ["", "How each row was obtained:", ""]
+    for how in dict.fromkeys(comparison["how"]):
+        lines.append(f"- {how}")
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _write_outputs(
+    out_dir: Path,
+    all_members: Sequence[Member],
+    members: Sequence[Member],
+    protocol: ProtocolResult,
+    comparison: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    chosen: dict[str, Any],
+    test: Any,
+    class_names: Sequence[str],
+    pos: int,
+) -> None:
+    table = pd.DataFrame(member_table(all_members))
+    table["candidate"] = table["member"].isin([m.name for m in members])
+    table["trial_ids"] = table["trial_ids"].map(";".join)
+    atomic_write_text(out_dir / "members.csv", table.to_csv(index=False))
+    atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
+    atomic_write_text(out_dir / "comparison.md", _markdown(comparison, chosen, protocol.notes))
+    if test is not None:
+        atomic_write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
+        atomic_write_text(out_dir / "confusion.csv",
+                          _confusion(protocol, test, class_names, pos).to_csv(index=False))
+    atomic_write_json(out_dir / "weights.json", _weights_json(protocol, members))
+    atomic_write_json(out_dir / "chosen.json", chosen)

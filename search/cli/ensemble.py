@@ -1,0 +1,98 @@
+"""``wen ensemble RUN``: fit and compare ensemble methods on a run's prediction files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from search.cli._app import app, fail
+
+__all__ = ["ensemble_command", "load_settings"]
+
+
+def load_settings(run: Path, overrides: dict[str, Any]) -> Any:
+    """``RUN/config.yaml``'s ``ensemble:`` section (defaults when absent), then ``overrides``.
+
+    The file is validated as a whole run config (``search.config.WenConfig``); overrides are
+    validated with the section, so a bad flag value names its key and the rule.
+    """
+    from pydantic import ValidationError
+
+    from ensemble.config import EnsembleSettings
+    from search.config import WenConfig
+    from trainers.config import ConfigError, format_validation_error, load_config
+
+    config_path = run / "config.yaml"
+    base: dict[str, Any] = {}
+    if config_path.is_file():
+        cfg = load_config(config_path, model=WenConfig, check_registries=False)
+        base = cfg.ensemble.model_dump()
+    merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return EnsembleSettings.model_validate(merged)
+    except ValidationError as err:
+        problems = [f"ensemble.{p}" for p in format_validation_error(err, EnsembleSettings)]
+        raise ConfigError(problems, "wen ensemble flags / RUN/config.yaml") from None
+
+
+@app.command("ensemble")
+def ensemble_command(
+    run: Path = typer.Argument(..., help="Run folder holding predictions/ (and config.yaml)."),
+    candidates: str | None = typer.Option(
+        None, help="best-per-backbone (default), top-K (e.g. top-5) or trial ids ID,ID,..."
+    ),
+    objective: str | None = typer.Option(
+        None, help="What searched weights optimise on validation: logloss, wfs or ba."
+    ),
+    n_trials: int | None = typer.Option(None, "--n-trials", help="Optuna weight trials."),
+    sampler: str | None = typer.Option(None, help="Optuna sampler: tpe, cmaes or random."),
+    seed: int | None = typer.Option(None, help="Seed of samplers, folds and the bootstrap."),
+    methods: str | None = typer.Option(
+        None, help="Comma-separated methods (default: all), e.g. sap,wen_kappa,optuna."
+    ),
+    skip_bad_files: bool = typer.Option(
+        False, "--skip-bad-files", help="Skip (and report) bad or misaligned prediction files."
+    ),
+    bootstrap: int | None = typer.Option(None, help="Subject-bootstrap resamples (CIs)."),
+    crossfit_folds: int | None = typer.Option(
+        None, "--crossfit-folds", help="Subject-grouped folds that estimate overfitting."
+    ),
+    select_by: str | None = typer.Option(
+        None, "--select-by", help="Validation metric that chooses the method to export."
+    ),
+    tune_threshold: bool | None = typer.Option(
+        None, "--tune-threshold/--no-tune-threshold",
+        help="Binary: tune the decision threshold on validation predictions.",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Fit every ensemble method on validation predictions, report them on test with 95%
+    subject-bootstrap intervals and paired tests, and choose one by held-out validation score.
+    Writes RUN/ensemble/ (comparison.csv/.md, comparisons.csv, confusion.csv, weights.json,
+    chosen.json, study.db). Re-running resumes the Optuna study."""
+    from ensemble.members import EnsembleInputError
+    from ensemble.run import run_ensemble
+    from trainers.config import ConfigError
+
+    if not run.is_dir():
+        raise fail(f"run folder {str(run)!r} does not exist; pass the folder `wen search` wrote")
+    overrides = {
+        "candidates": candidates,
+        "objective": objective,
+        "n_trials": n_trials,
+        "sampler": sampler,
+        "seed": seed,
+        "methods": [m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+        "skip_bad_files": True if skip_bad_files else None,
+        "bootstrap": bootstrap,
+        "crossfit_folds": crossfit_folds,
+        "select_by": select_by,
+        "tune_threshold": tune_threshold,
+    }
+    try:
+        settings = load_settings(run, overrides)
+        run_ensemble(run, settings, progress=progress, say=typer.echo)
+    except (ConfigError, EnsembleInputError, ValueError) as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,128 @@
+"""``wen search`` (a distributed search on Ray Tune) and ``wen dashboard`` (TensorBoard on a run)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli._app import app, fail
+
+__all__ = ["dashboard", "search"]
+
+
+def _dry_run(config: object, storage: str, name: str) -> None:
+    from search.config import WenConfig
+    from search.schedulers import asha_rungs, cycle_epochs, grace_epochs
+    from search.space import describe_space
+
+    assert isinstance(config, WenConfig)
+    settings = config.search
+    for line in describe_space(settings):
+        typer.echo(line)
+    res = settings.resources
+    memory = f", {res.memory_gb:g} GiB memory" if res.memory_gb else ""
+    typer.echo(f"each trial needs: {res.cpus:g} CPU, {res.gpus:g} GPU{memory}")
+    sched = settings.scheduler
+    line = f"scheduler: {sched.name}"
+    if sched.name == "asha":
+        grace = int(round(grace_epochs(config)))
+        rungs = asha_rungs(config.train.epochs, grace, sched.reduction_factor)
+        line += f" (rungs at epochs {', '.join(f'{r:g}' for r in rungs)}; LR cycle {cycle_epochs(config.schedule):g} epochs)"
+    typer.echo(line)
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except ImportError:  # pragma: no cover
+        pass
+    cpus = os.cpu_count() or 1
+    fit = int(min(cpus // max(res.cpus, 1e-9), (gpus // res.gpus) if res.gpus else 1e9))
+    typer.echo(f"this machine: {cpus} CPU, {gpus} GPU -> up to {max(fit, 0)} concurrent trial(s)")
+    if res.gpus and not gpus:
+        typer.echo("note: trials ask for GPUs and this machine has none; join a GPU cluster with --address")
+    typer.echo(f"run folder: {storage.rstrip('/')}/{name}")
+
+
+@app.command("search")
+def search(
+    config: Annotated[Path, typer.Argument(help="YAML config: the trial plus a `search:` section.")],
+    storage: Annotated[
+        str | None, typer.Option(help="Run storage: a local path or s3:// / gs:// URI (default: search.storage).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Run name; RUN = STORAGE/NAME (default: the config's name).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join a running Ray cluster: auto or HOST:PORT (default: start Ray here).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the search in RUN (killed driver or errored trials).")] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded space and per-trial resources; run nothing.")] = False,
+) -> None:
+    """Search the configured space on Ray Tune; write RUN/results.csv and every trial's predictions."""
+    from search.run import SearchError, load_search_config, run_search
+    from search.storage import StorageError
+    from trainers.config import ConfigError
+
+    try:
+        cfg = load_search_config(str(config), overrides)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    store = storage or cfg.search.storage
+    run_name = name or cfg.name
+    if dry_run:
+        _dry_run(cfg, store, run_name)
+        return
+    args = sys.argv[1:]
+    if args[:1] != ["search"]:  # run as `python -m ...` or from a test runner
+        args = ["search", str(config), *args]
+    command = "wen " + shlex.join(args)
+    try:
+        outcome = run_search(
+            cfg, storage=store, name=run_name, address=address, resume=resume, command=command
+        )
+    except (SearchError, StorageError, ConfigError) as err:
+        raise fail(str(err)) from None
+    if outcome.errors:
+        raise fail(f"{outcome.errors} trial(s) errored; see {outcome.run.join('results.csv')}", code=1)
+
+
+@app.command("dashboard")
+def dashboard(
+    run: Annotated[str, typer.Argument(help="A run folder (local path or URI) written by `wen search`.")],
+    port: Annotated[int, typer.Option(help="TensorBoard port on 127.0.0.1 (next free if taken).")] = 6006,
+) -> None:
+    """Serve TensorBoard on a run's trial logs, bound to 127.0.0.1, until Ctrl-C."""
+    from search.raycluster import free_port
+    from search.storage import is_uri
+
+    logdir = run
+    if not is_uri(run):
+        root = Path(run).expanduser()
+        if not root.is_dir():
+            raise fail(f"run folder {run!r} does not exist; pass the RUN folder `wen search` printed")
+        logdir = str(root / "tensorboard") if (root / "tensorboard").is_dir() else str(root)
+    else:
+        logdir = run.rstrip("/") + "/tensorboard"
+    chosen = free_port(port)
+    if chosen != port:
+        typer.echo(f"port {port} on 127.0.0.1 is taken; TensorBoard uses {chosen}")
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(chosen)])
+    url = board.launch()
+    typer.echo(f"TensorBoard: {url} (logs: {logdir}); Ctrl-C stops it")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        typer.echo("stopped")

@@ -1,0 +1,270 @@
+"""``run_search``: one search (or its resumption) from a validated config to the results table.
+
+The run folder ``RUN = STORAGE/NAME`` holds everything: Tune's experiment state and each
+trial's checkpoints, ``predictions/<trial_id>.parquet``, ``models/<trial_id>/``,
+``tensorboard/<trial_id>/``, ``results.csv``/``.parquet``, the resolved ``config.yaml`` and
+``command.txt`` (one line per invocation).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from search.config import WenConfig
+from search.raycluster import (
+    alive_nodes,
+    resource_problems,
+    start_ray,
+    storage_problems,
+)
+from search.results import results_table, write_results
+from search.schedulers import create_scheduler, cycle_epochs
+from search.searchers import create_search_alg, tune_num_samples
+from search.space import FOLD_KEY, build_param_space
+from search.storage import RunStorage
+from search.trainable import TrainFn, TrialSpec, fault_epoch_from_env, make_trainable
+
+__all__ = [
+    "SearchError",
+    "SearchOutcome",
+    "load_search_config",
+    "resume_differences",
+    "run_search",
+    "trial_dirname",
+]
+
+_GIB = 1024**3
+#: Prediction temp files (trainers.predictions writes `.`-prefixed names, then renames).
+_TEMP = re.compile(r"^\..*")
+
+
+class SearchError(RuntimeError):
+    """A search cannot start or resume; the message says why and what to do."""
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search left behind."""
+
+    run: RunStorage
+    results: pd.DataFrame
+    errors: int
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Tune's default embeds every searched value)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _spec(config: WenConfig, run: RunStorage, train_fn_path: str) -> TrialSpec:
+    searched = list(config.search.space)
+    if config.search.folds and config.search.algorithm != "optuna":
+        searched.append(FOLD_KEY)
+    return TrialSpec(
+        base=config.trial_part().model_dump(mode="json"),
+        storage=run.storage,
+        name=run.name,
+        metric=config.search.metric,
+        mode=config.search.mode,
+        cycle_epochs=cycle_epochs(config.schedule),
+        folds=list(config.search.folds) if config.search.folds else None,
+        cpus=config.search.resources.cpus,
+        tensorboard=config.search.tensorboard,
+        fault_epoch=fault_epoch_from_env(),
+        train_fn=train_fn_path,
+        searched=searched,
+    )
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    keys = sorted(set(saved) | set(current))
+    out: list[str] = []
+    for key in keys:
+        a, b = saved.get(key), current.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += resume_differences(a, b, dotted + ".")
+        elif a != b:
+            out.append(dotted)
+    return out
+
+
+def _prepare_run(config: WenConfig, run: RunStorage, resume: bool, command: str) -> None:
+    from ray.tune import Tuner
+
+    exists = Tuner.can_restore(run.uri)
+    if resume and not exists:
+        raise SearchError(
+            f"--resume: {run.uri} holds no search to resume: run without --resume to start it"
+        )
+    if not resume and exists:
+        raise SearchError(
+            f"{run.uri} already holds a search: pass --resume to continue it, or --name NAME "
+            "to start another"
+        )
+    current = config.model_dump(mode="json")
+    if resume and run.exists("config.yaml"):
+        saved = yaml.safe_load(run.read_text("config.yaml")) or {}
+        changed = resume_differences(saved, current)
+        if changed:
+            raise SearchError(
+                f"--resume: the config differs from the one the search started with "
+                f"({run.uri}/config.yaml) at {', '.join(changed)}; Tune cannot change a search "
+                "mid-way: resume with the same config and --set values, or start a new run "
+                "with --name"
+            )
+    run.makedirs()
+    run.makedirs("predictions")
+    if not resume:
+        run.write_text("config.yaml", yaml.safe_dump(current, sort_keys=False))
+    run.append_text("command.txt", command.rstrip("\n") + "\n")
+
+
+def _check_cluster(config: WenConfig, run: RunStorage) -> None:
+    nodes = alive_nodes()
+    problems = resource_problems(config.search.resources, config.train, nodes)
+    problems += storage_problems(run, nodes)
+    if problems:
+        raise SearchError("the search cannot start:\n  - " + "\n  - ".join(problems))
+
+
+def _reporter(config: WenConfig, total: int) -> Any:
+    from ray.tune import CLIReporter
+
+    settings = config.search
+    params = {k: k.split(".")[-1] for k in settings.space}
+    metrics = {"epoch": "epoch", settings.metric: settings.metric, "val_loss": "val_loss"}
+    if settings.folds:
+        metrics["fold"] = "fold"  # reported by the trainable (a Repeater index under Optuna)
+    metrics["node_ip"] = "node"
+    return CLIReporter(
+        parameter_columns=params,
+        metric_columns=metrics,
+        total_samples=total,
+        max_report_frequency=int(settings.report_every_s),
+        metric=settings.metric,
+        mode=settings.mode,
+        sort_by_metric=True,
+        max_column_length=20,
+    )
+
+
+def _select_key(config: WenConfig) -> str:
+    select = config.train.select_metric
+    return "val_loss" if select == "loss" else f"val_{select}"
+
+
+def _tuner(config: WenConfig, run: RunStorage, trainable: Any, resume: bool) -> Any:
+    from ray import tune
+
+    if resume:
+        # resume_errored: errored trials continue from their last checkpoint;
+        # finished trials are never re-run; the searcher's state is restored from RUN
+        return tune.Tuner.restore(run.uri, trainable, resume_errored=True, restart_errored=False)
+    settings = config.search
+    total = tune_num_samples(settings)
+    return tune.Tuner(
+        trainable,
+        param_space=build_param_space(settings),
+        tune_config=tune.TuneConfig(
+            search_alg=create_search_alg(settings),
+            scheduler=create_scheduler(config),
+            num_samples=total,
+            trial_dirname_creator=trial_dirname,
+            trial_name_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=run.name,
+            storage_path=run.storage,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            # Tune keeps the latest checkpoint plus the best ones by the trainer's own
+            # selection metric, so a trial resumed anywhere finds its best epoch again
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=settings.checkpoints_to_keep,
+                checkpoint_score_attribute=_select_key(config),
+                checkpoint_score_order="min" if config.train.select_metric == "loss" else "max",
+            ),
+            progress_reporter=_reporter(config, total),
+            verbose=1,
+        ),
+    )
+
+
+def _remove_partial_predictions(run: RunStorage) -> list[str]:
+    """Delete temp prediction files a killed trial left (every trial has finished now)."""
+    removed = [name for name in run.list("predictions") if _TEMP.match(name)]
+    for name in removed:
+        run.delete_file(f"predictions/{name}")
+    return removed
+
+
+def run_search(
+    config: WenConfig,
+    *,
+    storage: str,
+    name: str,
+    address: str | None = None,
+    resume: bool = False,
+    command: str = "",
+    num_cpus: int | None = None,
+    train_fn: TrainFn | None = None,
+    train_fn_path: str = "trainers:train",
+    say: Callable[[str], None] = print,
+) -> SearchOutcome:
+    """Run (or resume) the search ``config.search`` describes; write the results table.
+
+    ``train_fn`` replaces the trial function (tests); ``num_cpus`` caps a Ray started here.
+    """
+    import ray
+
+    run = RunStorage.open(storage, name)
+    _prepare_run(config, run, resume, command)
+    say(f"run folder: {run.uri}")
+    # Tune's new console output ignores a ProgressReporter; the classic table is concise
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # every epoch checkpoints, so Tune's "snapshotting too often" warning would fire constantly
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    session = start_ray(address, dashboard_port=config.search.dashboard_port, num_cpus=num_cpus, say=say)
+    try:
+        _check_cluster(config, run)
+        resources: dict[str, float] = {
+            "cpu": config.search.resources.cpus,
+            "gpu": config.search.resources.gpus,
+        }
+        if config.search.resources.memory_gb:
+            resources["memory"] = config.search.resources.memory_gb * _GIB
+        from ray import tune
+
+        trainable = tune.with_resources(
+            make_trainable(_spec(config, run, train_fn_path), train_fn), resources
+        )
+        grid = _tuner(config, run, trainable, resume).fit()
+        frame = results_table(grid, config, run)
+        write_results(frame, run)
+        removed = _remove_partial_predictions(run)
+        if removed:
+            say(f"removed {len(removed)} partial prediction file(s) left by killed trials")
+        errors = int((frame["status"] == "ERROR").sum()) if not frame.empty else 0
+        say(f"results: {run.join('results.csv')} ({len(frame)} trials, {errors} errored)")
+        return SearchOutcome(run=run, results=frame, errors=errors)
+    finally:
+        if session.started_here:
+            ray.shutdown()
+
+
+def load_search_config(source: str, overrides: list[str] | None) -> WenConfig:
+    """Read and validate a whole-run config (search space values included)."""
+    from trainers.config import load_config
+
+    config = load_config(source, overrides, model=WenConfig)
+    assert isinstance(config, WenConfig)
+    return config
+

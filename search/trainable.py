@@ -1,0 +1,367 @@
+"""The Tune trainable: a thin adapter around the pure trial function ``trainers.train``.
+
+Only this module knows Ray's reporting API (``tune.report``, ``tune.get_checkpoint``,
+``tune.Checkpoint``); the trainer only ever sees a ``report(metrics)`` callback.
+
+Per trial it:
+- builds the trial config from the base config plus the trial's searched values (the fold
+  made explicit), and gives the trainer one CPU thread per CPU the trial holds;
+- resumes from Tune's latest checkpoint when there is one (a retried, paused or restored
+  trial), passing it to the trainer as ``resume_from``;
+- reports every epoch's metrics to Tune with the epoch's checkpoint, plus ``best_<metric>``
+  (the searcher's objective), ``lr_cycles`` (the scheduler's clock), the node IP and node id;
+- writes TensorBoard curves and the per-step learning-rate trace;
+- writes predictions straight into ``RUN/predictions/<trial_id>.parquet`` and copies the best
+  weights to ``RUN/models/<trial_id>/`` with a ``config.json``.
+
+Test hook: ``WEN_FAULT_INJECT=<epoch>`` in the driver's environment makes every trial raise
+once, right after reporting that epoch on a fresh start (never after resuming), so tests can
+prove a failed trial is retried from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.space import FOLD_KEY, trial_overrides
+from search.storage import RunStorage
+from trainers.config import TrialConfig, apply_overrides, load_config
+
+__all__ = [
+    "FAULT_ENV",
+    "InjectedFault",
+    "TrialSpec",
+    "TuneReporter",
+    "make_trainable",
+    "resolve_train_fn",
+]
+
+FAULT_ENV = "WEN_FAULT_INJECT"
+#: Written next to each checkpoint Tune persists, so a resumed trial keeps its running best.
+_BEST_FILE = "wen_tune.json"
+
+TrainFn = Callable[..., Any]
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the ``WEN_FAULT_INJECT`` test hook."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial needs from the driver; small and picklable (it is in Tune's state).
+
+    ``base`` is the resolved trial config (JSON-able dict); ``train_fn`` an import path
+    ``module:function`` resolved on the worker.
+    """
+
+    base: dict[str, Any]
+    storage: str
+    name: str
+    metric: str
+    mode: str
+    cycle_epochs: float = 1.0
+    folds: list[int] | None = None
+    cpus: float = 1.0
+    tensorboard: bool = True
+    fault_epoch: int | None = None
+    train_fn: str = "trainers:train"
+    searched: list[str] = field(default_factory=list)
+
+
+def resolve_train_fn(path: str) -> TrainFn:
+    """``"pkg.module:function"`` -> the function."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    if not attr:
+        raise ValueError(f"train function {path!r} must look like 'module:function'")
+    return getattr(importlib.import_module(module), attr)
+
+
+def trial_config(spec: TrialSpec, tune_config: dict[str, Any]) -> TrialConfig:
+    """The trial's config: the base plus its searched values; threads = the CPUs it holds."""
+    raw = apply_overrides(spec.base, trial_overrides(tune_config, spec.folds))
+    if raw.get("train", {}).get("threads") is None:
+        raw = apply_overrides(raw, {"train.threads": max(1, int(math.floor(spec.cpus)))})
+    return load_config(raw, model=TrialConfig, check_registries=False)
+
+
+class TuneReporter:
+    """The ``report`` callback handed to the trainer: forwards each epoch to Tune.
+
+    Keeps the running best of the search metric (restored from the checkpoint on resume),
+    adds the scheduler clock and the node, writes TensorBoard, attaches the checkpoint.
+    """
+
+    def __init__(
+        self,
+        spec: TrialSpec,
+        *,
+        fold: int | None,
+        resumed_from: dict[str, Any] | None,
+        tensorboard_dir: Path | None,
+        final_epoch: int,
+        scratch: Path,
+    ) -> None:
+        import ray
+
+        self.spec = spec
+        self.final_epoch = final_epoch
+        self.scratch = scratch
+        self._pending: tuple[dict[str, Any], Path | None] | None = None
+        self.fold = fold
+        self.resumed = resumed_from is not None
+        self.resumed_epoch = int(resumed_from.get("epoch", -1)) if resumed_from else -1
+        self.best: float | None = resumed_from.get("best") if resumed_from else None
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.node_ip = ray.util.get_node_ip_address()
+        self._writer = None
+        self._lr_step = 0
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tensorboard_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(tensorboard_dir))
+
+    def _better(self, value: float) -> bool:
+        if self.best is None or math.isnan(self.best):
+            return not math.isnan(value)
+        return value > self.best if self.spec.mode == "max" else value < self.best
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        out = dict(metrics)
+        checkpoint_dir = out.pop("checkpoint_dir", None)
+        lr_trace = out.pop("lr_trace", None)
+        epoch = int(out["epoch"])
+        value = out.get(self.spec.metric)
+        if value is not None and self._better(float(value)):
+            self.best = float(value)
+        out.update(
+            {
+                f"best_{self.spec.metric}": self.best if self.best is not None else float("nan"),
+                "lr_cycles": epoch / self.spec.cycle_epochs,
+                "node_ip": self.node_ip,
+                "node_id": self.node_id,
+                "resumed_from_epoch": self.resumed_epoch,
+            }
+        )
+        if self.fold is not None:
+            out["fold"] = self.fold
+        self._tensorboard(out, epoch, lr_trace)
+        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if ckpt is not None:
+            record = {"epoch": epoch, "best": self.best, "trainer_best_epoch": out.get("best_epoch")}
+            (ckpt / _BEST_FILE).write_text(json.dumps(record))
+        if epoch >= self.final_epoch:
+            # A scheduler stops a trial at its last epoch (max_t) as soon as it reports it,
+            # which would cut off the predictions written after training: the last report is
+            # held back until the predictions and weights are published (see flush).
+            if ckpt is not None:
+                held = self.scratch / "final_checkpoint"
+                shutil.rmtree(held, ignore_errors=True)
+                shutil.copytree(ckpt, held)
+                ckpt = held
+            self._pending = (out, ckpt)
+        else:
+            self._send(out, ckpt)
+        if self.spec.fault_epoch == epoch and not self.resumed:
+            raise InjectedFault(
+                f"{FAULT_ENV}={self.spec.fault_epoch}: injected failure after epoch {epoch}"
+            )
+
+    def _send(self, metrics: dict[str, Any], ckpt: Path | None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(str(ckpt)) if ckpt is not None else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    def flush(self) -> None:
+        """Send the held-back last report (after predictions and weights are published)."""
+        if self._pending is not None:
+            metrics, ckpt = self._pending
+            self._pending = None
+            self._send(metrics, ckpt)
+
+    def _tensorboard(self, metrics: dict[str, Any], epoch: int, lr_trace: Any) -> None:
+        if self._writer is None:
+            return
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                group = "val" if key.startswith("val_") else "train" if key.startswith("train_") else "trial"
+                self._writer.add_scalar(f"{group}/{key}", float(value), epoch)
+        if lr_trace:
+            # one point per optimizer step; the x axis counts steps across epochs
+            steps = len(lr_trace)
+            start = (epoch - 1) * steps
+            for i, lr in enumerate(lr_trace):
+                self._writer.add_scalar("lr/step", float(lr), start + i)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _restore(checkpoint: Any, scratch: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """Tune's checkpoint -> (a local folder for the trainer, the running-best record)."""
+    if checkpoint is None:
+        return None, None
+    local = Path(checkpoint.path)
+    if not (checkpoint.filesystem.type_name == "local" and local.is_dir()):
+        target = scratch / "resume"  # remote storage: download it first
+        shutil.rmtree(target, ignore_errors=True)
+        local = Path(checkpoint.to_directory(str(target)))
+    best_file = local / _BEST_FILE
+    record = json.loads(best_file.read_text()) if best_file.is_file() else {"epoch": -1}
+    return local, record
+
+
+def _restore_best(checkpoint: Any, record: dict[str, Any] | None, work: Path) -> None:
+    """Put the trainer's best checkpoint back into ``work`` when a resumed trial lacks it.
+
+    The trainer predicts with ``work/checkpoints/epoch_<best>`` after its last epoch. A trial
+    resumed on another node (or with remote storage) starts from an empty work folder and
+    gets only the latest checkpoint from Tune; Tune also keeps the best one (the checkpoint
+    config scores by the trainer's selection metric), so it is found among the trial's
+    persisted checkpoints by the record written next to each.
+    """
+    best = (record or {}).get("trainer_best_epoch")
+    if checkpoint is None or best is None:
+        return
+    target = work / "checkpoints" / f"epoch_{int(best):04d}"
+    if target.is_dir():
+        return
+    import posixpath
+
+    import pyarrow.fs as pafs
+
+    fs = checkpoint.filesystem
+    parent = posixpath.dirname(checkpoint.path.rstrip("/"))
+    selector = pafs.FileSelector(parent, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        marker = posixpath.join(info.path, _BEST_FILE)
+        if fs.get_file_info(marker).type == pafs.FileType.NotFound:
+            continue
+        with fs.open_input_stream(marker) as f:
+            if json.loads(f.read().decode()).get("epoch") != best:
+                continue
+        target.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(info.path, str(target), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+        return
+
+
+def _publish(run: RunStorage, result: Any, config: TrialConfig, trial_id: str, pred_path: Path | None) -> None:
+    """Copy the best weights (+ config.json) and, for remote storage, the predictions."""
+    from trainers.config import config_hash
+
+    if pred_path is not None and not run.local and pred_path.is_file():
+        run.upload_file(pred_path, f"predictions/{trial_id}.parquet")
+    ckpt = Path(result.checkpoint_dir) if result.checkpoint_dir else None
+    weights = ckpt / "model.safetensors" if ckpt else None
+    if weights is None or not weights.is_file():
+        return
+    class_names = None
+    if pred_path is not None and pred_path.is_file():
+        from trainers.predictions import read_predictions
+
+        class_names = read_predictions(pred_path).class_names
+    meta = {
+        "trial_id": trial_id,
+        "best_epoch": result.best_epoch,
+        "best_metrics": result.best_metrics,
+        "config_hash": getattr(result, "config_hash", None) or config_hash(config),
+        "class_names": class_names,
+        "config": config.model_dump(mode="json"),
+    }
+    run.upload_file(weights, f"models/{trial_id}/model.safetensors")
+    run.write_text(f"models/{trial_id}/config.json", json.dumps(meta, indent=2, default=str))
+
+
+def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn | None) -> None:
+    import logging
+
+    from ray import tune
+
+    # one INFO line per persisted checkpoint would drown the live table
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    fn = train_fn or resolve_train_fn(spec.train_fn)
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    trial_dir = Path(context.get_trial_dir())
+    config = trial_config(spec, tune_config)
+    run = RunStorage.open(spec.storage, spec.name)
+    scratch = Path(tempfile.mkdtemp(prefix=f"wen-{trial_id}-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        resume_from, record = _restore(checkpoint, scratch)
+        # the trainer's own checkpoints: in RUN for local storage (shared by retries on any
+        # node), on the node for remote storage (a retry elsewhere restores the best one)
+        work = trial_dir / "work"
+        _restore_best(checkpoint, record, work)
+        if run.local:
+            predictions_dir = run.local_path("predictions")
+            tb_dir = run.local_path("tensorboard", trial_id) if spec.tensorboard else None
+        else:
+            predictions_dir = scratch / "predictions"
+            tb_dir = scratch / "tensorboard" if spec.tensorboard else None
+        predictions_dir.mkdir(parents=True, exist_ok=True)
+        fold = config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None
+        reporter = TuneReporter(
+            spec,
+            fold=fold,
+            resumed_from=record,
+            tensorboard_dir=tb_dir,
+            final_epoch=config.train.epochs,
+            scratch=scratch,
+        )
+        try:
+            result = fn(
+                config,
+                reporter,
+                out_dir=work,
+                trial_id=trial_id,
+                resume_from=resume_from,
+                predictions_dir=predictions_dir,
+            )
+        finally:
+            reporter.close()
+            if tb_dir is not None and not run.local and tb_dir.is_dir():
+                run.upload_dir(tb_dir, f"tensorboard/{trial_id}")
+        pred = Path(result.predictions_path) if result.predictions_path else None
+        _publish(run, result, config, trial_id, pred)
+        reporter.flush()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def make_trainable(spec: TrialSpec, train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable for ``spec``; ``train_fn`` replaces ``spec.train_fn`` in tests."""
+
+    def wen_trial(tune_config: dict[str, Any]) -> None:
+        _run_trial(tune_config, spec, train_fn)
+
+    return wen_trial
+
+
+def fault_epoch_from_env() -> int | None:
+    """The ``WEN_FAULT_INJECT`` epoch (test hook), or None."""
+    raw = os.environ.get(FAULT_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{FAULT_ENV} must be an epoch number >= 1, got {raw!r}")
+    return int(raw)

@@ -1,0 +1,137 @@
+"""Members from prediction files: grouping by fold, alignment checks, clear rejections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ensemble.members import (
+    EnsembleInputError,
+    build_members,
+    load_prediction_sets,
+    select_candidates,
+)
+from trainers.predictions import read_predictions, write_predictions
+
+
+def _members(run: Path, skip: bool = False, said: list | None = None):
+    say = (said.append if said is not None else lambda s: None)
+    sets = load_prediction_sets(run / "predictions", skip, say)
+    return build_members(sets, skip, say)
+
+
+def test_folds_of_one_configuration_form_one_member(synthetic_run: Path) -> None:
+    members = _members(synthetic_run)
+    assert len(members) == 6  # 3 backbones x 2 learning rates, each trained on 2 folds
+    m = members[0]
+    assert len(m.trial_ids) == 2 and m.name == "+".join(m.trial_ids)
+    # validation = union of both folds' (disjoint) validation cells: 12 subjects x 8 cells
+    assert m.val.P.shape == (1, 96, 2)
+    assert len(set(m.val.sample_ids)) == 96
+    assert list(m.val.sample_ids) == sorted(m.val.sample_ids)
+    # test = mean over the folds' test predictions
+    a = read_predictions(synthetic_run / "predictions" / f"{m.trial_ids[0]}.parquet")
+    b = read_predictions(synthetic_run / "predictions" / f"{m.trial_ids[1]}.parquet")
+    ta = a.split("test").sort_values("sample_id")
+    tb = b.split("test").sort_values("sample_id")
+    mean = (np.stack(ta["probs"].to_numpy()) + np.stack(tb["probs"].to_numpy())) / 2
+    assert np.allclose(m.test.P[0], mean)
+    assert set(m.val_scores) >= {"wfs", "auc", "kappa"}
+
+
+def test_candidates(synthetic_run: Path) -> None:
+    members = _members(synthetic_run)
+    best = select_candidates(members, "best-per-backbone")
+    assert sorted(m.backbone for m in best) == ["mobilenet", "resnet18", "vgg16"]
+    for m in best:
+        same = [o for o in members if o.backbone == m.backbone]
+        assert m.val_scores["wfs"] == max(o.val_scores["wfs"] for o in same)
+    top = select_candidates(members, "top-2")
+    assert len(top) == 2 and top[0].val_scores["wfs"] >= top[1].val_scores["wfs"]
+    picked = select_candidates(members, f"{members[0].trial_ids[1]},{members[3].trial_ids[0]}")
+    assert [m.name for m in picked] == [members[0].name, members[3].name]
+    with pytest.raises(ValueError, match="unknown trial id"):
+        select_candidates(members, "t999")
+
+
+def _rewrite(path: Path, edit) -> None:
+    """Rewrite a prediction file through write_predictions after editing its frame."""
+    pset = read_predictions(path)
+    frame, names, config = edit(pset.frame.copy(), list(pset.class_names), dict(pset.config))
+    write_predictions(path, frame, names, config)
+
+
+def test_misaligned_test_samples_name_trial_and_file(synthetic_run: Path) -> None:
+    path = synthetic_run / "predictions" / "t004.parquet"
+    dropped = read_predictions(path).split("test")["sample_id"].iloc[0]
+    _rewrite(path, lambda f, n, c: (f[f["sample_id"] != dropped], n, c))
+    with pytest.raises(EnsembleInputError) as err:
+        _members(synthetic_run)
+    assert "trial t004" in str(err.value) and str(path) in str(err.value)
+    assert "test samples" in str(err.value) and "--skip-bad-files" in str(err.value)
+    said: list[str] = []
+    members = _members(synthetic_run, skip=True, said=said)
+    assert any("skipping" in s and "t004" in s for s in said)
+    # t004 gone: its configuration keeps only its other fold, whose validation cells differ
+    assert all("t004" not in m.trial_ids for m in members)
+    assert any("t005" in s for s in said)
+    assert len(members) == 5
+
+
+def test_differing_class_names_are_rejected(synthetic_run: Path) -> None:
+    path = synthetic_run / "predictions" / "t002.parquet"
+    _rewrite(path, lambda f, n, c: (f, ["normal", "all"], c))
+    with pytest.raises(EnsembleInputError, match=r"trial t002 .*class names \['normal', 'all'\]"):
+        _members(synthetic_run)
+
+
+def test_overlapping_folds_are_rejected(synthetic_run: Path) -> None:
+    """Two trials of one configuration that claim the same fold cannot be out-of-fold."""
+    path = synthetic_run / "predictions" / "t001.parquet"
+    twin = read_predictions(synthetic_run / "predictions" / "t000.parquet")
+
+    def same_as_t000(f, n, c):
+        frame = twin.frame.copy()
+        frame["trial_id"] = "t001"
+        return frame, n, twin.config
+
+    _rewrite(path, same_as_t000)
+    with pytest.raises(EnsembleInputError, match="repeat a fold"):
+        _members(synthetic_run)
+
+
+def test_truncated_file_is_rejected_or_skipped(synthetic_run: Path) -> None:
+    path = synthetic_run / "predictions" / "t003.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EnsembleInputError, match=r"t003\.parquet.*(truncated|not a readable)"):
+        _members(synthetic_run)
+    said: list[str] = []
+    _members(synthetic_run, skip=True, said=said)
+    assert any("skipping bad prediction file" in s and "t003" in s for s in said)
+
+
+def test_probabilities_not_summing_to_one_are_rejected(synthetic_run: Path) -> None:
+    """A file written by other means with rows that do not sum to 1 is refused on read."""
+    path = synthetic_run / "predictions" / "t006.parquet"
+    table = pq.read_table(path)
+    probs = table.column("probs").combine_chunks()
+    values = probs.flatten().to_numpy(zero_copy_only=False).copy()
+    values[0] = values[0] + 0.3
+    bad = pa.ListArray.from_arrays(probs.offsets, pa.array(values, pa.float32()))
+    table = table.set_column(table.schema.get_field_index("probs"), "probs", bad)
+    pq.write_table(table.replace_schema_metadata(pq.read_schema(path).metadata), path)
+    with pytest.raises(EnsembleInputError, match=r"t006\.parquet.*sum to 1"):
+        _members(synthetic_run)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EnsembleInputError, match="does not exist"):
+        load_prediction_sets(tmp_path / "nope")
+    (tmp_path / "predictions").mkdir()
+    with pytest.raises(EnsembleInputError, match="no usable prediction files"):
+        load_prediction_sets(tmp_path / "predictions")

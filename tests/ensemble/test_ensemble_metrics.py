@@ -1,0 +1,95 @@
+"""The vectorised metrics equal trainers.metrics.score; the Optuna objective via FixedTrial."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from ensemble._io import atomic_write_text
+from ensemble._metrics import GroupedScorer
+from ensemble.objective import WeightObjective
+from trainers.metrics import score
+
+
+def _close(a: float, b: float) -> bool:
+    return (np.isnan(a) and np.isnan(b)) or bool(np.isclose(a, b, atol=1e-9))
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_grouped_scorer_equals_score_on_resampled_data(k: int) -> None:
+    """Weighting subjects by counts == scoring the data with those subjects' cells repeated."""
+    rng = np.random.default_rng(k)
+    for trial in range(8):
+        n = int(rng.integers(20, 200))
+        y = rng.integers(0, k, n)
+        y[rng.random(n) < 0.05] = -1  # unknown labels are left out, as in score()
+        p = rng.dirichlet(np.ones(k), n).astype(np.float32)
+        if k == 2 and trial % 2:
+            p = np.round(p, 1)  # many ties: AUC must count them one half
+            p = p / p.sum(axis=1, keepdims=True)
+        g = rng.integers(0, 6, n)
+        names = ["hem", "all"] if k == 2 and trial % 3 == 0 else None
+        scorer = GroupedScorer(y, p, g, names)
+        W = np.vstack([np.ones(scorer.n_groups), rng.integers(0, 3, (2, scorer.n_groups))])
+        got = scorer.scores(W)
+        for b in range(len(W)):
+            idx = np.concatenate(
+                [np.repeat(np.flatnonzero(g == s), int(W[b, s])) for s in range(scorer.n_groups)]
+            )
+            want = score(y[idx], p[idx], names)
+            for key, value in want.items():
+                assert _close(got[key][b], value), (k, trial, b, key, got[key][b], value)
+
+
+def test_grouped_scorer_with_explicit_predictions() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0.2, 0.8]])
+    pred = np.array([0, 1, 1, 1])  # as a threshold of 0.35 on the positive class would give
+    m = GroupedScorer(y, p, np.arange(4), pred=pred).scores(np.ones((1, 4)))
+    assert m["acc"][0] == pytest.approx(0.75)
+    assert m["ba"][0] == pytest.approx(0.75)
+    assert m["auc"][0] == pytest.approx(1.0)  # AUC does not depend on the threshold
+
+
+def test_objective_fixed_trial_one_hot_equals_single_member_score() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    P = np.stack([rng.dirichlet([1 + 3 * y_i for y_i in (0, 1)], 300) for _ in range(3)])
+    P[1] = np.where(y[:, None] == 1, [0.3, 0.7], [0.8, 0.2]) * 0.5 + P[1] * 0.5
+    for metric in ("logloss", "wfs", "ba", "acc", "kappa"):
+        objective = WeightObjective(P, y, metric, ["hem", "all"])
+        for member in range(3):
+            trial = optuna.trial.FixedTrial({f"w{i}": float(i == member) for i in range(3)})
+            assert objective(trial) == pytest.approx(score(y, P[member])[metric], abs=1e-9)
+
+
+def test_objective_normalises_raw_weights_and_scores_mixtures() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 100)
+    P = rng.dirichlet([2, 2], (2, 100))
+    objective = WeightObjective(P, y, "logloss")
+    scaled = objective(optuna.trial.FixedTrial({"w0": 0.2, "w1": 0.6}))
+    mix = 0.25 * P[0] + 0.75 * P[1]
+    assert scaled == pytest.approx(score(y, mix)["logloss"], abs=1e-9)
+    # all-zero raw weights mean "no preference": the uniform mixture
+    zero = objective(optuna.trial.FixedTrial({"w0": 0.0, "w1": 0.0}))
+    assert zero == pytest.approx(score(y, P.mean(axis=0))["logloss"], abs=1e-9)
+    assert objective.direction == "minimize"
+    assert WeightObjective(P, y, "wfs").direction == "maximize"
+    with pytest.raises(ValueError, match="objective metric must be one of"):
+        WeightObjective(P, y, "nope")
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "comparison.csv"
+    atomic_write_text(target, "old\n")
+
+    def boom(src, dst):
+        raise KeyboardInterrupt  # as if the run were killed between write and rename
+
+    monkeypatch.setattr("ensemble._io.os.replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["comparison.csv"]

@@ -1,0 +1,40 @@
+"""Fixtures for end-to-end searches: ``wen`` subprocesses with a private HOME."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from wen_proc import WenProcess
+
+
+@pytest.fixture(scope="session")
+def wen_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of ``wen`` subprocesses: private HOME (Ray's auth token), no usage stats."""
+    home = tmp_path_factory.mktemp("home")
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("WEN_FAULT_INJECT", None)
+    return env
+
+
+@pytest.fixture
+def start_wen(wen_env: dict[str, str]):
+    """Start ``wen`` subprocesses; any still running at the end of the test are killed."""
+    started: list[WenProcess] = []
+
+    def start(args: list[str], extra_env: dict[str, str] | None = None) -> WenProcess:
+        proc = WenProcess(args, {**wen_env, **(extra_env or {})})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.kill_group()

@@ -1,0 +1,186 @@
+"""End-to-end searches on Ray: smoke preset, retries, kill + resume, two nodes, dashboards.
+
+Each test runs ``wen search`` in a subprocess (its own Ray instance, its own session) and
+asserts on the files the run leaves: results tables, prediction files, model weights,
+TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.raycluster import free_port
+from trainers.predictions import read_prediction_dir
+
+from wen_proc import REPO, SMOKE, wen_command
+
+ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def results(run: Path) -> pd.DataFrame:
+    frame = pd.read_csv(run / "results.csv")
+    assert frame["trial_id"].is_unique
+    return frame
+
+
+def assert_complete(run: Path, frame: pd.DataFrame, epochs: int = 2) -> None:
+    """Every trial finished once, with predictions, weights and TensorBoard logs."""
+    assert (frame["status"] == "TERMINATED").all(), frame.to_string()
+    assert (frame["epochs_run"] == epochs).all()
+    names = sorted(p.name for p in (run / "predictions").iterdir())
+    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), names  # no temp files
+    sets = read_prediction_dir(run / "predictions")
+    assert sorted(s.trial_id for s in sets) == sorted(frame["trial_id"])
+    for trial in frame["trial_id"]:
+        assert (run / "models" / trial / "model.safetensors").stat().st_size > 0
+        assert (run / "models" / trial / "config.json").is_file()
+        assert list((run / "tensorboard" / trial).glob("events.out.tfevents.*"))
+
+
+def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen) -> None:
+    """The smoke preset on local Ray: 4 trials, out-of-fold predictions, dashboard answering."""
+    port_was_free = free_port(8265) == 8265
+    wen = start_wen(["search", str(SMOKE), "--storage", str(tmp_path), "--name", "smoke"])
+    url = wen.wait_for(
+        lambda: re.search(r"Ray dashboard: (http://127\.0\.0\.1:(\d+))", wen.output), 180, "the dashboard URL"
+    )
+    if port_was_free:
+        assert url.group(2) == "8265"
+    # the dashboard answers while the search runs (before results.csv exists)
+    wen.wait_for(lambda: http_ok(url.group(1)), 60, "the Ray dashboard to answer")
+    assert not (tmp_path / "smoke" / "results.csv").exists()
+    assert wen.finish(timeout=400) == 0, wen.output[-4000:]
+    run = tmp_path / "smoke"
+    frame = results(run)
+    assert len(frame) == 4
+    assert_complete(run, frame)
+    # each backbone trained on both folds: out-of-fold predictions for the ensemble stage
+    assert sorted(frame.groupby("model.backbone")["fold"].apply(sorted).tolist()) == [[0, 1], [0, 1]]
+    # one configuration = the same sampled learning rate on every fold
+    assert frame.groupby("model.backbone")["optim.lr"].nunique().eq(1).all()
+    assert frame["node_ip"].notna().all() and frame["node_id"].notna().all()
+    assert (run / "config.yaml").is_file() and (run / "results.parquet").is_file()
+    assert (run / "command.txt").read_text().count("wen search") == 1
+    assert "val_wfs" in wen.output and "TERMINATED" in wen.output  # the live table
+
+
+@pytest.mark.slow
+def test_failed_trial_is_retried_from_its_checkpoint(tmp_path: Path, start_wen) -> None:
+    wen = start_wen(
+        ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "retry", *ONE_FOLD],
+        {"WEN_FAULT_INJECT": "1"},
+    )
+    assert wen.finish(timeout=400) == 0, wen.output[-4000:]
+    assert "injected failure after epoch 1" in wen.output
+    run = tmp_path / "retry"
+    frame = results(run)
+    assert len(frame) == 2
+    assert_complete(run, frame)
+    assert (frame["resumes"] >= 1).all()
+    for trial in frame["trial_id"]:
+        progress = pd.read_csv(run / f"trial_{trial}" / "progress.csv")
+        # epoch 2 ran after resuming from the epoch-1 checkpoint, not from scratch
+        assert progress.loc[progress["epoch"] == 2, "resumed_from_epoch"].tolist() == [1]
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> None:
+    args = ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "killed", *ONE_FOLD,
+            "--set", "search.max_concurrent=1"]  # fmt: skip
+    run = tmp_path / "killed"
+    wen = start_wen(args)
+
+    def second_trial_running() -> bool:
+        done = {p.stem for p in (run / "predictions").glob("*.parquet")} if (run / "predictions").is_dir() else set()
+        if len(done) != 1:
+            return False
+        # Tune persists a trial's checkpoint into RUN as the trial reports it (progress.csv
+        # is synced later), so a checkpoint folder is the sign the second trial is mid-way
+        running = [p for p in run.glob("trial_*/checkpoint_*") if p.parent.name.removeprefix("trial_") not in done]
+        return bool(running)
+
+    wen.wait_for(second_trial_running, 300, "the first trial to finish and the second to start")
+    first = next((run / "predictions").glob("*.parquet"))
+    first_mtime = first.stat().st_mtime_ns
+    os.kill(wen.proc.pid, signal.SIGKILL)  # the driver only, as a crash would
+    wen.proc.wait(timeout=30)
+    wen.kill_group()  # then whatever Ray processes it left behind
+    assert not (run / "results.csv").exists()
+
+    again = start_wen([*args, "--resume"])
+    assert again.finish(timeout=400) == 0, again.output[-4000:]
+    frame = results(run)
+    assert len(frame) == 2
+    assert_complete(run, frame)
+    assert first.stat().st_mtime_ns == first_mtime  # the finished trial was not re-run
+    commands = (run / "command.txt").read_text().splitlines()
+    assert len(commands) == 2 and commands[1].endswith("--resume")
+
+
+def _unshare_works() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-n", "true"], capture_output=True
+    ).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path: Path, wen_env: dict[str, str]) -> None:
+    """Head + worker on 127.0.0.1 inside a private network namespace; trials land on both."""
+    home, state = tmp_path / "home", Path(f"/tmp/wenc-{os.getpid()}")
+    home.mkdir()
+    wen = " ".join(wen_command())
+    script = f"""
+set -u
+ip link set lo up
+export HOME={home} WEN_CLUSTER_DIR={state} WEN_CLUSTER_PORT=6390 PATH={Path(wen_command()[0]).parent}:$PATH
+{REPO}/cluster/local_cluster.sh start || {{ {REPO}/cluster/local_cluster.sh stop; exit 3; }}
+{wen} search {SMOKE} --address 127.0.0.1:6390 --storage {tmp_path} --name twonode --set 'search.folds=[0]'
+rc=$?
+{REPO}/cluster/local_cluster.sh stop
+exit $rc
+"""
+    try:
+        done = subprocess.run(
+            ["unshare", "-n", "bash", "-c", script], cwd=REPO, env=wen_env,
+            capture_output=True, text=True, timeout=500,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    frame = results(tmp_path / "twonode")
+    assert len(frame) == 2
+    assert_complete(tmp_path / "twonode", frame)
+    assert frame["node_id"].nunique() == 2, frame[["trial_id", "node_ip", "node_id"]]
+    assert (frame["node_ip"] == "127.0.0.1").all()
+
+
+def test_tensorboard_dashboard_serves_a_run(tmp_path: Path, start_wen) -> None:
+    run = tmp_path / "run"
+    (run / "tensorboard" / "t0").mkdir(parents=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run / "tensorboard" / "t0")) as writer:
+        writer.add_scalar("val/val_wfs", 0.5, 1)
+    board = start_wen(["dashboard", str(run), "--port", "6006"])
+    url = board.wait_for(lambda: re.search(r"TensorBoard: (http://127\.0\.0\.1:\d+/?)", board.output), 120, "TensorBoard")
+    board.wait_for(lambda: http_ok(url.group(1)), 60, "TensorBoard to answer")
+    board.kill_group()

@@ -1,0 +1,155 @@
+"""Results tables dedupe Tune's at-least-once reports; storage writes atomically; pre-flight checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+
+from search.config import ResourcesConfig, WenConfig
+from search.raycluster import free_port, resource_problems, unseen_storage_message
+from search.results import history_frame, results_table, write_results
+from search.run import resume_differences
+from search.storage import RunStorage, StorageError
+from search.trainable import _BEST_FILE, TrialSpec, _restore_best, fault_epoch_from_env, trial_config
+from trainers.config import TrainConfig, load_config
+
+CONFIG = load_config(
+    {
+        "data": {"synthetic": {"size": 48}, "split": {"method": "group_kfold"}},
+        "train": {"epochs": 3},
+        "search": {"space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, "folds": [0, 1]},
+    },
+    model=WenConfig,
+    check_registries=False,
+)
+
+
+def _history(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"epoch": e, "val_wfs": w, "val_loss": 1 - w, "node_ip": "127.0.0.1", "node_id": n,
+             "time_total_s": 10.0 * e, "trial_id": "t", "resumed_from_epoch": -1 if i < 2 else 1}
+            for i, (e, w, n) in enumerate(rows)
+        ]
+    )
+
+
+def test_history_keeps_the_last_report_of_each_epoch() -> None:
+    # a trial retried from epoch 1 repeats epoch 2; the last report of an epoch wins
+    frame = _history([(1, 0.5, "a"), (2, 0.9, "a"), (2, 0.6, "b"), (3, 0.7, "b")])
+    history = history_frame(frame)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history.loc[history["epoch"] == 2, "val_wfs"].item() == 0.6
+
+
+def test_results_table_one_row_per_trial(tmp_path: Path) -> None:
+    run = RunStorage.open(str(tmp_path), "run")
+    run.write_text("predictions/t1.parquet", "x")
+    results = [
+        SimpleNamespace(
+            metrics={"trial_id": "t1"},
+            metrics_dataframe=_history([(1, 0.5, "a"), (2, 0.8, "a"), (2, 0.8, "a"), (3, 0.7, "b")]),
+            config={"optim.lr": 0.01, "data.split.fold": 1},
+            error=None,
+        ),
+        SimpleNamespace(
+            metrics={"trial_id": "t0"},
+            metrics_dataframe=_history([(1, 0.4, "a")]),
+            config={"optim.lr": 0.001, "data.split.fold": 0},
+            error=RuntimeError("boom\nValueError: bad thing"),
+        ),
+    ]
+    frame = results_table(results, CONFIG, run)
+    assert frame["trial_id"].tolist() == ["t0", "t1"]
+    t0, t1 = frame.iloc[0], frame.iloc[1]
+    assert t1["status"] == "TERMINATED" and t1["best_epoch"] == 2 and t1["val_wfs"] == 0.8
+    assert t1["epochs_run"] == 3 and not t1["stopped_early"] and t1["resumes"] == 1
+    assert t1["node_id"] == "b" and t1["fold"] == 1 and t1["optim.lr"] == 0.01
+    assert t1["predictions"].endswith("predictions/t1.parquet")
+    assert t0["status"] == "ERROR" and t0["error"] == "ValueError: bad thing" and not t0["stopped_early"]
+    assert pd.isna(t0["predictions"])
+    write_results(frame, run)
+    back = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert back["trial_id"].tolist() == ["t0", "t1"]
+    assert (tmp_path / "run" / "results.csv").read_text().startswith("trial_id,status")
+
+
+def test_storage_writes_atomically_and_checks_names(tmp_path: Path) -> None:
+    run = RunStorage.open(str(tmp_path / "store"), "r1")
+    assert run.local and run.uri == str(tmp_path / "store" / "r1")
+    run.write_text("a/b.txt", "one\n")
+    run.append_text("a/b.txt", "two\n")
+    assert run.read_text("a/b.txt") == "one\ntwo\n"
+    assert run.list("a") == ["b.txt"]  # no temp file left behind
+    run.delete_file("a/b.txt")
+    assert not run.exists("a/b.txt")
+    with pytest.raises(StorageError, match="plain folder name"):
+        RunStorage.open(str(tmp_path), "a/b")
+    with pytest.raises(StorageError, match="not a usable URI"):
+        RunStorage.open("nosuchscheme://bucket/x", "r")
+
+
+def test_resource_checks_before_any_trial() -> None:
+    cpu_node = {"NodeID": "n1", "Resources": {"CPU": 2.0, "memory": 8 * 1024**3}}
+    train = TrainConfig()
+    (msg,) = resource_problems(ResourcesConfig(gpus=1), train, [cpu_node])
+    assert "gpus=1 but the Ray cluster has no GPU" in msg and "--address" in msg
+    (msg,) = resource_problems(ResourcesConfig(cpus=4), train, [cpu_node])
+    assert "no node can hold one trial" in msg and "CPU=2" in msg
+    (msg,) = resource_problems(ResourcesConfig(memory_gb=16), train, [cpu_node])
+    assert "memory_gb=8.0" in msg
+    assert resource_problems(ResourcesConfig(cpus=2), train, [cpu_node]) == []
+    gpu_node = {"NodeID": "n2", "Resources": {"CPU": 8.0, "GPU": 1.0}}
+    assert resource_problems(ResourcesConfig(gpus=0.5), train, [cpu_node, gpu_node]) == []
+    (msg,) = resource_problems(ResourcesConfig(), TrainConfig(device="cuda"), [gpu_node])
+    assert "search.resources.gpus=0" in msg
+    with pytest.raises(ValueError, match="whole number"):
+        ResourcesConfig(gpus=1.5)
+    assert "s3://" in unseen_storage_message("/data/runs/x", ["10.0.0.2 (abcd)"])
+
+
+def test_free_port_skips_a_taken_port() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        assert free_port(taken) != taken
+
+
+def test_trial_config_threads_fold_and_fault_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = TrialSpec(base=CONFIG.trial_part().model_dump(mode="json"), storage="/tmp", name="r",
+                     metric="val_wfs", mode="max", folds=[0, 2], cpus=2.0)  # fmt: skip
+    trial = trial_config(spec, {"optim.lr": 0.005, "__trial_index__": 1})
+    assert trial.optim.lr == 0.005 and trial.data.split.fold == 2 and trial.train.threads == 2
+    monkeypatch.setenv("WEN_FAULT_INJECT", "2")
+    assert fault_epoch_from_env() == 2
+    monkeypatch.setenv("WEN_FAULT_INJECT", "soon")
+    with pytest.raises(ValueError, match="epoch number"):
+        fault_epoch_from_env()
+
+
+def test_resumed_trial_gets_its_best_checkpoint_back(tmp_path: Path) -> None:
+    # Tune's persisted checkpoints of one trial: epochs 2 (the best) and 4 (the latest)
+    trial_dir = tmp_path / "run" / "trial_x"
+    for epoch in (2, 4):
+        ckpt = trial_dir / f"checkpoint_00000{epoch}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_text(f"weights {epoch}")
+        (ckpt / _BEST_FILE).write_text(json.dumps({"epoch": epoch, "trainer_best_epoch": 2}))
+    latest = SimpleNamespace(filesystem=pafs.LocalFileSystem(), path=str(trial_dir / "checkpoint_000004"))
+    work = tmp_path / "fresh_node" / "work"
+    _restore_best(latest, {"epoch": 4, "trainer_best_epoch": 2}, work)
+    assert (work / "checkpoints" / "epoch_0002" / "model.safetensors").read_text() == "weights 2"
+
+
+def test_resume_differences_name_the_keys() -> None:
+    a = {"train": {"epochs": 2}, "search": {"seed": 0}}
+    b = {"train": {"epochs": 3}, "search": {"seed": 0}}
+    assert resume_differences(a, b) == ["train.epochs"]

@@ -1,0 +1,82 @@
+"""The ``wen`` command in a subprocess (own session, output collected) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def wen_command() -> list[str]:
+    """The ``wen`` script next to this interpreter, else ``python -m search``."""
+    script = Path(sys.executable).parent / "wen"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "search"]
+
+
+class WenProcess:
+    """A ``wen`` subprocess in its own session whose output is collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            wen_command() + args,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, condition: Callable[[], object], timeout: float, what: str) -> object:
+        """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                value = condition()
+                if value:
+                    return value
+                raise AssertionError(f"wen exited ({self.proc.returncode}) before {what}:\n{self.output[-4000:]}")
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output[-4000:]}")
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the exit code; kill the whole session (processes this test started) on timeout."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            raise AssertionError(f"wen did not finish in {timeout} s:\n{self.output[-4000:]}") from None
+        self._reader.join(timeout=10)
+        return code
+
+    def kill_group(self) -> None:
+        """SIGKILL this subprocess's session: the driver and any Ray process it started."""
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)

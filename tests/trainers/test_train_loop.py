@@ -1,0 +1,150 @@
+"""The trial loop end to end on synthetic data: reports, checkpoints, predictions, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import TrialResult, load_config, train
+from trainers.config import LossConfig, ModelConfig
+from trainers.loop import DeviceInputs, _is_better, build_loss, build_model
+from trainers.predictions import read_predictions
+
+RAW: dict[str, Any] = {
+    "name": "looptest",
+    "seed": 3,
+    "data": {
+        "synthetic": {"layout": "cnmc-kaggle", "subjects_per_class": 4, "cells_per_subject": 4, "size": 40},
+        "input_size": 32,
+        "batch_size": 8,
+        "augmentation": "paper",
+    },
+    "model": {"backbone": "test_resnet", "head": "dense512", "dropout": 0.2},
+    "schedule": {"name": "cyclic", "mode": "triangular2", "half_cycle_epochs": 1},
+    "train": {"epochs": 3, "keep_checkpoints": 1, "threads": 2},
+}
+REPORT_KEYS = {
+    "epoch", "train_loss", "lr", "lr_trace", "val_loss", "val_wfs", "val_acc", "val_ba",
+    "val_auc", "val_kappa", "val_f1", "val_wp", "val_wr", "best_epoch",
+}  # fmt: skip
+
+
+class Stop(Exception):
+    """Simulates a trial killed after an epoch."""
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrialResult, list[dict], Path]:
+    out = tmp_path_factory.mktemp("full")
+    reports: list[dict] = []
+    result = train(load_config(RAW), reports.append, out_dir=out)
+    return result, reports, out
+
+
+def test_reports_one_dict_per_epoch(full_run: tuple[TrialResult, list[dict], Path]) -> None:
+    result, reports, out = full_run
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    for r in reports:
+        assert REPORT_KEYS <= set(r)
+        assert all(np.isfinite(r[k]) for k in ("train_loss", "lr", "val_loss", "val_acc"))
+        assert r["lr_trace"] and all(isinstance(v, float) for v in r["lr_trace"])
+        assert Path(r["checkpoint_dir"]).name == f"epoch_{r['epoch']:04d}"
+    # the cyclic schedule is stepped per batch: epoch 1 climbs from base_lr to max_lr
+    trace = reports[0]["lr_trace"]
+    assert trace[0] == pytest.approx(1e-7) and trace == sorted(trace)
+    assert result.history == [{k: v for k, v in r.items() if k != "lr_trace"} for r in reports]
+
+
+def test_best_checkpoint_is_kept_and_others_pruned(full_run: tuple[TrialResult, list[dict], Path]) -> None:
+    result, reports, out = full_run
+    wfs = [r["val_wfs"] for r in reports]
+    assert result.best_epoch == 1 + int(np.argmax(wfs))  # first epoch with the highest val WFS
+    assert result.best_metrics["val_wfs"] == max(wfs)
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept == sorted({f"epoch_{result.best_epoch:04d}", "epoch_0003"})
+    assert result.checkpoint_dir == out / "checkpoints" / f"epoch_{result.best_epoch:04d}"
+
+
+def test_predictions_written_for_val_test_final(full_run: tuple[TrialResult, list[dict], Path]) -> None:
+    result, _, out = full_run
+    assert result.predictions_path == out / "predictions" / f"{result.trial_id}.parquet"
+    pset = read_predictions(result.predictions_path)  # validates the schema
+    frame = pset.frame
+    assert set(frame["split"]) == {"val", "test", "final"}
+    assert pset.class_names == ["hem", "all"]
+    assert (frame["epoch"] == result.best_epoch).all()
+    assert (frame["config_hash"] == result.config_hash).all()
+    assert (frame.loc[frame["split"] == "final", "label"] == -1).all()
+    assert (frame.loc[frame["split"] != "final", "label"] >= 0).all()
+    assert pset.config["model"]["backbone"] == "test_resnet"
+    # the best checkpoint's validation predictions reproduce its reported metrics
+    val = frame[frame["split"] == "val"]
+    acc = float((np.stack(val["probs"].to_numpy()).argmax(1) == val["label"].to_numpy()).mean())
+    assert acc == pytest.approx(result.best_metrics["val_acc"])
+    assert set(result.test_metrics) >= {"wfs", "auc", "ba"}
+
+
+def test_resume_gives_the_same_next_epoch(full_run: tuple[TrialResult, list[dict], Path], tmp_path: Path) -> None:
+    result, reports, _ = full_run
+    seen: list[dict] = []
+
+    def die_after_two(metrics: dict) -> None:
+        seen.append(metrics)
+        if metrics["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(load_config(RAW), die_after_two, out_dir=tmp_path)
+    # deterministic on CPU: the interrupted run matched the full run so far
+    for a, b in zip(seen, reports[:2]):
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    resumed: list[dict] = []
+    again = train(
+        load_config(RAW), resumed.append, out_dir=tmp_path,
+        resume_from=tmp_path / "checkpoints" / "epoch_0002",
+    )  # fmt: skip
+    assert [r["epoch"] for r in resumed] == [3]
+    for key in ("train_loss", "lr", "val_loss", "val_wfs", "val_acc", "val_auc", "val_kappa"):
+        assert resumed[0][key] == reports[2][key], key
+    assert resumed[0]["lr_trace"] == reports[2]["lr_trace"]
+    assert again.best_epoch == result.best_epoch
+    assert [h["epoch"] for h in again.history] == [1, 2, 3]
+
+
+def test_model_input_size_is_checked_before_training() -> None:
+    with pytest.raises(ValueError, match="inception_resnet_v2 needs inputs of at least 75 px"):
+        build_model(ModelConfig(backbone="inception_resnet_v2"), 2, 64)
+
+
+def test_loss_class_weights_and_smoothing() -> None:
+    labels = np.array([0, 0, 0, 1])
+    loss = build_loss(LossConfig(class_weights="balanced", label_smoothing=0.1), labels, 2, torch.device("cpu"))
+    assert loss.weight.tolist() == pytest.approx([4 / 6, 2.0])
+    assert loss.label_smoothing == 0.1
+    explicit = build_loss(LossConfig(class_weights=[1.0, 3.0]), labels, 2, torch.device("cpu"))
+    assert explicit.weight.tolist() == [1.0, 3.0]
+    with pytest.raises(ValueError, match="3 values for 2 classes"):
+        build_loss(LossConfig(class_weights=[1.0, 2.0, 3.0]), labels, 2, torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs every class"):
+        build_loss(LossConfig(class_weights="balanced"), np.zeros(4, int), 2, torch.device("cpu"))
+
+
+def test_device_inputs_normalise_like_torchvision() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    got = DeviceInputs(mean, std, torch.device("cpu"))(x)
+    want = F.normalize(x.float() / 255, list(mean), list(std))
+    torch.testing.assert_close(got, want)
+
+
+def test_selection_direction() -> None:
+    assert _is_better(0.8, 0.7, "wfs") and not _is_better(0.6, 0.7, "wfs")
+    assert _is_better(0.2, 0.3, "loss") and not _is_better(0.4, 0.3, "loss")
+    assert _is_better(float("nan"), None, "wfs") and not _is_better(float("nan"), 0.1, "auc")
+    assert _is_better(0.1, float("nan"), "auc")

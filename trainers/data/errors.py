@@ -1,0 +1,9 @@
+"""The data layer's error for a dataset that cannot be used as it is."""
+
+from __future__ import annotations
+
+__all__ = ["DataError"]
+
+
+class DataError(ValueError):
+    """The dataset cannot be used as it is; the message lists the problems and the fix."""

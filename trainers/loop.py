@@ -1,0 +1,638 @@
+"""One trial as a pure function: ``train(config, report=callback) -> TrialResult``.
+
+No Ray here: the search stage wraps :func:`train` and forwards ``report``'s dicts to whatever
+its tuner calls reporting. The steps are short functions with explicit arguments
+(:func:`build_model`, :func:`build_loaders`, :func:`train_one_epoch`, :func:`evaluate`,
+:func:`predict`) so tests and benchmarks can call each one alone.
+
+>>> from trainers.config import load_config
+>>> cfg = load_config("configs/train_smoke.yaml", ["train.epochs=1"])  # doctest: +SKIP
+>>> result = train(cfg, out_dir=Path("runs/smoke"))                    # doctest: +SKIP
+>>> result.best_epoch, result.predictions_path.name                    # doctest: +SKIP
+(1, 'test_resnet-....parquet')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from trainers.config import LossConfig, ModelConfig, TrialConfig, config_hash
+from trainers.metrics import score
+from trainers.models import backbone_problem, create_model, model_data_config
+from trainers.optim import create_optimizer, create_scheduler, current_lr
+from trainers.predictions import prediction_frame, write_predictions
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from trainers.data import PreparedData
+
+__all__ = [
+    "DeviceInputs",
+    "TrialResult",
+    "build_loaders",
+    "build_loss",
+    "build_model",
+    "evaluate",
+    "predict",
+    "train",
+    "train_one_epoch",
+]
+
+log = logging.getLogger("wen.train")
+
+Report = Callable[[dict[str, Any]], None]
+EVAL_SPLITS = ("val", "test", "final")
+
+
+@dataclass
+class TrialResult:
+    """What one trial leaves behind.
+
+    ``best_metrics`` is the report of the best epoch; ``test_metrics`` scores the best
+    checkpoint's test predictions (empty without a labelled test split).
+    """
+
+    trial_id: str
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    predictions_path: Path | None
+    checkpoint_dir: Path | None
+    config_hash: str
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- runtime
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible: set train.device=auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 on GPUs that have it, else fp16 on CUDA; None (fp32) on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for epoch ``epoch`` of a trial seeded ``seed`` (independent streams per epoch)."""
+    digest = hashlib.sha256(f"wen-epoch:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _runtime(threads: int | None, deterministic: bool, device: torch.device) -> Iterator[None]:
+    """Thread count and determinism for the trial; the caller's settings come back after."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_benchmark = torch.backends.cudnn.benchmark
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])  # Ray sets this to the trial's CPUs
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        if deterministic:
+            if device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # warn_only: a model with an op lacking a deterministic kernel still trains
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = device.type == "cuda"
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+        torch.backends.cudnn.benchmark = old_benchmark
+
+
+class DeviceInputs:
+    """uint8 NCHW batches -> normalised float tensors on the device (normalising there is free).
+
+    >>> prep = DeviceInputs((0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    >>> prep(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item()
+    1.0
+    """
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = device
+        self.channels_last = channels_last
+        # (x / 255 - mean) / std folded into one multiply-add
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = (1.0 / (255.0 * std_t)).to(device)
+        self.shift = (-torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t).to(device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+# ------------------------------------------------------------------------------- builders
+
+
+def build_model(model: ModelConfig, num_classes: int, input_size: int) -> nn.Module:
+    """The network of ``model`` for ``num_classes`` classes; checks the input size first."""
+    problem = backbone_problem(model.backbone, input_size)
+    if problem:
+        raise ValueError(problem)
+    return create_model(
+        model.backbone,
+        num_classes,
+        head=model.head,
+        head_hidden=model.head_hidden,
+        dropout=model.dropout,
+        pretrained=model.pretrained,
+        pretrained_path=model.pretrained_path,
+    )
+
+
+def build_loaders(
+    data: PreparedData,
+    *,
+    batch_size: int,
+    eval_batch_size: int | None,
+    seed: int,
+    num_workers: int,
+) -> dict[str, DataLoader]:
+    """``train`` (augmented, rebalanced) plus every non-empty ``val``/``test``/``final`` loader."""
+    loaders = {
+        "train": data.loader("train", train=True, batch_size=batch_size, seed=seed, num_workers=num_workers)
+    }
+    for split in EVAL_SPLITS:
+        if len(data.split_indices(split)):
+            loaders[split] = data.loader(
+                split,
+                train=False,
+                batch_size=eval_batch_size or 2 * batch_size,
+                seed=seed,
+                num_workers=num_workers,
+            )
+    if "val" not in loaders:
+        raise ValueError(
+            "the validation split is empty: checkpoints are chosen on validation metrics; "
+            "change data.split (for example data.split.method=group_holdout)"
+        )
+    return loaders
+
+
+def build_loss(
+    loss: LossConfig, train_labels: np.ndarray, num_classes: int, device: torch.device
+) -> nn.Module:
+    """Cross-entropy with optional class weights (``balanced``: n / (k * count)) and smoothing."""
+    weights = None
+    if loss.class_weights == "balanced":
+        counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=num_classes)
+        if (counts == 0).any():
+            raise ValueError(
+                f"loss.class_weights=balanced needs every class in the training split, got "
+                f"counts {counts.tolist()}: use explicit weights or fix the split"
+            )
+        weights = counts.sum() / (num_classes * counts)
+    elif isinstance(loss.class_weights, list):
+        if len(loss.class_weights) != num_classes:
+            raise ValueError(
+                f"loss.class_weights has {len(loss.class_weights)} values for {num_classes} "
+                "classes: give one weight per class"
+            )
+        weights = np.asarray(loss.class_weights, dtype=np.float64)
+    weight_t = torch.tensor(weights, dtype=torch.float32, device=device) if weights is not None else None
+    return nn.CrossEntropyLoss(weight=weight_t, label_smoothing=loss.label_smoothing)
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+# ------------------------------------------------------------------------------- epochs
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loss_fn: nn.Module,
+    *,
+    inputs: DeviceInputs,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_steps: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """One pass over ``loader``; the schedule steps once per batch.
+
+    Returns ``train_loss`` (mean over images), ``lr`` (at the end), ``lr_trace`` (per step),
+    ``steps``, ``images``, ``seconds``.
+    """
+    model.train()
+    device = inputs.device
+    total = torch.zeros((), dtype=torch.float64, device=device)  # summed on device: no sync per step
+    n_images, steps, trace = 0, 0, []
+    n_batches = len(loader) if max_steps is None else min(len(loader), max_steps)
+    start = time.perf_counter()
+    for images, labels, _ in loader:
+        if steps >= n_batches:
+            break
+        x = inputs(images)
+        y = labels.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        trace.append(current_lr(optimizer))
+        scheduler.step()
+        total += loss.detach().double() * len(y)
+        n_images += len(y)
+        steps += 1
+        if on_batch is not None:
+            on_batch(steps, n_batches)
+    if steps == 0:
+        raise RuntimeError("the training loader gave no batches: is the training split empty?")
+    train_loss = float(total.item()) / n_images
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(
+            f"training loss is {train_loss}: lower optim.lr or schedule.max_lr, or use fp32"
+        )
+    return {
+        "train_loss": train_loss,
+        "lr": current_lr(optimizer),
+        "lr_trace": trace,
+        "steps": steps,
+        "images": n_images,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    inputs: DeviceInputs,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (float32 [n, k]), labels and manifest rows of every batch of ``loader``."""
+    model.eval()
+    logits, labels, rows = [], [], []
+    for images, y, idx in loader:
+        with _autocast(inputs.device, amp_dtype):
+            out = model(inputs(images))
+        logits.append(out.float().cpu())
+        labels.append(y)
+        rows.append(idx)
+    return (
+        torch.cat(logits).numpy().astype(np.float32, copy=False),
+        torch.cat(labels).numpy().astype(np.int64, copy=False),
+        torch.cat(rows).numpy().astype(np.int64, copy=False),
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    inputs: DeviceInputs,
+    class_names: list[str],
+    amp_dtype: torch.dtype | None = None,
+    prefix: str = "val_",
+) -> dict[str, float]:
+    """``val_loss`` (plain cross-entropy) and the study's metrics on ``loader``'s images."""
+    logits, labels, _ = predict(model, loader, inputs=inputs, amp_dtype=amp_dtype)
+    probs = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
+    metrics = score(labels, probs, class_names)
+    known = labels >= 0
+    loss = float("nan")
+    if known.any():
+        ce = nn.functional.cross_entropy(
+            torch.from_numpy(logits[known]).double(), torch.from_numpy(labels[known])
+        )
+        loss = float(ce)
+    out = {f"{prefix}loss": loss}
+    out.update({f"{prefix}{k}": v for k, v in metrics.items() if k != "logloss"})
+    return out
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _is_better(value: float, best: float | None, metric: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return best is None
+    if best is None or math.isnan(best):
+        return True
+    return value < best if metric == "loss" else value > best
+
+
+def _checkpoint_path(root: Path, epoch: int) -> Path:
+    return root / f"epoch_{epoch:04d}"
+
+
+def _prune_checkpoints(root: Path, keep: int, best_epoch: int) -> None:
+    """Keep the ``keep`` latest checkpoints and the best one; delete the rest."""
+    done = sorted(p for p in root.glob("epoch_*") if p.is_dir())
+    latest = set(done[-keep:])
+    for p in done:
+        if p not in latest and p != _checkpoint_path(root, best_epoch):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def write_trial_predictions(
+    model: nn.Module,
+    loaders: dict[str, DataLoader],
+    data: PreparedData,
+    *,
+    inputs: DeviceInputs,
+    amp_dtype: torch.dtype | None,
+    path: Path,
+    meta: dict[str, Any],
+    config_json: str,
+) -> tuple[Path, dict[str, float]]:
+    """Predict val/test/final with ``model`` and write one Parquet file; also score ``test``."""
+    import pandas as pd
+
+    frames, test_metrics = [], {}
+    manifest = data.manifest
+    for split in EVAL_SPLITS:
+        if split not in loaders:
+            continue
+        logits, labels, rows = predict(model, loaders[split], inputs=inputs, amp_dtype=amp_dtype)
+        sub = manifest.iloc[rows]
+        subjects = [None if pd.isna(s) else str(s) for s in sub["subject_id"]]
+        frame = prediction_frame(
+            split=split,
+            sample_ids=sub["sample_id"].astype(str).tolist(),
+            subject_ids=subjects,
+            labels=labels,
+            logits=logits,
+            **meta,
+        )
+        frames.append(frame)
+        if split == "test" and (labels >= 0).any():
+            test_metrics = score(labels, frame_probs(frame), data.class_names)
+    write_predictions(path, pd.concat(frames, ignore_index=True), data.class_names, config_json)
+    return path, test_metrics
+
+
+def frame_probs(frame: Any) -> np.ndarray:
+    """The ``probs`` column of a prediction frame as an [n, k] array."""
+    return np.stack(frame["probs"].to_numpy()).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------- train
+
+
+@dataclass
+class _Parts:
+    """Everything a trial builds before its first epoch."""
+
+    model: nn.Module
+    inputs: DeviceInputs
+    loaders: dict[str, Any]
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
+    class_names: list[str]
+
+
+@dataclass
+class _Progress:
+    """Epoch history and the best epoch so far (stored in every checkpoint)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_value: float | None = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"history": self.history, "best_epoch": self.best_epoch,
+                "best_value": self.best_value, "best_metrics": self.best_metrics}  # fmt: skip
+
+
+def _build_parts(trial: TrialConfig, data: PreparedData, device: torch.device) -> _Parts:
+    tc = trial.train
+    amp_dtype = resolve_amp(tc.precision, device)
+    model = build_model(trial.model, len(data.class_names), trial.data.input_size).to(device)
+    channels_last = device.type == "cuda" and tc.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    norm = model_data_config(trial.model.backbone)
+    loaders = build_loaders(
+        data,
+        batch_size=trial.data.batch_size,
+        eval_batch_size=trial.data.eval_batch_size,
+        seed=trial.seed,
+        num_workers=trial.data.num_workers,
+    )
+    train_labels = data.manifest["label"].to_numpy()[data.split_indices("train")]
+    optimizer = create_optimizer(model.parameters(), trial.optim)
+    iters = len(loaders["train"])
+    if tc.max_steps_per_epoch is not None:
+        iters = min(iters, tc.max_steps_per_epoch)
+    fp16_cuda = amp_dtype == torch.float16 and device.type == "cuda"
+    return _Parts(
+        model=model,
+        inputs=DeviceInputs(norm["mean"], norm["std"], device, channels_last),
+        loaders=loaders,
+        loss_fn=build_loss(trial.loss, train_labels, len(data.class_names), device),
+        optimizer=optimizer,
+        scheduler=create_scheduler(optimizer, trial.schedule, iters, tc.epochs),
+        scaler=torch.amp.GradScaler("cuda") if fp16_cuda else None,
+        amp_dtype=amp_dtype,
+        class_names=list(data.class_names),
+    )
+
+
+def _resume(path: Path, parts: _Parts) -> tuple[int, _Progress]:
+    """Restore weights, optimizer, schedule, scaler and RNG; return the epoch to continue after."""
+    state = load_checkpoint(path, parts.model, parts.optimizer, parts.scheduler)
+    extra = state.get("extra") or {}
+    progress = _Progress(**extra["progress"]) if "progress" in extra else _Progress()
+    if parts.scaler is not None and extra.get("scaler"):
+        parts.scaler.load_state_dict(extra["scaler"])
+    if state.get("rng"):
+        restore_rng_state(state["rng"])
+    return int(state["epoch"]), progress
+
+
+def _run_epoch(
+    parts: _Parts, epoch: int, seed: int, max_steps: int | None, on_batch: Callable[[int, int], None] | None
+) -> dict[str, Any]:
+    """Train epoch ``epoch`` (1-based) and evaluate on validation."""
+    # Each epoch's randomness is a function of (seed, epoch) alone - dropout through torch's
+    # generator, batches through the sampler's epoch - so a resumed run repeats an
+    # uninterrupted one exactly.
+    torch.manual_seed(epoch_seed(seed, epoch))
+    sampler = getattr(parts.loaders["train"].batch_sampler, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch - 1)
+    stats = train_one_epoch(
+        parts.model, parts.loaders["train"], parts.optimizer, parts.scheduler, parts.loss_fn,
+        inputs=parts.inputs, amp_dtype=parts.amp_dtype, scaler=parts.scaler,
+        max_steps=max_steps, on_batch=on_batch,
+    )  # fmt: skip
+    val = evaluate(
+        parts.model, parts.loaders["val"], inputs=parts.inputs,
+        class_names=parts.class_names, amp_dtype=parts.amp_dtype,
+    )  # fmt: skip
+    return {
+        "epoch": epoch,
+        "train_loss": stats["train_loss"],
+        "lr": stats["lr"],
+        **val,
+        "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
+        "lr_trace": stats["lr_trace"],
+    }
+
+
+def _select(progress: _Progress, metrics: dict[str, Any], select_metric: str) -> None:
+    key = "val_loss" if select_metric == "loss" else f"val_{select_metric}"
+    if _is_better(metrics[key], progress.best_value, select_metric):
+        progress.best_epoch = metrics["epoch"]
+        progress.best_value = metrics[key]
+        progress.best_metrics = _scalars(metrics)
+
+
+def _checkpoint(
+    parts: _Parts, root: Path, metrics: dict[str, Any], progress: _Progress, keep: int
+) -> Path:
+    """Write this epoch's checkpoint (history included) and prune old ones."""
+    path = _checkpoint_path(root, metrics["epoch"])
+    after = _Progress(progress.history + [_scalars(metrics)], progress.best_epoch,
+                      progress.best_value, progress.best_metrics)  # fmt: skip
+    extra: dict[str, Any] = {"progress": after.to_state()}
+    if parts.scaler is not None:
+        extra["scaler"] = parts.scaler.state_dict()
+    save_checkpoint(path, parts.model, parts.optimizer, parts.scheduler, metrics["epoch"],
+                    _scalars(metrics), capture_rng_state(), extra)  # fmt: skip
+    _prune_checkpoints(root, keep, progress.best_epoch)
+    return path
+
+
+def _default_trial_id(config: TrialConfig, chash: str) -> str:
+    return f"{config.model.backbone}-s{config.seed}-{chash[:8]}"
+
+
+def train(
+    config: TrialConfig,
+    report: Report | None = None,
+    *,
+    out_dir: Path,
+    trial_id: str | None = None,
+    resume_from: Path | None = None,
+    predictions_dir: Path | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> TrialResult:
+    """Train one trial, keep the best checkpoint, write its predictions; see the module doc.
+
+    ``report`` gets one dict per epoch: ``epoch, train_loss, lr, lr_trace, val_loss, val_wfs,
+    val_acc, val_ba, val_auc, val_kappa, val_f1, val_wp, val_wr, images_per_s, best_epoch`` and
+    ``checkpoint_dir`` when a checkpoint was written that epoch. ``resume_from`` continues from
+    a checkpoint folder written by an earlier call with the same config. ``on_batch(step,
+    steps)`` is called after every training batch (progress bars).
+    """
+    from trainers.data import prepare_data
+
+    trial = config if type(config) is TrialConfig else config.trial_part()
+    chash = config_hash(trial)
+    trial_id = trial_id or _default_trial_id(trial, chash)
+    ckpt_root = Path(out_dir) / "checkpoints"
+    tc = trial.train
+    device = resolve_device(tc.device)
+    with _runtime(tc.threads, tc.deterministic, device):
+        seed_everything(trial.seed)
+        data = prepare_data(trial.data, seed=trial.seed)
+        parts = _build_parts(trial, data, device)
+        start, progress = (0, _Progress()) if resume_from is None else _resume(Path(resume_from), parts)
+        for epoch in range(start + 1, tc.epochs + 1):
+            metrics = _run_epoch(parts, epoch, trial.seed, tc.max_steps_per_epoch, on_batch)
+            _select(progress, metrics, tc.select_metric)
+            metrics["best_epoch"] = progress.best_epoch
+            if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or progress.best_epoch == epoch:
+                path = _checkpoint(parts, ckpt_root, metrics, progress, tc.keep_checkpoints)
+                metrics["checkpoint_dir"] = str(path)
+            progress.history.append(_scalars(metrics))
+            if report is not None:
+                report(metrics)
+        best_dir = _checkpoint_path(ckpt_root, progress.best_epoch)
+        load_checkpoint(best_dir, parts.model)
+        meta = {
+            "trial_id": trial_id,
+            "backbone": trial.model.backbone,
+            "config_hash": chash,
+            "fold": trial.data.split.fold if trial.data.split.method != "group_holdout" else -1,
+            "epoch": progress.best_epoch,
+        }
+        pred_path, test_metrics = write_trial_predictions(
+            parts.model, parts.loaders, data, inputs=parts.inputs, amp_dtype=parts.amp_dtype,
+            path=Path(predictions_dir or Path(out_dir) / "predictions") / f"{trial_id}.parquet",
+            meta=meta, config_json=trial.model_dump_json(),
+        )  # fmt: skip
+    return TrialResult(
+        trial_id=trial_id,
+        best_epoch=progress.best_epoch,
+        best_metrics=progress.best_metrics,
+        history=progress.history,
+        predictions_path=pred_path,
+        checkpoint_dir=best_dir,
+        config_hash=chash,
+        test_metrics=test_metrics,
+    )
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without per-step traces (what history and checkpoints keep)."""
+    return {k: v for k, v in metrics.items() if k != "lr_trace"}

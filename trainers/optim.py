@@ -1,0 +1,146 @@
+"""Optimizers and learning-rate schedules, each a registry entry chosen by name.
+
+Schedulers are stepped once per batch, so every schedule is expressed in optimizer steps.
+
+>>> import torch
+>>> from trainers.config import OptimizerConfig, ScheduleConfig
+>>> params = [torch.nn.Parameter(torch.zeros(1))]
+>>> opt = create_optimizer(params, OptimizerConfig(name="adamax"))
+>>> sched = create_scheduler(opt, ScheduleConfig(name="cyclic"), iters_per_epoch=10, epochs=2)
+>>> type(opt).__name__, type(sched).__name__
+('Adamax', 'CyclicLR')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from trainers._registry import Registry
+from trainers.config import OptimizerConfig, ScheduleConfig
+
+__all__ = [
+    "ADAM_FAMILY",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "create_optimizer",
+    "create_scheduler",
+    "current_lr",
+]
+
+Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
+OptimizerFactory = Callable[[Params, OptimizerConfig], Optimizer]
+ScheduleFactory = Callable[[Optimizer, ScheduleConfig, int, int], LRScheduler]
+
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", key="optim.name")
+SCHEDULES: Registry[ScheduleFactory] = Registry("learning-rate schedule", key="schedule.name")
+
+#: Optimizers whose first moment plays the role of momentum (betas, not ``momentum``).
+ADAM_FAMILY = frozenset({"adamax", "adam", "adamw"})
+
+
+@OPTIMIZERS.register("adamax")
+def _adamax(params: Params, cfg: OptimizerConfig) -> Optimizer:
+    return torch.optim.Adamax(
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: Params, cfg: OptimizerConfig) -> Optimizer:
+    return torch.optim.Adam(
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params: Params, cfg: OptimizerConfig) -> Optimizer:
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(params: Params, cfg: OptimizerConfig) -> Optimizer:
+    return torch.optim.RMSprop(
+        params,
+        lr=cfg.lr,
+        alpha=cfg.alpha,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+    )
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: Params, cfg: OptimizerConfig) -> Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def create_optimizer(params: Params, cfg: OptimizerConfig) -> Optimizer:
+    """The optimizer named ``cfg.name`` over ``params`` (unknown names list the valid ones)."""
+    return OPTIMIZERS.get(cfg.name)(params, cfg)
+
+
+# ------------------------------------------------------------------------------ schedules
+
+
+@SCHEDULES.register("cyclic")
+def _cyclic(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
+    # The study's half-cycle is 6 epochs' worth of batches (Keras CLR step_size).
+    step_size_up = max(1, round(cfg.half_cycle_epochs * iters_per_epoch))
+    # Only the learning rate cycles, as in the Keras CLR callback the study used; cycling
+    # momentum would overwrite Adam's beta1 (and optim.momentum for SGD/RMSprop).
+    return torch.optim.lr_scheduler.CyclicLR(
+        opt,
+        base_lr=cfg.base_lr,
+        max_lr=cfg.max_lr,
+        step_size_up=step_size_up,
+        mode=cfg.mode,
+        gamma=cfg.gamma,
+        cycle_momentum=False,
+    )
+
+
+@SCHEDULES.register("exponential")
+def _exponential(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
+    # Keras ExponentialDecay (staircase=False, Fata et al.): lr0 * gamma ** (step / decay_steps),
+    # i.e. x gamma every decay_steps steps, applied smoothly per step.
+    return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma ** (1.0 / cfg.decay_steps))
+
+
+@SCHEDULES.register("cosine")
+def _cosine(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(1, iters_per_epoch * epochs), eta_min=cfg.min_lr
+    )
+
+
+@SCHEDULES.register("constant")
+def _constant(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
+    # ConstantLR with factor 1 keeps the optimizer's lr; unlike LambdaLR its state is plain data.
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def create_scheduler(
+    optimizer: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int
+) -> LRScheduler:
+    """The schedule named ``cfg.name``, to be stepped once per batch.
+
+    ``iters_per_epoch`` (batches per epoch) converts epoch-based settings into steps.
+    """
+    if iters_per_epoch < 1 or epochs < 1:
+        raise ValueError(
+            f"`iters_per_epoch >= 1 and epochs >= 1` must hold, got iters_per_epoch="
+            f"{iters_per_epoch}, epochs={epochs}: is the training split empty?"
+        )
+    return SCHEDULES.get(cfg.name)(optimizer, cfg, iters_per_epoch, epochs)
+
+
+def current_lr(optimizer: Optimizer) -> float:
+    """Learning rate of the first parameter group."""
+    return float(optimizer.param_groups[0]["lr"])
