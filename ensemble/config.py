@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trainers.config import StrictModel
 
@@ -44,3 +44,19 @@ class EnsembleSettings(StrictModel):
         False,
         description="Skip (and report) bad or misaligned prediction files instead of failing.",
     )
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str] | None) -> list[str] | None:
+        """An unknown method name fails when the config loads, before any search or trial."""
+        if value is None:
+            return value
+        from ensemble.methods import METHODS  # lazy: the registry imports numpy/scipy
+
+        unknown = [name for name in value if name not in METHODS]
+        if unknown:
+            raise ValueError(
+                f"unknown ensemble method(s) {unknown}; valid names: {', '.join(METHODS.names())}"
+                ": fix the name or remove it"
+            )
+        return value

@@ -9,8 +9,9 @@ Writes into ``RUN/ensemble/`` (each file atomically): ``members.csv``, ``compari
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 from ensemble._io import atomic_write_json, atomic_write_text
 from ensemble.config import EnsembleSettings
 from ensemble.members import (
+    EnsembleInputError,
     Member,
     build_members,
     load_prediction_sets,
@@ -112,6 +114,47 @@ def run_ensemble(
     run_dir = Path(run_dir)
     out_dir = run_dir / "ensemble"
     names = _method_names(settings, say)  # an unknown method fails before any reading
+    if not run_dir.is_dir():
+        raise EnsembleInputError(
+            f"run folder {run_dir} does not exist; pass the folder `wen search` wrote"
+        )
+    out_dir.mkdir(exist_ok=True)
+    with _exclusive(out_dir, say):
+        return _run_locked(run_dir, out_dir, names, settings, progress, say)
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``RUN/ensemble/run.lock`` for a whole run (a lock file, not a temporary one: it stays).
+
+    Two runs on one RUN would otherwise add trials to the same Optuna study at once (each
+    copying its in-memory trials in) and interleave their output files. The second run waits,
+    then resumes the finished study and writes a complete set of outputs of its own. The lock
+    is an OS lock (filelock: fcntl/msvcrt), so a killed run never leaves it held.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out_dir / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"another `wen ensemble` is running on {out_dir.parent}; waiting for it to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    run_dir: Path,
+    out_dir: Path,
+    names: list[str],
+    settings: EnsembleSettings,
+    progress: bool,
+    say: Callable[[str], None],
+) -> EnsembleResult:
+    """``run_ensemble``'s work, done while holding the run's lock."""
     sets = load_prediction_sets(run_dir / "predictions", settings.skip_bad_files, say)
     members = build_members(sets, settings.skip_bad_files, say)
     class_names = _class_names(sets, members)
@@ -124,7 +167,6 @@ def run_ensemble(
     if not has_test:
         say("no test predictions: only validation rows are reported")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     options = method_options(settings, class_names, storage,
                              _study_name(settings, chosen_members), progress)

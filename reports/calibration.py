@@ -11,19 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainers.metrics import labelled_rows
+
 __all__ = ["brier_score", "expected_calibration_error", "reliability_curve"]
-
-
-def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or len(p) != len(y):
-        raise ValueError(
-            f"probs must be [n_samples, n_classes] with one row per label, got {p.shape} and "
-            f"{len(y)} labels"
-        )
-    keep = y >= 0  # -1: label unknown (final split)
-    return y[keep], p[keep]
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
@@ -36,7 +26,7 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
     """
     if n_bins < 1:
         raise ValueError(f"`n_bins >= 1` must hold, got n_bins={n_bins}")
-    y, p = _check(labels, probs)
+    y, p = labelled_rows(labels, probs, "calibration")
     if len(y) == 0:
         return float("nan")
     confidence = p.max(axis=1)
@@ -55,7 +45,7 @@ def brier_score(labels: np.ndarray, probs: np.ndarray, pos: int = 1) -> float:
     classes (``brier_score_loss`` with ``labels``)."""
     from sklearn.metrics import brier_score_loss
 
-    y, p = _check(labels, probs)
+    y, p = labelled_rows(labels, probs, "calibration")
     if len(y) == 0:
         return float("nan")
     if p.shape[1] == 2:
@@ -71,7 +61,7 @@ def reliability_curve(
     against correctness."""
     from sklearn.calibration import calibration_curve
 
-    y, p = _check(labels, probs)
+    y, p = labelled_rows(labels, probs, "calibration")
     if p.shape[1] == 2:
         target, score = (y == pos).astype(int), p[:, pos]
     else:

@@ -121,8 +121,14 @@ def _prepare_run(config: WenConfig, run: RunStorage, resume: bool, command: str)
                 "mid-way: resume with the same config and --set values, or start a new run "
                 "with --name"
             )
-    run.makedirs()
-    run.makedirs("predictions")
+    try:
+        run.makedirs()
+        run.makedirs("predictions")
+    except OSError as exc:  # checked before Ray starts, so no trial ever runs
+        raise SearchError(
+            f"search.storage: cannot create the run folder {run.uri} ({exc}): pass a writable "
+            "folder (or an s3:// / gs:// URI) with --storage or search.storage"
+        ) from None
     if not resume:
         run.write_text("config.yaml", yaml.safe_dump(current, sort_keys=False))
     run.append_text("command.txt", command.rstrip("\n") + "\n")
@@ -206,6 +212,30 @@ def _remove_partial_predictions(run: RunStorage) -> list[str]:
     return removed
 
 
+#: Where predictions of trials a restored search does not know are moved; readers skip
+#: ``_``-prefixed names, so the ensemble reads only the trials in the results table.
+ORPHANS = "predictions/_orphaned"
+
+
+def _set_aside_orphans(run: RunStorage, frame: pd.DataFrame) -> list[str]:
+    """Move prediction files of trials missing from the results table out of the way.
+
+    Tune's restore is at-least-once: a trial started after the last experiment snapshot
+    comes back under a new id, and the old id's files are orphans.
+    """
+    known = set(frame["trial_id"].astype(str)) if not frame.empty else set()
+    orphans = [
+        name.removesuffix(".parquet") for name in run.list("predictions")
+        if name.endswith(".parquet") and not name.startswith((".", "_"))
+        and name.removesuffix(".parquet") not in known
+    ]
+    if orphans:
+        run.makedirs(ORPHANS)
+    for trial in orphans:
+        run.fs.move(run.join(f"predictions/{trial}.parquet"), run.join(f"{ORPHANS}/{trial}.parquet"))
+    return orphans
+
+
 def run_search(
     config: WenConfig,
     *,
@@ -232,6 +262,10 @@ def run_search(
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # every epoch checkpoints, so Tune's "snapshotting too often" warning would fire constantly
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's restore knows only the trials of its last experiment snapshot (by default taken
+    # every 10 s or more): a trial that finished after it runs again after a driver crash.
+    # A snapshot a second at most keeps that window short; it is a few small files.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     session = start_ray(address, dashboard_port=config.search.dashboard_port, num_cpus=num_cpus, say=say)
     try:
         _check_cluster(config, run)
@@ -252,6 +286,11 @@ def run_search(
         removed = _remove_partial_predictions(run)
         if removed:
             say(f"removed {len(removed)} partial prediction file(s) left by killed trials")
+        orphans = _set_aside_orphans(run, frame)
+        if orphans:
+            say(f"moved {len(orphans)} prediction file(s) of trials the restored search does not "
+                f"know (started after its last snapshot, then re-run) to {run.join(ORPHANS)}: "
+                + ", ".join(orphans))
         errors = int((frame["status"] == "ERROR").sum()) if not frame.empty else 0
         say(f"results: {run.join('results.csv')} ({len(frame)} trials, {errors} errored)")
         return SearchOutcome(run=run, results=frame, errors=errors)

@@ -1,10 +1,13 @@
-"""Shared test set-up: few threads, no network, a private cache folder per session."""
+"""Shared test set-up: few threads, no network, a private cache folder per session, and
+``wen`` subprocesses with a private HOME (tests/search and tests/faults start them)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from wen_proc import WenProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,3 +27,34 @@ def _few_threads() -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the decoded-image and synthetic-data caches out of the user's home."""
     os.environ["WEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("wen-cache"))
+
+
+@pytest.fixture(scope="session")
+def wen_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of ``wen`` subprocesses: private HOME (Ray's auth token), no usage stats."""
+    home = tmp_path_factory.mktemp("home")
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("WEN_FAULT_INJECT", None)
+    return env
+
+
+@pytest.fixture
+def start_wen(wen_env: dict[str, str]):
+    """Start ``wen`` subprocesses; any still running at the end of the test are killed."""
+    started: list[WenProcess] = []
+
+    def start(args: list[str], extra_env: dict[str, str] | None = None) -> WenProcess:
+        proc = WenProcess(args, {**wen_env, **(extra_env or {})})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.kill_group()

@@ -21,6 +21,7 @@ ever unpickled.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -179,7 +180,10 @@ def save_checkpoint(
         "rng": _encode(rng_state, "rng", tensors) if rng_state is not None else None,
         "extra": _encode(extra or {}, "extra", tensors),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
+    except OSError as exc:
+        raise OSError(exc.errno, _write_failure(directory, exc)) from exc
     try:
         # save_model handles tied (shared) parameters, which save_file refuses
         save_model(model, str(tmp / MODEL_FILE))
@@ -194,10 +198,22 @@ def save_checkpoint(
             shutil.rmtree(directory)
         os.replace(tmp, directory)
         _fsync_dir(directory.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, _write_failure(directory, exc)) from exc
         raise
     return directory
+
+
+def _write_failure(directory: Path, exc: OSError) -> str:
+    """The message of a failed checkpoint write: what failed, what is intact, what to do."""
+    cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return (
+        f"writing checkpoint {directory} failed: {cause}; the partial copy was removed and "
+        f"earlier checkpoints in {directory.parent} are intact: free space (or fix the cause) "
+        "and resume from the latest of them"
+    )
 
 
 # --------------------------------------------------------------------------------- loading

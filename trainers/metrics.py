@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["METRIC_KEYS", "positive_index", "score"]
+__all__ = ["METRIC_KEYS", "labelled_rows", "positive_index", "score"]
 
 METRIC_KEYS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
 POSITIVE_CLASS = "all"
@@ -26,6 +26,22 @@ def positive_index(class_names: Sequence[str] | None, n_classes: int) -> int:
         if POSITIVE_CLASS in lowered:
             return lowered.index(POSITIVE_CLASS)
     return 1 if n_classes > 1 else 0
+
+
+def labelled_rows(
+    labels: np.ndarray | Sequence[int], probs: np.ndarray, caller: str = "score"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` as int64 and ``probs`` as float64 [n, k], keeping rows whose label is known
+    (label -1 marks an unlabelled image, e.g. the final test set)."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(
+            f"{caller}: probs must be [n_samples, n_classes] with one row per label, got probs "
+            f"{p.shape} and {len(y)} labels"
+        )
+    keep = y >= 0
+    return y[keep], p[keep]
 
 
 def _nan_metrics() -> dict[str, float]:
@@ -47,15 +63,7 @@ def score(
     """
     from sklearn import metrics as skm
 
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or len(p) != len(y):
-        raise ValueError(
-            f"score: probs must be [n_samples, n_classes] with one row per label, got probs "
-            f"{p.shape} and {len(y)} labels"
-        )
-    keep = y >= 0
-    y, p = y[keep], p[keep]
+    y, p = labelled_rows(labels, probs)
     k = p.shape[1]
     if len(y) == 0:
         return _nan_metrics()

@@ -24,6 +24,7 @@ split). Every other stage reads and writes predictions through these functions o
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -287,21 +288,35 @@ def _frame_to_table(frame: pd.DataFrame, where: str) -> pa.Table:
 # ------------------------------------------------------------------------------ writing
 
 
+def _write_failure(path: Path, exc: OSError) -> str:
+    """The message of a failed prediction write: what failed, what is intact, what to do."""
+    cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return (
+        f"writing predictions {path} failed: {cause}; no partial file is left and any earlier "
+        f"file there is intact: free space in {path.parent} (or fix the cause) and resume the "
+        "trial from its last checkpoint"
+    )
+
+
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write into a dot-prefixed temp file in the same folder, fsync, then rename over ``path``.
 
     A reader never sees a half-written file: either the old file or the complete new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, _write_failure(path, exc)) from exc
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)

@@ -1,0 +1,155 @@
+"""Faults 1-3: a trial raises, a trial's worker is SIGKILLed, the search driver is SIGKILLed.
+
+Each search runs ``wen search`` in a subprocess (its own Ray, its own session) on the smoke
+preset and asserts on the files the run leaves. One search carries faults 1 and 2 (every trial
+raises once after epoch 1 through the ``WEN_FAULT_INJECT`` hook, and one trial's worker
+process is killed with SIGKILL); a second, with the Optuna searcher, loses its driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from fault_helpers import session_processes
+from trainers import load_config, train
+from trainers.config import TrialConfig
+from trainers.predictions import read_prediction_dir
+from wen_proc import SMOKE
+
+ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
+WORKER = r"^ray::ImplicitFunc"
+
+
+def results(run: Path) -> pd.DataFrame:
+    frame = pd.read_csv(run / "results.csv")
+    assert frame["trial_id"].is_unique  # one row per trial
+    return frame
+
+
+def assert_complete(run: Path, frame: pd.DataFrame, epochs: int = 2) -> None:
+    """Every trial finished once: one prediction set (no temp files), weights and logs."""
+    assert (frame["status"] == "TERMINATED").all(), frame.to_string()
+    assert (frame["epochs_run"] == epochs).all()
+    names = sorted(p.name for p in (run / "predictions").iterdir() if p.name != "_orphaned")
+    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), names
+    sets = read_prediction_dir(run / "predictions")
+    assert sorted(s.trial_id for s in sets) == sorted(frame["trial_id"])
+    for trial in frame["trial_id"]:
+        assert (run / "models" / trial / "model.safetensors").stat().st_size > 0
+        assert list((run / "tensorboard" / trial).glob("events.out.tfevents.*"))
+
+
+def failures(output: str) -> dict[str, int]:
+    """Tune's last "# failures" count per trial, from its error table."""
+    out: dict[str, int] = {}
+    for trial, count in re.findall(r"\|\s*trial_(\S+)\s*\|\s*(\d+)\*?\s*\|", output):
+        out[trial] = int(count)
+    return out
+
+
+@pytest.fixture(scope="module")
+def faulty_search(tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]) -> dict[str, Any]:
+    """Faults 1 + 2 in one search: every trial raises after epoch 1 on its first fresh start,
+    and the first trial worker seen is killed with SIGKILL."""
+    from wen_proc import WenProcess
+
+    storage = tmp_path_factory.mktemp("faulty")
+    env = {**wen_env, "WEN_FAULT_INJECT": "1"}
+    wen = WenProcess(["search", str(SMOKE), "--storage", str(storage), "--name", "faulty", *ONE_FOLD], env)
+    try:
+        workers = wen.wait_for(lambda: session_processes(wen.proc.pid, WORKER), 240, "a trial worker")
+        victim = workers[0]
+        time.sleep(3)  # let it get into its trial
+        os.kill(victim, signal.SIGKILL)
+        code = wen.finish(timeout=480)
+    finally:
+        if wen.proc.poll() is None:
+            wen.kill_group()
+    return {"run": storage / "faulty", "code": code, "output": wen.output, "victim": victim}
+
+
+@pytest.mark.slow
+def test_trial_that_raises_is_retried_from_its_checkpoint_with_equal_metrics(faulty_search) -> None:
+    run, output = faulty_search["run"], faulty_search["output"]
+    assert faulty_search["code"] == 0, output[-4000:]
+    assert "injected failure after epoch 1" in output
+    frame = results(run)
+    assert len(frame) == 2
+    assert_complete(run, frame)
+    for trial in frame["trial_id"]:
+        progress = pd.read_csv(run / f"trial_{trial}" / "progress.csv")
+        # epoch 2 ran after resuming from the epoch-1 checkpoint, not from scratch
+        assert progress.loc[progress["epoch"] == 2, "resumed_from_epoch"].tolist() == [1]
+        # ... and its metrics equal an uninterrupted run of the same trial config (CPU, seed)
+        meta = json.loads((run / "models" / trial / "config.json").read_text())
+        config = load_config(meta["config"], model=TrialConfig, check_registries=False)
+        reports: list[dict] = []
+        train(config, reports.append, out_dir=run.parent / f"uninterrupted-{trial}")
+        history = progress.drop_duplicates("epoch", keep="last").set_index("epoch")
+        for report in reports:
+            for key in ("val_loss", "val_wfs", "val_auc", "train_loss"):
+                assert history.loc[report["epoch"], key] == pytest.approx(report[key], rel=1e-9, abs=1e-12), (
+                    trial, report["epoch"], key)
+
+
+@pytest.mark.slow
+def test_killed_trial_worker_is_retried_and_completes(faulty_search) -> None:
+    run, output = faulty_search["run"], faulty_search["output"]
+    assert faulty_search["code"] == 0, output[-4000:]
+    frame = results(run)
+    assert_complete(run, frame)
+    # the killed worker's trial failed once more than the other (the injected fault) and
+    # still finished, with one result row and one prediction set
+    counts = failures(output)
+    assert sorted(counts.get(t, 0) for t in frame["trial_id"]) == [1, 2], (counts, output[-3000:])
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path: Path, start_wen) -> None:
+    """Fault 3, with the Optuna searcher: its state must survive the driver's death."""
+    samples = 4
+    args = ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "killed", *ONE_FOLD,
+            "--set", "search.algorithm=optuna", "--set", f"search.num_samples={samples}",
+            "--set", "search.max_concurrent=1", "--set", "search.seed=11",
+            "--set", "search.space={optim.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"]  # fmt: skip
+    run = tmp_path / "killed"
+    wen = start_wen(args)
+
+    def mid_search() -> bool:
+        done = {p.stem for p in (run / "predictions").glob("*.parquet")} if (run / "predictions").is_dir() else set()
+        if len(done) < 2:
+            return False
+        # a checkpoint folder of an unfinished trial: Tune persists it as the trial reports
+        running = [p for p in run.glob("trial_*/checkpoint_*") if p.parent.name.removeprefix("trial_") not in done]
+        return bool(running)
+
+    wen.wait_for(mid_search, 400, "two trials to finish and a third to checkpoint")
+    finished = {p: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.parquet")}
+    os.kill(wen.proc.pid, signal.SIGKILL)  # the driver only, as a crash would
+    wen.proc.wait(timeout=30)
+    wen.kill_group()  # then whatever Ray processes it left behind
+    assert not (run / "results.csv").exists()
+
+    again = start_wen([*args, "--resume"])
+    assert again.finish(timeout=480) == 0, again.output[-4000:]
+    frame = results(run)
+    # the configured number of trials, each once, with its predictions; none of them repeated;
+    # orphans of Tune's at-least-once restore (if any) are set aside, never read
+    assert len(frame) == samples, frame.to_string()
+    orphans = run / "predictions" / "_orphaned"
+    assert not {p.stem for p in orphans.glob("*.parquet")} & set(frame["trial_id"])
+    assert_complete(run, frame)
+    assert frame["optim.lr"].nunique() == samples, frame["optim.lr"].tolist()
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.name} was re-run"
+    commands = (run / "command.txt").read_text().splitlines()
+    assert len(commands) == 2 and commands[1].endswith("--resume")
