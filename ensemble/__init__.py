@@ -1,4 +1,5 @@
-"""Ensemble stage: weighting schemes, the honest evaluation protocol and statistics.
+"""Ensemble stage: weighting schemes, the honest evaluation protocol, statistics, export
+and predict.
 
 Reads predictions only through ``trainers.predictions``; imports no Ray.
 
@@ -10,8 +11,10 @@ Reads predictions only through ``trainers.predictions``; imports no Ray.
 """
 
 from ensemble.config import EnsembleSettings
+from ensemble.export import ExportError, export_ensemble
 from ensemble.methods import METHODS, EnsembleMethod, MethodOptions, create_method
 from ensemble.objective import WeightObjective
+from ensemble.predict import predict_images
 from ensemble.run import EnsembleResult, run_ensemble
 
 __all__ = [
@@ -19,8 +22,11 @@ __all__ = [
     "EnsembleMethod",
     "EnsembleResult",
     "EnsembleSettings",
+    "ExportError",
     "MethodOptions",
     "WeightObjective",
     "create_method",
+    "export_ensemble",
+    "predict_images",
     "run_ensemble",
 ]

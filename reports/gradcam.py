@@ -224,42 +224,23 @@ def _data_root(data: Any) -> Path:
 def load_trial_model(
     meta: dict[str, Any], weights: Path, device: str | torch.device = "cpu"
 ) -> LoadedModel:
-    """Rebuild a trial's network with ``trainers.models.create_model`` from its ``config.json``
-    (``meta``) and load ``model.safetensors``."""
-    from safetensors.torch import load_model
+    """Rebuild a trial's network (``trainers.models.load_trained_model``: its ``config.json``
+    as ``meta`` and ``model.safetensors``) with what Grad-CAM's pre-processing needs."""
+    from trainers.models import TrainedModelError, load_trained_model
 
-    from trainers.config import TrialConfig, load_config
-    from trainers.models import create_model, model_data_config
-
-    cfg = load_config(meta["config"], model=TrialConfig, check_registries=False)
-    class_names = meta.get("class_names") or []
-    if len(class_names) < 2:
-        raise GradCamError(
-            f"{weights.parent / 'config.json'}: class_names {class_names!r} must list the "
-            "model's classes; re-run the trial so the search stage writes them"
-        )
-    model = create_model(
-        cfg.model.backbone, len(class_names), head=cfg.model.head,
-        head_hidden=cfg.model.head_hidden, dropout=cfg.model.dropout, pretrained=False,
-    )
     try:
-        # load_model (not load_file + load_state_dict): it restores tied weights too
-        load_model(model, str(weights), strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise GradCamError(
-            f"{weights} does not fit {cfg.model.backbone} with head {cfg.model.head} and "
-            f"{len(class_names)} classes: {str(exc).splitlines()[0]}"
-        ) from None
-    model.to(device).eval()
-    norm = model_data_config(cfg.model.backbone)
+        trained = load_trained_model(meta, weights, device)
+    except TrainedModelError as exc:
+        raise GradCamError(str(exc)) from None
+    cfg = trained.config
     return LoadedModel(
-        trial_id=str(meta.get("trial_id", weights.parent.name)),
-        backbone=cfg.model.backbone,
-        model=model,
+        trial_id=trained.trial_id,
+        backbone=trained.backbone,
+        model=trained.model,
         crop=cfg.data.crop,
         input_size=cfg.data.input_size,
-        mean=tuple(norm["mean"]),
-        std=tuple(norm["std"]),
+        mean=trained.mean,
+        std=trained.std,
         data_root=_data_root(cfg.data),
     )
 

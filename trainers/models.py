@@ -15,6 +15,7 @@ import difflib
 import functools
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,9 +30,12 @@ __all__ = [
     "HEADS",
     "Classifier",
     "PretrainedWeightsError",
+    "TrainedModel",
+    "TrainedModelError",
     "backbone_problem",
     "create_alnet",
     "create_model",
+    "load_trained_model",
     "min_input_size",
     "model_data_config",
     "read_state_dict",
@@ -194,6 +198,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap_state_dict(obj, path)
 
 
+def shape_mismatches(
+    own: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """How the tensor shapes in a file (``found``) differ from a model's (``own``): tensors
+    with the wrong shape, missing and unexpected ones; empty when they fit.
+
+    >>> shape_mismatches({"w": (2, 3)}, {"w": (3, 2), "b": (2,)})[1]
+    "1 unexpected tensor(s), e.g. ['b']"
+    """
+    wrong = [f"{k} (file {found[k]}, model {own[k]})" for k in own if k in found and found[k] != own[k]]
+    missing = [k for k in own if k not in found]
+    unexpected = [k for k in found if k not in own]
+    parts = []
+    if wrong:
+        parts.append(f"{len(wrong)} tensor(s) with the wrong shape, e.g. {wrong[:3]}")
+    if missing:
+        parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+    return parts
+
+
 def _strip(sd: dict[str, torch.Tensor], classifier: str | None) -> dict[str, torch.Tensor]:
     """Backbone tensors only: drop DDP/Classifier prefixes, our head and timm's classifier."""
     out = {}
@@ -213,22 +239,11 @@ def _strip(sd: dict[str, torch.Tensor], classifier: str | None) -> dict[str, tor
 def _load_backbone_weights(backbone: nn.Module, path: Path, name: str, classifier: str | None) -> None:
     """Load ``path`` into ``backbone`` strictly: every tensor present, every shape equal."""
     sd = _strip(read_state_dict(path), classifier)
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [
-        f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
-        for k in own
-        if k in sd and sd[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
-        if wrong:
-            parts.append(f"{len(wrong)} with the wrong shape, e.g. {wrong[:3]}")
+    parts = shape_mismatches(
+        {k: tuple(v.shape) for k, v in backbone.state_dict().items()},
+        {k: tuple(v.shape) for k, v in sd.items()},
+    )
+    if parts:
         raise PretrainedWeightsError(
             f"weights in {path} do not fit {name}: {'; '.join(parts)}; is the file for another "
             "model? Point model.pretrained_path at weights of this backbone"
@@ -470,3 +485,106 @@ def model_data_config(name: str) -> dict[str, Any]:
         "std": tuple(float(v) for v in cfg.std),
         "interpolation": cfg.interpolation or "bicubic",
     }
+
+
+# --------------------------------------------------------------------------- trained models
+
+
+class TrainedModelError(RuntimeError):
+    """A trial's saved network cannot be rebuilt; the message names the file and the fix."""
+
+
+@dataclass
+class TrainedModel:
+    """One trial's network rebuilt from ``RUN/models/<trial_id>/`` (eval mode) and what its
+    inputs need: the trial config (crop, input size), class names and normalisation."""
+
+    trial_id: str
+    backbone: str
+    model: Classifier
+    config: Any  # trainers.config.TrialConfig
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def _check_weight_shapes(model: nn.Module, weights: Path, what: str) -> None:
+    """Every tensor of ``model`` present in ``weights`` with the same shape, or one clear error."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise TrainedModelError(
+            f"{weights}: not a readable safetensors file ({exc}); re-copy the trial's "
+            "model.safetensors"
+        ) from None
+    parts = shape_mismatches({k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes)
+    if parts:
+        raise TrainedModelError(
+            f"{weights} does not fit {what}: {'; '.join(parts)}; the weights belong to another "
+            "model: copy the trial's own model.safetensors next to its config.json"
+        )
+
+
+def load_trained_model(
+    meta: Mapping[str, Any] | str | Path, weights: str | Path, device: str | torch.device = "cpu"
+) -> TrainedModel:
+    """Rebuild a trial's network from its ``config.json`` and load ``model.safetensors``.
+
+    ``meta`` is the parsed ``config.json`` (``config``, ``class_names``, ``trial_id``) or its
+    path. The network is built with :func:`create_model` (no pretrained weights: the file
+    holds them all), every tensor's shape is checked against the file first, so a wrong file
+    is refused with the offending names, and nothing is ever unpickled.
+    """
+    import json
+
+    from safetensors.torch import load_model
+
+    from trainers.config import ConfigError, TrialConfig, load_config
+
+    weights = Path(weights)
+    meta_path = Path(meta) if isinstance(meta, (str, Path)) else weights.parent / "config.json"
+    if isinstance(meta, (str, Path)):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TrainedModelError(
+                f"{meta_path}: cannot read the trial's config.json ({exc})"
+            ) from None
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("config"), Mapping):
+        raise TrainedModelError(f"{meta_path}: expected a JSON object with a 'config' object")
+    if not weights.is_file():
+        raise TrainedModelError(f"{weights} does not exist; the trial's best weights are missing")
+    try:
+        cfg = load_config(dict(meta["config"]), model=TrialConfig, check_registries=False)
+    except ConfigError as exc:
+        raise TrainedModelError(f"{meta_path}: the trial config is not valid: {exc}") from None
+    class_names = [str(c) for c in (meta.get("class_names") or [])]
+    if len(class_names) < 2:
+        raise TrainedModelError(
+            f"{meta_path}: class_names {class_names!r} must list the model's classes; re-run "
+            "the trial so the search stage writes them"
+        )
+    mc = cfg.model
+    model = create_model(mc.backbone, len(class_names), head=mc.head,
+                         head_hidden=mc.head_hidden, dropout=mc.dropout, pretrained=False)
+    what = f"{mc.backbone} with head {mc.head} and {len(class_names)} classes"
+    _check_weight_shapes(model, weights, what)
+    try:
+        # load_model (not load_file + load_state_dict): it restores tied weights too
+        load_model(model, str(weights), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise TrainedModelError(f"{weights} does not fit {what}: {str(exc).splitlines()[0]}") from None
+    model.to(device).eval()
+    norm = model_data_config(mc.backbone)
+    return TrainedModel(
+        trial_id=str(meta.get("trial_id") or weights.parent.name),
+        backbone=mc.backbone,
+        model=model,
+        config=cfg,
+        class_names=class_names,
+        mean=tuple(float(v) for v in norm["mean"]),
+        std=tuple(float(v) for v in norm["std"]),
+    )

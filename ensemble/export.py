@@ -1,0 +1,473 @@
+"""``wen export RUN``: the chosen (or a named) ensemble as one self-contained model folder.
+
+``RUN/model/`` (or ``--out``) holds:
+
+* ``manifest.json``: class names, the pre-processing a client must apply (decode to RGB, centre
+  crop, resize size and filter, channel order, scale, mean/std), the members with backbones,
+  weights and files, the method and its threshold, validation and test metrics with 95%
+  intervals (``RUN/ensemble/comparison.csv``), the measured export parity and package versions;
+* ``members/<trial_id>/model.safetensors`` + ``config.json``: each fold network's weights and
+  the trial config that rebuilds it (``trainers.models.load_trained_model``; nothing pickled);
+* ``ensemble.onnx``: one graph, pre-processed image tensor in (``image``: float32
+  [batch, 3, S, S], RGB in [0, 1]), weighted class probabilities out (``probs``), dynamic batch;
+* ``ensemble.pt``: the same graph as TorchScript (``torch.jit.load``).
+
+The graph is :mod:`ensemble._graph`; the export checks onnxruntime and TorchScript against
+eager PyTorch on random inputs and refuses to finish when they differ by more than 1e-4.
+
+>>> from ensemble.export import export_ensemble
+>>> model_dir = export_ensemble("runs/demo")                     # doctest: +SKIP
+>>> sorted(p.name for p in model_dir.iterdir())                  # doctest: +SKIP
+['ensemble.onnx', 'ensemble.pt', 'manifest.json', 'members']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ensemble._io import atomic_write_json
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PARITY_ATOL",
+    "ExportError",
+    "ExportSpec",
+    "export_ensemble",
+    "load_ensemble_module",
+    "load_export_spec",
+    "read_manifest",
+]
+
+FORMAT_VERSION = 1
+#: Largest |probability difference| allowed between onnxruntime / TorchScript and eager PyTorch.
+PARITY_ATOL = 1e-4
+ONNX_FILE = "ensemble.onnx"
+TORCHSCRIPT_FILE = "ensemble.pt"
+MANIFEST_FILE = "manifest.json"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probs"
+_METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
+_VERSIONED = ("wen-search", "torch", "timm", "onnx", "onnxscript", "onnxruntime", "safetensors",
+              "numpy", "pillow", "scikit-learn")
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported, or an export that failed its checks; says what to do."""
+
+
+@dataclass
+class ExportSpec:
+    """What ``RUN/ensemble/`` says about one method: members, weights, threshold, stacker."""
+
+    run_dir: Path
+    method: str
+    chosen_method: str
+    class_names: list[str]
+    members: list[dict[str, Any]]  # name, trial_ids, backbone, weight (graph order)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    threshold: float | None = None
+    coef: list[list[float]] | None = None
+    intercept: list[float] | None = None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: cannot read {what} ({exc}); re-run `wen ensemble`") from None
+
+
+def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSpec:
+    """Read ``RUN/ensemble/chosen.json`` and ``weights.json`` for ``method`` (default: the
+    chosen one). Members with weight 0 are left out of the graph (``dropped``), except under
+    stacking, whose weights are importances and whose coefficients cover every member."""
+    run_dir = Path(run_dir)
+    ens = run_dir / "ensemble"
+    if not run_dir.is_dir():
+        raise ExportError(f"run folder {run_dir} does not exist; pass the folder `wen search` wrote")
+    chosen_path, weights_path = ens / "chosen.json", ens / "weights.json"
+    if not chosen_path.is_file() or not weights_path.is_file():
+        raise ExportError(
+            f"{ens} has no chosen.json/weights.json: the ensemble has not been fitted yet; run "
+            f"`wen ensemble {run_dir}` first, then export"
+        )
+    chosen = _read_json(chosen_path, "the chosen ensemble")
+    table = _read_json(weights_path, "the ensemble weights")
+    methods = table.get("methods", {})
+    name = method or chosen["method"]
+    if name not in methods:
+        from ensemble.methods import METHODS
+
+        hint = (f"{name!r} is an ensemble method but was not fitted in this run; re-run "
+                f"`wen ensemble {run_dir} --methods ...` including it" if name in METHODS
+                else f"unknown method {name!r}")
+        raise ExportError(f"{hint}; methods fitted in {weights_path}: {', '.join(methods)}")
+    entry = methods[name]
+    members, dropped = [], []
+    for m in table["members"]:
+        weight = float(entry["weights"][m["name"]])
+        row = {"name": m["name"], "trial_ids": list(m["trial_ids"]), "backbone": m["backbone"],
+               "weight": weight}
+        if weight <= 0 and name != "stacking":
+            dropped.append({**row, "why": f"weight 0 under {name}: left out of the graph"})
+        else:
+            members.append(row)
+    if not members:
+        raise ExportError(f"{name}: every member has weight 0 in {weights_path}; nothing to export")
+    return ExportSpec(
+        run_dir=run_dir, method=name, chosen_method=chosen["method"],
+        class_names=list(chosen["class_names"]), members=members, dropped=dropped,
+        threshold=entry.get("threshold"), coef=entry.get("coef"), intercept=entry.get("intercept"),
+    )
+
+
+# ------------------------------------------------------------------------------ manifest
+
+
+def _metrics(run_dir: Path, method: str) -> dict[str, Any]:
+    """comparison.csv's rows of ``method``: {split: {metric: {value, low, high}}, how}."""
+    import pandas as pd
+
+    path = run_dir / "ensemble" / "comparison.csv"
+    if not path.is_file():
+        raise ExportError(f"{path} is missing; re-run `wen ensemble {run_dir}`")
+    table = pd.read_csv(path)
+    out: dict[str, Any] = {}
+    for _, row in table[table["method"] == method].iterrows():
+        split = {k: {"value": row.get(k), "low": row.get(f"{k}_low"), "high": row.get(f"{k}_high")}
+                 for k in _METRICS if k in row}
+        split["how"] = row.get("how")
+        out[str(row["split"])] = split
+    return out
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _preprocessing(crop: Mapping[str, Any], size: int) -> dict[str, Any]:
+    return {
+        "function": "trainers.data.cache.preprocess_image (training used the same)",
+        "decode": "PIL.Image.open(path).convert('RGB')",
+        "crop": {"kind": "centred square", "fraction": crop.get("fraction"),
+                 "size": crop.get("size"),
+                 "rule": "fraction: that share of the shorter side, rounded; size: a fixed side; "
+                         "box left/top = (side_of_image - side) // 2"},
+        "resize": {"size": [size, size], "interpolation": "bilinear", "antialias": True,
+                   "library": "PIL.Image.resize(..., Image.Resampling.BILINEAR)"},
+        "channel_order": "RGB",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "scale": "uint8 / 255 -> [0, 1]",
+        "mean": [0.0, 0.0, 0.0],
+        "std": [1.0, 1.0, 1.0],
+        "normalisation": "inside the graph, per member (members[].mean/std); feed [0, 1] values",
+    }
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """``MODEL_DIR/manifest.json``, checked to be an export of this format."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise ExportError(
+            f"{path} does not exist: {model_dir} is not an exported model folder; create one "
+            "with `wen export RUN`"
+        )
+    manifest = _read_json(path, "the model manifest")
+    if manifest.get("format") != "wen-ensemble" or manifest.get("format_version") != FORMAT_VERSION:
+        raise ExportError(
+            f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}"
+            f", this wen reads 'wen-ensemble' version {FORMAT_VERSION}; re-export the run"
+        )
+    return manifest
+
+
+# ------------------------------------------------------------------------------ the module
+
+
+def load_ensemble_module(model_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> nn.Module:
+    """The eager PyTorch ensemble of an exported model folder, rebuilt from its safetensors
+    files and trial configs (``trainers.models.load_trained_model``; nothing unpickled)."""
+    from trainers.models import TrainedModelError, load_trained_model
+
+    model_dir = Path(model_dir)
+    manifest = manifest or read_manifest(model_dir)
+    networks = {}
+    for m in manifest["members"]:
+        for f in m["files"]:
+            try:
+                trained = load_trained_model(model_dir / f["config"], model_dir / f["weights"])
+            except TrainedModelError as exc:
+                raise ExportError(f"member {m['name']}: {exc}") from None
+            networks[f["trial_id"]] = trained.model
+    return _module(manifest, networks)
+
+
+def _module(manifest: Mapping[str, Any], networks: Mapping[str, nn.Module]) -> nn.Module:
+    """The ensemble module the manifest describes, on fold networks by trial id."""
+    from ensemble._graph import MemberNet, create_ensemble_module
+
+    size = int(manifest["preprocessing"]["resize"]["size"][0])
+    nets = [MemberNet([networks[f["trial_id"]] for f in m["files"]], m["mean"], m["std"],
+                      m["input_size"], size) for m in manifest["members"]]
+    stack = manifest.get("stacking") or {}
+    return create_ensemble_module(
+        nets, manifest["method"], [m["weight"] for m in manifest["members"]],
+        len(manifest["class_names"]), stack.get("coef"), stack.get("intercept"),
+    )
+
+
+def _members_manifest(spec: ExportSpec, out: Path, say: Callable[[str], None]) -> tuple[
+        list[dict[str, Any]], dict[str, Any], int, dict[str, nn.Module]]:
+    """Copy each fold network into ``out/members`` (checking it loads), and describe members.
+
+    Returns the members' manifest entries, the shared crop, the export size (the largest
+    member input size; members trained smaller resize inside the graph) and the loaded fold
+    networks by trial id.
+    """
+    from trainers.models import TrainedModelError, load_trained_model
+
+    entries, crops, networks = [], {}, {}
+    n_folds = sum(len(m["trial_ids"]) for m in spec.members)
+    say(f"loading {n_folds} fold network(s) of {len(spec.members)} member(s)")
+    for m in spec.members:
+        files, sizes, trained = [], set(), None
+        for tid in m["trial_ids"]:
+            src = spec.run_dir / "models" / tid
+            try:
+                trained = load_trained_model(src / "config.json", src / "model.safetensors")
+            except TrainedModelError as exc:
+                raise ExportError(f"member {m['name']} (trial {tid}): {exc}") from None
+            if trained.class_names != spec.class_names:
+                raise ExportError(
+                    f"{src / 'config.json'}: class names {trained.class_names} differ from the "
+                    f"ensemble's {spec.class_names}; export a run whose trials share classes"
+                )
+            networks[tid] = trained.model
+            data = trained.config.data
+            crops[tid] = data.crop.model_dump(mode="json")
+            sizes.add(int(data.input_size))
+            dest = out / "members" / tid
+            dest.mkdir(parents=True)
+            shutil.copyfile(src / "model.safetensors", dest / "model.safetensors")
+            shutil.copyfile(src / "config.json", dest / "config.json")
+            files.append({"trial_id": tid, "weights": f"members/{tid}/model.safetensors",
+                          "config": f"members/{tid}/config.json"})
+        assert trained is not None
+        if len(sizes) != 1:
+            raise ExportError(f"member {m['name']}: its fold trials have different input sizes "
+                              f"{sorted(sizes)}; folds of one configuration must share it")
+        cfg = trained.config
+        entries.append({**m, "input_size": sizes.pop(), "mean": list(trained.mean),
+                        "std": list(trained.std), "head": cfg.model.head, "files": files})
+    distinct = {json.dumps(c, sort_keys=True) for c in crops.values()}
+    if len(distinct) != 1:
+        raise ExportError(
+            f"the members were trained on different crops ({crops}); one exported graph has one "
+            "pre-processing: export a method whose members share data.crop (wen ensemble "
+            "--candidates with such trials)"
+        )
+    return (entries, next(iter(crops.values())), max(e["input_size"] for e in entries),
+            networks)
+
+
+def _onnx_export(module: nn.Module, example: Any, path: Path, say: Callable[[str], None]) -> str:
+    """Export with the dynamo exporter (the default since torch 2.9); fall back to the
+    TorchScript-based one if a backbone does not trace with ``torch.export``."""
+    import torch
+
+    weights_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    external = weights_bytes > 1_800_000_000  # protobuf's 2 GB limit: weights beside the graph
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=True, verbose=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=external,
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}},
+            )
+        return "torch.onnx.export(dynamo=True)"
+    except Exception as exc:  # noqa: BLE001 - any exporter failure tries the other exporter
+        first = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        say(f"dynamo ONNX export failed ({first}); trying the TorchScript-based exporter")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, opset_version=18,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        return "torch.onnx.export(dynamo=False, opset 18)"
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(
+            f"ONNX export failed with both exporters (dynamo: {first}; TorchScript-based: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); a member "
+            "backbone uses an operation ONNX cannot express: export a method without it"
+        ) from None
+
+
+def _trace(module: nn.Module, example: Any, path: Path) -> None:
+    import torch
+
+    # torch.jit is deprecated in favour of torch.export, but TorchScript is still what C++ and
+    # mobile runtimes load; the warnings say nothing the user can act on
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, example, check_trace=False)
+        traced.save(str(path))
+
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime session on the best available provider (CUDA when present, else CPU)."""
+    import onnxruntime as ort
+
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), providers=providers)
+
+
+def _parity(module: nn.Module, out: Path, size: int, batches: Sequence[int]) -> dict[str, Any]:
+    """Max |probability difference| of onnxruntime and TorchScript against eager PyTorch."""
+    import torch
+
+    session = onnx_session(out / ONNX_FILE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.load(str(out / TORCHSCRIPT_FILE), map_location="cpu")
+    gen = torch.Generator().manual_seed(0)
+    worst = {"onnxruntime": 0.0, "torchscript": 0.0}
+    for b in batches:
+        x = torch.rand(b, 3, size, size, generator=gen)
+        with torch.no_grad():
+            ref = module(x).numpy()
+            ts = scripted(x).numpy()
+        ort_out = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        worst["onnxruntime"] = max(worst["onnxruntime"], float(np.abs(ort_out - ref).max()))
+        worst["torchscript"] = max(worst["torchscript"], float(np.abs(ts - ref).max()))
+    return {"max_abs_diff_vs_eager": worst, "batches": list(batches), "atol": PARITY_ATOL,
+            "input": "uniform random [0, 1] images, seed 0"}
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A temp folder beside ``out`` that replaces it only when the export succeeded."""
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+        raise ExportError(
+            f"{out} exists and is not an exported model folder (no {MANIFEST_FILE}); pass "
+            "--out a new or empty folder"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.replace(old / out.name)
+        tmp.replace(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_ensemble(
+    run_dir: str | Path,
+    method: str | None = None,
+    out_dir: str | Path | None = None,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Export ``method`` (default: ``chosen.json``'s) of ``RUN/ensemble/`` to ``out_dir``
+    (default ``RUN/model``); return the model folder. See the module docs for its contents."""
+    import onnx
+    import torch
+
+    from trainers.metrics import positive_index
+
+    spec = load_export_spec(run_dir, method)
+    out = Path(out_dir) if out_dir is not None else spec.run_dir / "model"
+    metrics = _metrics(spec.run_dir, spec.method)
+    with _staging(out) as tmp:
+        members, crop, size, networks = _members_manifest(spec, tmp, say)
+        k = len(spec.class_names)
+        pos = positive_index(spec.class_names, k)
+        manifest: dict[str, Any] = {
+            "format": "wen-ensemble",
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run": str(spec.run_dir.resolve()),
+            "method": spec.method,
+            "chosen_method": spec.chosen_method,
+            "class_names": spec.class_names,
+            "positive_class": spec.class_names[pos] if k == 2 else None,
+            "threshold": spec.threshold,
+            "decision": (f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the "
+                         "other class" if spec.threshold is not None and k == 2
+                         else "argmax of probs"),
+            "combine": ("logistic-regression stacker on members' log-odds (binary) or "
+                        "log-probabilities, clipped at 1e-7" if spec.method == "stacking" else
+                        "sum_k w_k P_k / sum_k w_k, rows renormalised (Eq. 2); P_k = mean of "
+                        "member k's fold networks' softmax probabilities"),
+            "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
+                      "layout": "NCHW", "channel_order": "RGB", "range": [0.0, 1.0]},
+            "output": {"name": OUTPUT_NAME, "shape": ["batch", k],
+                       "meaning": "ensemble class probabilities in class_names order"},
+            "preprocessing": _preprocessing(crop, size),
+            "members": members,
+            "dropped_members": spec.dropped,
+            "metrics": metrics,
+            "versions": _versions(),
+        }
+        if spec.method == "stacking":
+            manifest["stacking"] = {"coef": spec.coef, "intercept": spec.intercept,
+                                    "weights_meaning": "share of the stacker's |coef| (importance)"}
+        for d in spec.dropped:
+            say(f"leaving out {d['name']} ({d['backbone']}): {d['why']}")
+        # the networks just loaded from the copied files (load_ensemble_module rebuilds the same)
+        module = _module(manifest, networks)
+        example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+        say(f"exporting {spec.method} ({len(members)} member(s), input {size}x{size}) to ONNX")
+        exporter = _onnx_export(module, example, tmp / ONNX_FILE, say)
+        say("tracing TorchScript")
+        _trace(module, example, tmp / TORCHSCRIPT_FILE)
+        parity = _parity(module, tmp, size, (1, 5))
+        worst = parity["max_abs_diff_vs_eager"]
+        bad = {k: v for k, v in worst.items() if not v <= PARITY_ATOL}
+        if bad:
+            raise ExportError(
+                f"exported graph differs from eager PyTorch by {bad} (must be <= {PARITY_ATOL}); "
+                "this is a bug in the exporter or a backbone op: report it with the run"
+            )
+        opset = {o.domain or "ai.onnx": o.version
+                 for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import}
+        manifest["files"] = {"onnx": ONNX_FILE, "onnx_exporter": exporter, "onnx_opset": opset,
+                             "torchscript": TORCHSCRIPT_FILE, "members": "members/<trial_id>/"}
+        manifest["parity"] = parity
+        atomic_write_json(tmp / MANIFEST_FILE, manifest)
+    say(f"exported {spec.method} to {out} (onnxruntime max |diff| {worst['onnxruntime']:.2e}, "
+        f"TorchScript {worst['torchscript']:.2e})")
+    return out
