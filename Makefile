@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test test-fast bench clean
+.PHONY: venv system-deps demo test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,13 @@ venv: $(STAMP)
 # what is missing, so it is cheap to run every time.
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# The whole pipeline on synthetic data (a few minutes on 2 CPU cores): data -> search -> ensemble
+# -> export -> report, into $(DEMO_DIR) (replaced on every run).
+DEMO_DIR ?= demo
+demo: $(STAMP)
+	rm -rf $(DEMO_DIR)
+	$(BIN)/wen demo --out $(DEMO_DIR)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

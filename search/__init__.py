@@ -21,7 +21,9 @@ __all__ = [
     "create_search_alg",
     "make_trainable",
     "results_table",
+    "run_demo",
     "run_search",
+    "smoke_overrides",
 ]
 
 _WHERE = {
@@ -33,7 +35,9 @@ _WHERE = {
     "create_search_alg": "search.searchers",
     "make_trainable": "search.trainable",
     "results_table": "search.results",
+    "run_demo": "search.demo",
     "run_search": "search.run",
+    "smoke_overrides": "search.smoke",
 }
 
 

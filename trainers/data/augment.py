@@ -114,6 +114,24 @@ def _fata2023(size: int) -> Steps:
     )
 
 
+@AUGMENTATIONS.register("alim2024")
+def _alim2024(size: int) -> Steps:
+    """Alim et al., 2024 (ResNet-50, four B-ALL classes): flips, rotation and zoom.
+
+    The study names the operations, not their ranges: horizontal and vertical flips (p=0.5
+    each), rotation in [-20, 20] degrees and zoom in [0.8, 1.2], no shift and no colour change.
+    """
+    from torchvision.transforms import v2
+
+    return Steps(
+        [
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomVerticalFlip(p=0.5),
+            _affine(degrees=20.0, translate=None, scale=(0.8, 1.2)),
+        ]
+    )
+
+
 @AUGMENTATIONS.register("jawahar2022")
 def _jawahar2022(size: int) -> Steps:
     """Jawahar et al., 2022 (ALNet): 15-degree rotation, horizontal flip, zoom, random contrast.

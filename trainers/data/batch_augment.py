@@ -255,6 +255,12 @@ def _fata2023() -> BatchAugment:
     return BatchAugment("fata2023", hflip=0.5, degrees=10.0, scale=(0.9, 1.1))
 
 
+@BATCH_AUGMENTATIONS.register("alim2024")
+def _alim2024() -> BatchAugment:
+    """Horizontal and vertical flips (p=0.5 each), rotation +-20 degrees, zoom 0.8-1.2."""
+    return BatchAugment("alim2024", hflip=0.5, vflip=0.5, degrees=20.0, scale=(0.8, 1.2))
+
+
 @BATCH_AUGMENTATIONS.register("jawahar2022")
 def _jawahar2022() -> BatchAugment:
     """Horizontal flip (p=0.5), rotation +-15 degrees, zoom 0.9-1.1, contrast 0.8-1.2."""
