@@ -4,6 +4,12 @@
   dashboard on 127.0.0.1 (the next free port when the asked one is taken);
 - ``auto`` or ``HOST:PORT`` joins a running cluster (``cluster/`` has launcher configs).
 
+Ray's token authentication (``RAY_AUTH_MODE=token``, Ray 2.52+) is on for every cluster this
+project starts, and a driver joining a cluster sends the token. Ray looks for the token in
+``RAY_AUTH_TOKEN``, then the file ``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``;
+:func:`ensure_auth_token` writes a new one to the default file with mode 0600 when there is
+none (Ray's own generator writes it with the process umask, often 0644).
+
 Before a search starts: every trial must fit on some node (CPUs, GPUs, memory), GPUs must
 exist when trials ask for them, and on a multi-node cluster a local storage path must be
 visible from every node (a probe file written by the driver, looked for on each node).
@@ -12,10 +18,14 @@ visible from every node (a probe file written by the driver, looked for on each 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import socket
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from search.config import ResourcesConfig
@@ -23,8 +33,12 @@ from search.storage import RunStorage
 from trainers.config import TrainConfig
 
 __all__ = [
+    "RayAuthError",
     "RaySession",
     "alive_nodes",
+    "default_token_path",
+    "enable_token_auth",
+    "ensure_auth_token",
     "free_port",
     "resource_problems",
     "start_ray",
@@ -33,6 +47,14 @@ __all__ = [
 ]
 
 _GIB = 1024**3
+_AUTH_MODE = "RAY_AUTH_MODE"
+_TOKEN_ENV = "RAY_AUTH_TOKEN"
+_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+_TOKEN_HELP = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+
+
+class RayAuthError(RuntimeError):
+    """Ray's token authentication cannot be set up as this project requires."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,78 @@ def free_port(port: int, host: str = "127.0.0.1", tries: int = 100) -> int:
     raise RuntimeError(f"no free port in {port}..{port + tries - 1} on {host}")
 
 
+def default_token_path() -> Path:
+    """Where Ray looks for the token when neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is set."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def _owner_only(path: Path) -> None:
+    """Make a token file readable by its owner only (when this user owns it)."""
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def ensure_auth_token(*, create: bool) -> Path | None:
+    """The token file Ray will read (None when RAY_AUTH_TOKEN holds the token itself).
+
+    With ``create``, a missing default file gets a fresh 256-bit token, written with mode
+    0600 from the first byte (``O_CREAT`` with 0o600, not chmod after the fact); an existing
+    token file of this user is narrowed to 0600. Without ``create`` a missing token is an error
+    that says where to get one.
+    """
+    if os.environ.get(_TOKEN_ENV):
+        return None
+    custom = os.environ.get(_TOKEN_PATH_ENV)
+    path = Path(custom).expanduser() if custom else default_token_path()
+    if path.is_file() and path.read_text().strip():
+        _owner_only(path)
+        return path
+    if custom or not create:
+        where = f"{_TOKEN_PATH_ENV}={custom}" if custom else str(path)
+        raise RayAuthError(
+            f"Ray token authentication is on but there is no token at {where}: on the cluster's "
+            f"head run `ray get-auth-token`, then store it here with `umask 077; ray get-auth-token "
+            f"> {path}` (mode 0600) or pass it in {_TOKEN_ENV}; see {_TOKEN_HELP}"
+        )
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # an empty file, or another process just wrote one
+        if path.read_text().strip():
+            _owner_only(path)
+            return path
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+    return path
+
+
+def enable_token_auth(*, create: bool) -> Path | None:
+    """Turn token authentication on for this process and the Ray processes it starts.
+
+    RAY_AUTH_MODE must be in the environment (Ray rejects it in ``_system_config``), and Ray's
+    C++ config reads it when ``ray`` is imported, so it is refreshed here when ``ray`` was
+    imported before: otherwise Ray would start a GCS in token mode without a token.
+    """
+    mode = os.environ.get(_AUTH_MODE, "token").lower()
+    if mode != "token":
+        raise RayAuthError(
+            f"{_AUTH_MODE}={os.environ[_AUTH_MODE]} is set, but wen runs Ray only with token "
+            f"authentication, so that nobody who can reach a Ray port can run code: unset "
+            f"{_AUTH_MODE} (or set it to token)"
+        )
+    path = ensure_auth_token(create=create)
+    os.environ[_AUTH_MODE] = "token"
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, Config, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        Config.initialize("")  # what ray.init does when it turns token auth on by default
+    AuthenticationTokenLoader.instance().reset_cache()  # a token loaded before may be stale
+    return path
+
+
 def start_ray(
     address: str | None,
     *,
@@ -63,9 +157,14 @@ def start_ray(
     num_cpus: int | None = None,
     say: Callable[[str], None] = print,
 ) -> RaySession:
-    """Start Ray in this process (``address`` None) or join a cluster; print the dashboard."""
+    """Start Ray in this process (``address`` None) or join a cluster; print the dashboard.
+
+    Either way token authentication is on: a Ray started here creates the token when there is
+    none (``~/.ray/auth_token``, mode 0600); a driver joining a cluster needs its token.
+    """
     import ray
 
+    enable_token_auth(create=not address)
     if address:
         ctx = ray.init(address=address, logging_level=logging.WARNING)
         url = getattr(ctx, "dashboard_url", None) or None
