@@ -23,7 +23,7 @@ class EnsembleSettings(StrictModel):
     )
     n_trials: int = Field(200, ge=1, description="Optuna trials for searched weights.")
     sampler: Literal["tpe", "cmaes", "random"] = Field(
-        "tpe", description="Optuna sampler (cmaes needs the `cmaes` package)."
+        "tpe", description="Optuna sampler for searched weights."
     )
     seed: int = Field(0, ge=0, description="Seed of samplers and the bootstrap.")
     bootstrap: int = Field(1000, ge=10, description="Subject-bootstrap resamples for intervals.")

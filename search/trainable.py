@@ -308,9 +308,12 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
     try:
         checkpoint = tune.get_checkpoint()
         resume_from, record = _restore(checkpoint, scratch)
-        # the trainer's own checkpoints: in RUN for local storage (shared by retries on any
-        # node), on the node for remote storage (a retry elsewhere restores the best one)
-        work = trial_dir / "work"
+        # the trainer's own checkpoints: straight in RUN for local storage (shared by retries
+        # on any node); for remote storage in this attempt's scratch (a retry restores the best
+        # one from Tune's checkpoint). Never in Tune's trial folder on the driver
+        # (``trial_dir``): Tune copies that whole folder to storage on every checkpoint report,
+        # racing the trainer's temporary files and copying every checkpoint twice.
+        work = run.local_path(trial_dir.name, "work") if run.local else scratch / "work"
         _restore_best(checkpoint, record, work)
         if run.local:
             predictions_dir = run.local_path("predictions")

@@ -61,6 +61,12 @@ class StrictModel(BaseModel):
 # --------------------------------------------------------------------------------------- data
 
 
+def min_synthetic_subjects(layout: str) -> int:
+    """Subjects per class a synthetic dataset in ``layout`` needs: the C-NMC layouts spread
+    subjects over three training folds plus a labelled test set."""
+    return 4 if layout.startswith("cnmc") else 1
+
+
 class SyntheticSpec(StrictModel):
     """A synthetic dataset generated on first use instead of images on disk.
 
@@ -77,6 +83,19 @@ class SyntheticSpec(StrictModel):
     label_noise: float = Field(
         0.0, ge=0.0, lt=0.5, description="Share of labels flipped at random (a known ceiling)."
     )
+
+    @model_validator(mode="after")
+    def _enough_subjects(self) -> SyntheticSpec:
+        # checked here, when the config loads, so a search fails before its first trial
+        # instead of in every trial's data preparation
+        minimum = min_synthetic_subjects(self.layout)
+        if self.subjects_per_class < minimum:
+            raise ValueError(
+                f"`subjects_per_class >= {minimum}` must hold for layout {self.layout}, got "
+                f"{self.subjects_per_class}: C-NMC layouts need three training folds plus a test "
+                f"subject per class; raise subjects_per_class to {minimum}"
+            )
+        return self
 
 
 class SplitConfig(StrictModel):

@@ -6,8 +6,10 @@ from search.cli._app import app, data_app
 from search.cli import data as _data  # noqa: E402,F401
 from search.cli import search as _search  # noqa: E402,F401
 from search.cli import ensemble as _ensemble  # noqa: E402,F401
+from search.cli import export as _export  # noqa: E402,F401
 from search.cli import train as _train  # noqa: E402,F401
 from search.cli import report as _report  # noqa: E402,F401
+from search.cli import demo as _demo  # noqa: E402,F401
 
 __all__ = ["app", "data_app", "main"]
 

@@ -50,6 +50,26 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     typer.echo(f"run folder: {storage.rstrip('/')}/{name}")
 
 
+def _load_smoke(config: Path, overrides: list[str] | None) -> object:
+    """The preset in smoke mode, announced loudly (every swapped backbone named)."""
+    from search.smoke import load_smoke_config, smoke_trials
+
+    smoke = load_smoke_config(str(config), overrides)
+    cfg = smoke.config
+    layout = cfg.data.synthetic.layout if cfg.data.synthetic else "real"
+    typer.secho(
+        f"SMOKE MODE: synthetic {layout} data, {cfg.data.input_size} px inputs, "
+        f"{cfg.train.epochs} epoch(s) of at most {cfg.train.max_steps_per_epoch} steps, no "
+        f"pretrained weights, CPU, {smoke_trials(cfg)} trial(s). It checks the pipeline, not "
+        "the study's numbers.",
+        fg=typer.colors.YELLOW,
+        bold=True,
+    )
+    for note in smoke.notes:
+        typer.secho(note, fg=typer.colors.YELLOW, bold=True)
+    return cfg
+
+
 @app.command("search")
 def search(
     config: Annotated[Path, typer.Argument(help="YAML config: the trial plus a `search:` section.")],
@@ -65,15 +85,25 @@ def search(
         list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded space and per-trial resources; run nothing.")] = False,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Smoke mode: the preset shrunk to a few CPU minutes on synthetic data in its own "
+            "layout (small inputs, 2 short epochs, no pretrained weights, few trials); "
+            "--set applies after it.",
+        ),
+    ] = False,
 ) -> None:
     """Search the configured space on Ray Tune; write RUN/results.csv and every trial's predictions."""
+    from search.raycluster import RayAuthError
     from search.run import SearchError, load_search_config, run_search
     from search.storage import StorageError
     from trainers.config import ConfigError
 
     try:
-        cfg = load_search_config(str(config), overrides)
-    except ConfigError as err:
+        cfg = _load_smoke(config, overrides) if smoke else load_search_config(str(config), overrides)
+    except (ConfigError, ValueError) as err:
         raise fail(str(err)) from None
     store = storage or cfg.search.storage
     run_name = name or cfg.name
@@ -88,7 +118,7 @@ def search(
         outcome = run_search(
             cfg, storage=store, name=run_name, address=address, resume=resume, command=command
         )
-    except (SearchError, StorageError, ConfigError) as err:
+    except (SearchError, StorageError, ConfigError, RayAuthError) as err:
         raise fail(str(err)) from None
     if outcome.errors:
         raise fail(f"{outcome.errors} trial(s) errored; see {outcome.run.join('results.csv')}", code=1)

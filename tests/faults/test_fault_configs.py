@@ -56,6 +56,8 @@ BAD_CONFIGS: list[tuple[str, list[str], str, str]] = [
     ("zero-samples", ["search.num_samples=0"], "search.num_samples", "greater than or equal to 1"),
     ("unknown-layout", ["data.synthetic.layout=weird"], "data.synthetic.layout", "'cnmc-kaggle'"),
     ("bad-set-syntax", ["train.epochs"], "train.epochs", "expected KEY=VALUE"),
+    ("too-few-synthetic-subjects", ["data.synthetic.subjects_per_class=3"], "data.synthetic",
+     "raise subjects_per_class to 4"),
 ]
 
 

@@ -21,11 +21,14 @@ from trainers.predictions import read_prediction_dir
 from wen_proc import SMOKE, WenProcess
 
 TRIALS = 50
+# 50 trials through Ray on 2 cores take several minutes (each trial starts a worker, trains,
+# predicts and writes its files): more than the suite's default per-test timeout
+pytestmark = pytest.mark.timeout(1800)
 TINY = [
     "search.num_samples=50", "search.folds=[0]", "search.max_concurrent=2",
     "search.space={optim.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}",
     "search.report_every_s=30",
-    "data.synthetic.subjects_per_class=3", "data.synthetic.cells_per_subject=3",
+    "data.synthetic.subjects_per_class=4", "data.synthetic.cells_per_subject=3",
     "data.synthetic.size=32", "data.input_size=32", "data.batch_size=8",
     "train.epochs=1", "train.max_steps_per_epoch=1", "train.keep_checkpoints=1",
 ]  # fmt: skip

@@ -119,7 +119,7 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path: Path
     samples = 4
     args = ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "killed", *ONE_FOLD,
             "--set", "search.algorithm=optuna", "--set", f"search.num_samples={samples}",
-            "--set", "search.max_concurrent=1", "--set", "search.seed=11",
+            "--set", "search.max_concurrent=1", "--set", "search.seed=11", "--set", "train.epochs=6",
             "--set", "search.space={optim.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}"]  # fmt: skip
     run = tmp_path / "killed"
     wen = start_wen(args)
@@ -147,7 +147,7 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path: Path
     assert len(frame) == samples, frame.to_string()
     orphans = run / "predictions" / "_orphaned"
     assert not {p.stem for p in orphans.glob("*.parquet")} & set(frame["trial_id"])
-    assert_complete(run, frame)
+    assert_complete(run, frame, epochs=6)
     assert frame["optim.lr"].nunique() == samples, frame["optim.lr"].tolist()
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path.name} was re-run"

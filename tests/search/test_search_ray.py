@@ -102,8 +102,10 @@ def test_failed_trial_is_retried_from_its_checkpoint(tmp_path: Path, start_wen) 
 
 @pytest.mark.slow
 def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> None:
+    # 8 epochs: the second trial must still be running when the poll (every 0.5 s) sees its
+    # first checkpoint, or the driver is killed after the search has already finished
     args = ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "killed", *ONE_FOLD,
-            "--set", "search.max_concurrent=1"]  # fmt: skip
+            "--set", "search.max_concurrent=1", "--set", "train.epochs=8"]  # fmt: skip
     run = tmp_path / "killed"
     wen = start_wen(args)
 
@@ -128,7 +130,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> 
     assert again.finish(timeout=400) == 0, again.output[-4000:]
     frame = results(run)
     assert len(frame) == 2
-    assert_complete(run, frame)
+    assert_complete(run, frame, epochs=8)
     assert first.stat().st_mtime_ns == first_mtime  # the finished trial was not re-run
     commands = (run / "command.txt").read_text().splitlines()
     assert len(commands) == 2 and commands[1].endswith("--resume")

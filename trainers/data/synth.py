@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from trainers.config import min_synthetic_subjects
 from trainers.data.layouts import (
     ALL4_CLASSES,
     CNMC_CLASSES,
@@ -340,7 +341,7 @@ def _check_args(layout: str, per_class: int, cells: int, size: int, label_noise:
         raise ValueError(
             f"unknown synthetic layout {layout!r}; valid names: {', '.join(SYNTH_LAYOUTS)}"
         )
-    minimum = 4 if layout.startswith("cnmc") else 1
+    minimum = min_synthetic_subjects(layout)
     if per_class < minimum:
         raise ValueError(
             f"`subjects_per_class >= {minimum}` must hold for {layout}, got {per_class}"
