@@ -14,6 +14,26 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
+def unshare_works() -> bool:
+    """Whether ``unshare -n`` (a private network namespace; needs root) works here."""
+    import shutil
+
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-n", "true"], capture_output=True
+    ).returncode == 0
+
+
+def run_in_private_network(
+    script: str, *, cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a bash ``script`` in a new network namespace, output collected. Multi-node Ray
+    clusters run this way: Ray advertises the machine's address, which then is unreachable."""
+    return subprocess.run(
+        ["unshare", "-n", "bash", "-c", script], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def wen_command() -> list[str]:
     """The ``wen`` script next to this interpreter, else ``python -m search``."""
     script = Path(sys.executable).parent / "wen"
@@ -70,6 +90,14 @@ class WenProcess:
             raise AssertionError(f"wen did not finish in {timeout} s:\n{self.output[-4000:]}") from None
         self._reader.join(timeout=10)
         return code
+
+    def kill_driver(self) -> None:
+        """SIGKILL the driver alone, as a crash would, then whatever Ray processes it left."""
+        import signal
+
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.kill_group()
 
     def kill_group(self) -> None:
         """SIGKILL this subprocess's session: the driver and any Ray process it started."""

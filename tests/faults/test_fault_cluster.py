@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from trainers.predictions import read_prediction_dir
 
-from wen_proc import REPO, SMOKE, wen_command
+from wen_proc import REPO, SMOKE, run_in_private_network, unshare_works, wen_command
 
 CLUSTER = REPO / "cluster" / "local_cluster.sh"
 EPOCHS = 30  # an epoch of the smoke data takes ~1 s: a wide window to stop the worker mid-trial
@@ -69,15 +68,9 @@ sys.exit(1)
 """
 
 
-def _unshare_works() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-n", "true"], capture_output=True
-    ).returncode == 0
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
+@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
 def test_lost_worker_node_trial_finishes_on_head(tmp_path: Path, wen_env: dict[str, str]) -> None:
     home, state, port = tmp_path / "home", Path(f"/tmp/wenf-{os.getpid()}"), 6393
     home.mkdir()
@@ -114,10 +107,7 @@ echo "search exit code: $rc"
 exit $rc
 """
     try:
-        done = subprocess.run(
-            ["unshare", "-n", "bash", "-c", script], cwd=REPO, env=env,
-            capture_output=True, text=True, timeout=400,
-        )  # fmt: skip
+        done = run_in_private_network(script, cwd=REPO, env=env, timeout=400)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     log = (tmp_path / "wen.log").read_text() if (tmp_path / "wen.log").exists() else ""

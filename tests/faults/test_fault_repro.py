@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from fault_helpers import tiny_trial
 from search.config import WenConfig

@@ -18,7 +18,7 @@ import pytest
 
 from search.raycluster import RayAuthError, default_token_path, enable_token_auth, ensure_auth_token
 
-from wen_proc import REPO
+from wen_proc import REPO, run_in_private_network, unshare_works
 
 CLUSTER = REPO / "cluster" / "local_cluster.sh"
 WRONG_TOKEN = "0" * 64
@@ -105,12 +105,6 @@ def test_in_process_ray_starts_with_token_auth(tmp_path: Path, wen_env: dict[str
     assert _mode(token) == 0o600, oct(_mode(token))
 
 
-def _unshare_works() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-n", "true"], capture_output=True
-    ).returncode == 0
-
-
 DRIVER = """
 import sys
 import ray
@@ -130,7 +124,7 @@ except Exception as exc:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
+@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
 def test_local_cluster_refuses_drivers_without_the_right_token(tmp_path: Path, wen_env: dict[str, str]) -> None:
     """cluster/local_cluster.sh in a private network: the token holder runs a task, others are refused."""
     home, stranger = tmp_path / "home", tmp_path / "stranger"
@@ -154,10 +148,7 @@ wait $a; echo "right=$?"; wait $b; echo "none=$?"; wait $c; echo "wrong=$?"
 {CLUSTER} stop
 """
     try:
-        done = subprocess.run(
-            ["unshare", "-n", "bash", "-c", script], cwd=tmp_path, env=_clean_env(wen_env, home),
-            capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+        done = run_in_private_network(script, cwd=tmp_path, env=_clean_env(wen_env, home), timeout=240)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     output = done.stdout + done.stderr

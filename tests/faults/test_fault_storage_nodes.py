@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from wen_proc import REPO, SMOKE, wen_command
+from wen_proc import REPO, SMOKE, run_in_private_network, wen_command
 
 CLUSTER = REPO / "cluster" / "local_cluster.sh"
 PORT = 6394  # 6390 (test_search_ray), 6392 (security) and 6393 (node loss) are taken
@@ -86,10 +86,7 @@ done
 echo "cluster processes left: $left"
 """
     try:
-        done = subprocess.run(
-            ["unshare", "-n", "bash", "-c", script], cwd=REPO, env=env,
-            capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+        done = run_in_private_network(script, cwd=REPO, env=env, timeout=240)
     finally:
         if (state / "pids").exists():  # the script died or timed out before its own `stop`
             subprocess.run(

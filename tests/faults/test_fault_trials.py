@@ -134,9 +134,7 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path: Path
 
     wen.wait_for(mid_search, 400, "two trials to finish and a third to checkpoint")
     finished = {p: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.parquet")}
-    os.kill(wen.proc.pid, signal.SIGKILL)  # the driver only, as a crash would
-    wen.proc.wait(timeout=30)
-    wen.kill_group()  # then whatever Ray processes it left behind
+    wen.kill_driver()
     assert not (run / "results.csv").exists()
 
     again = start_wen([*args, "--resume"])

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 from search.raycluster import free_port
 from trainers.predictions import read_prediction_dir
 
-from wen_proc import REPO, SMOKE, wen_command
+from wen_proc import REPO, SMOKE, run_in_private_network, unshare_works, wen_command
 
 ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
 
@@ -121,9 +119,7 @@ def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> 
     wen.wait_for(second_trial_running, 300, "the first trial to finish and the second to start")
     first = next((run / "predictions").glob("*.parquet"))
     first_mtime = first.stat().st_mtime_ns
-    os.kill(wen.proc.pid, signal.SIGKILL)  # the driver only, as a crash would
-    wen.proc.wait(timeout=30)
-    wen.kill_group()  # then whatever Ray processes it left behind
+    wen.kill_driver()
     assert not (run / "results.csv").exists()
 
     again = start_wen([*args, "--resume"])
@@ -136,14 +132,8 @@ def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> 
     assert len(commands) == 2 and commands[1].endswith("--resume")
 
 
-def _unshare_works() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-n", "true"], capture_output=True
-    ).returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
+@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path: Path, wen_env: dict[str, str]) -> None:
     """Head + worker on 127.0.0.1 inside a private network namespace; trials land on both."""
     home, state = tmp_path / "home", Path(f"/tmp/wenc-{os.getpid()}")
@@ -160,10 +150,7 @@ rc=$?
 exit $rc
 """
     try:
-        done = subprocess.run(
-            ["unshare", "-n", "bash", "-c", script], cwd=REPO, env=wen_env,
-            capture_output=True, text=True, timeout=500,
-        )  # fmt: skip
+        done = run_in_private_network(script, cwd=REPO, env=wen_env, timeout=500)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     output = done.stdout + done.stderr
