@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ensemble.config import EnsembleSettings
+from search.storage import StorageError, resolve_storage
 from trainers.config import StrictModel, TrialConfig
 
 __all__ = [
@@ -134,7 +135,13 @@ class SearchSettings(StrictModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     max_failures: int = Field(2, ge=0, description="Retries of a failed trial from its checkpoint.")
-    storage: str = Field("runs", description="Local path or URI (s3://, gs://) of run folders.")
+    storage: str = Field(
+        "runs",
+        validate_default=True,
+        description="Local path or URI (s3://, gs://) of run folders; a relative path is "
+        "relative to the folder wen runs in (refused inside a `ray job submit` job, whose "
+        "working folder is a temporary copy).",
+    )
     seed: int = Field(0, ge=0, description="Searcher seed.")
     checkpoints_to_keep: int = Field(
         2, ge=1, description="Checkpoints Tune keeps per trial in the run's storage."
@@ -146,6 +153,16 @@ class SearchSettings(StrictModel):
     report_every_s: float = Field(
         30.0, gt=0.0, description="Seconds between rows of the live table on the terminal."
     )
+
+    @field_validator("storage")
+    @classmethod
+    def _absolute_storage(cls, value: str) -> str:
+        try:
+            return resolve_storage(value, "search.storage")
+        except StorageError:
+            # inside a Ray job: kept as typed, so that --storage can still replace it; a
+            # search that uses it is refused when it opens the run folder
+            return value
 
     @model_validator(mode="after")
     def _metric_and_folds(self) -> SearchSettings:

@@ -34,6 +34,7 @@ from search.trainable import TrainFn, TrialSpec, fault_epoch_from_env, make_trai
 __all__ = [
     "SearchError",
     "SearchOutcome",
+    "absolute_env_paths",
     "load_search_config",
     "resume_differences",
     "run_search",
@@ -236,6 +237,26 @@ def _set_aside_orphans(run: RunStorage, frame: pd.DataFrame) -> list[str]:
     return orphans
 
 
+#: Environment variables naming local folders that trial processes read (the wen cache,
+#: the Hugging Face and torch hub caches of pretrained weights).
+PATH_ENV_VARS = ("WEN_CACHE_DIR", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME")
+
+
+def absolute_env_paths(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """Make the cache folders in ``environ`` absolute, as config paths are; return the names.
+
+    Ray starts trial processes with this environment but in their own working folders, where
+    a relative ``HF_HOME=cache/hf`` would name another, empty folder.
+    """
+    changed = []
+    for name in PATH_ENV_VARS:
+        value = environ.get(name)
+        if value and not os.path.isabs(os.path.expanduser(value)):
+            environ[name] = os.path.abspath(os.path.expanduser(value))
+            changed.append(name)
+    return changed
+
+
 def run_search(
     config: WenConfig,
     *,
@@ -266,6 +287,7 @@ def run_search(
     # every 10 s or more): a trial that finished after it runs again after a driver crash.
     # A snapshot a second at most keeps that window short; it is a few small files.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    absolute_env_paths()
     session = start_ray(address, dashboard_port=config.search.dashboard_port, num_cpus=num_cpus, say=say)
     try:
         _check_cluster(config, run)

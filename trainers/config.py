@@ -14,15 +14,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ConfigError",
     "CropConfig",
+    "LocalPath",
+    "absolute_path",
+    "ray_job_working_dir",
     "DataConfig",
     "LossConfig",
     "ModelConfig",
@@ -50,6 +55,53 @@ class ConfigError(ValueError):
         lines = [f"{len(problems)} configuration problem(s){where}:"]
         lines += [f"  - {p}" for p in problems]
         super().__init__("\n".join(lines))
+
+
+#: Set by Ray's job supervisor in the environment of a ``ray job submit`` entrypoint.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def ray_job_working_dir() -> str | None:
+    """The working folder of the Ray job this process is the entrypoint of, else None.
+
+    ``ray job submit --working-dir DIR`` uploads DIR and runs the entrypoint in a temporary
+    copy of it on the head node; paths relative to that copy exist only there, and only while
+    the job runs.
+    """
+    raw = os.environ.get(RAY_JOB_ENV)
+    if not raw:
+        return None
+    try:
+        runtime_env = json.loads(raw).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return None
+    return os.getcwd() if runtime_env.get("working_dir") else None
+
+
+def absolute_path(path: Path) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the folder this process runs in.
+
+    Config paths are resolved once, when the config loads on the driver: Ray Tune runs each
+    trial in its own working folder (on another node, perhaps), where a relative path would
+    point nowhere. Symbolic links are kept (``os.path.abspath``, not ``resolve``) so a shared
+    mount reached through a link keeps the name every node knows it by. Idempotent.
+
+    >>> absolute_path(Path("/data/cells")).as_posix()
+    '/data/cells'
+    """
+    expanded = os.path.expanduser(os.fspath(path))
+    if not os.path.isabs(expanded) and ray_job_working_dir():
+        warnings.warn(
+            f"the relative path {os.fspath(path)!r} is resolved inside the Ray job's temporary "
+            f"copy of its working folder ({os.getcwd()}), which other nodes do not have and "
+            "which is deleted after the job: give an absolute path that every node sees",
+            stacklevel=2,
+        )
+    return Path(os.path.abspath(expanded))
+
+
+#: A local path in a config: absolute once validated (see :func:`absolute_path`).
+LocalPath = Annotated[Path, AfterValidator(absolute_path)]
 
 
 class StrictModel(BaseModel):
@@ -153,14 +205,18 @@ class CropConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the images are, how they are split, pre-processed, augmented and batched."""
 
-    root: Path | None = Field(None, description="Dataset root on disk (real data).")
+    root: LocalPath | None = Field(
+        None,
+        description="Dataset root on disk (real data); relative paths are relative to the "
+        "folder wen runs in.",
+    )
     layout: str = Field(
         "auto", description="Dataset layout: auto, cnmc-tcia, cnmc-kaggle, all4 or imagefolder."
     )
     synthetic: SyntheticSpec | None = Field(
         None, description="Generate this synthetic dataset instead of reading `root`."
     )
-    synthetic_dir: Path | None = Field(
+    synthetic_dir: LocalPath | None = Field(
         None, description="Where a synthetic dataset is written (default: the wen cache)."
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -179,7 +235,7 @@ class DataConfig(StrictModel):
         "image in the DataLoader (trainers.data.augment).",
     )
     cache: bool = Field(True, description="Decode and crop each image once into a memory map.")
-    cache_dir: Path | None = Field(None, description="Decoded-image cache folder.")
+    cache_dir: LocalPath | None = Field(None, description="Decoded-image cache folder.")
     skip_bad_files: bool = Field(
         False, description="Skip (and log) files `wen data check` reports instead of refusing."
     )
@@ -213,7 +269,7 @@ class ModelConfig(StrictModel):
     head_hidden: int = Field(512, ge=1, description="Hidden units of dense heads.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the last layer.")
     pretrained: bool = Field(False, description="Start from ImageNet weights (offline).")
-    pretrained_path: Path | None = Field(
+    pretrained_path: LocalPath | None = Field(
         None, description="A safetensors or timm checkpoint file with the backbone's weights."
     )
 
@@ -400,13 +456,15 @@ def check_names(config: TrialConfig) -> list[str]:
         problems.append(backbone)
     if config.model.pretrained_path is not None and not Path(config.model.pretrained_path).is_file():
         problems.append(
-            f"model.pretrained_path: file {str(config.model.pretrained_path)!r} does not exist; "
-            "point it at a safetensors or timm checkpoint file"
+            f"model.pretrained_path: file {str(config.model.pretrained_path)!r} does not exist "
+            f"(relative paths are taken from the folder wen runs in, {os.getcwd()}); point it "
+            "at a safetensors or timm checkpoint file"
         )
     if config.data.root is not None and not Path(config.data.root).is_dir():
         problems.append(
-            f"data.root: folder {str(config.data.root)!r} does not exist; point it at the "
-            "dataset root, or use data.synthetic"
+            f"data.root: folder {str(config.data.root)!r} does not exist (relative paths are "
+            f"taken from the folder wen runs in, {os.getcwd()}); point it at the dataset root, "
+            "or use data.synthetic"
         )
     return problems
 

@@ -47,7 +47,9 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     typer.echo(f"this machine: {cpus} CPU, {gpus} GPU -> up to {max(fit, 0)} concurrent trial(s)")
     if res.gpus and not gpus:
         typer.echo("note: trials ask for GPUs and this machine has none; join a GPU cluster with --address")
-    typer.echo(f"run folder: {storage.rstrip('/')}/{name}")
+    from search.storage import resolve_storage
+
+    typer.echo(f"run folder: {resolve_storage(storage).rstrip('/')}/{name}")
 
 
 def _load_smoke(config: Path, overrides: list[str] | None) -> object:
@@ -108,7 +110,10 @@ def search(
     store = storage or cfg.search.storage
     run_name = name or cfg.name
     if dry_run:
-        _dry_run(cfg, store, run_name)
+        try:
+            _dry_run(cfg, store, run_name)
+        except StorageError as err:
+            raise fail(str(err)) from None
         return
     args = sys.argv[1:]
     if args[:1] != ["search"]:  # run as `python -m ...` or from a test runner
