@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import difflib
 import functools
-import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from trainers._registry import Registry
+from trainers.weights import NO_IMAGENET_WEIGHTS, fetch_command, weight_source
 
 __all__ = [
     "ALNET_INPUT_SIZE",
@@ -251,42 +251,8 @@ def _load_backbone_weights(backbone: nn.Module, path: Path, name: str, classifie
     backbone.load_state_dict(sd, strict=True)
 
 
-def _hf_cache_dir() -> str | None:
-    # read at call time so HF_HUB_CACHE/HF_HOME set after import (tests, notebooks) count
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
-
-
-def _cached_weights(name: str) -> tuple[Path | None, list[str]]:
-    """The locally cached timm weight file of ``name`` (never downloads), and where it looked."""
-    import timm
-
-    cfg = timm.get_pretrained_cfg(name)
-    looked: list[str] = []
-    if cfg is None:
-        return None, looked
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo = cfg.hf_hub_id
-        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        for fname in files:
-            found = try_to_load_from_cache(repo, fname, cache_dir=_hf_cache_dir())
-            if isinstance(found, str) and Path(found).is_file():
-                return Path(found), looked
-        looked.append(f"Hugging Face cache for {repo}")
-    if cfg.url:
-        hub_file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
-        if hub_file.is_file():
-            return hub_file, looked
-        looked.append(f"torch hub cache {hub_file}")
-    return None, looked
-
-
 def _resolve_weights(name: str, pretrained_path: str | Path | None) -> Path:
+    """The file to start ``name`` from: ``pretrained_path``, else the cached timm weights."""
     if pretrained_path is not None:
         path = Path(pretrained_path)
         if not path.is_file():
@@ -295,22 +261,83 @@ def _resolve_weights(name: str, pretrained_path: str | Path | None) -> Path:
                 "safetensors or timm checkpoint file"
             )
         return path
-    if name == "alnet":
+    if name in NO_IMAGENET_WEIGHTS:
         raise PretrainedWeightsError(
-            "alnet has no ImageNet weights: set model.pretrained=false, or set "
-            "model.pretrained_path to weights saved from an alnet run"
+            f"{name} has no ImageNet weights: set model.pretrained=false, or set "
+            f"model.pretrained_path to weights saved from an {name} run"
         )
-    found, looked = _cached_weights(name)
+    source = weight_source(name)
+    found = source.cached() if source is not None else None
     if found is None:
-        where = "; ".join(looked) or "no pretrained weights are known to timm for this name"
+        where = "; ".join(source.places()) if source else "no pretrained weights are known to timm for this name"
         raise PretrainedWeightsError(
-            f"pretrained weights for {name} are not available offline (looked in: {where}). "
-            f"Either (1) download them once on a machine with network access: "
-            f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\" and copy the "
-            "Hugging Face cache (~/.cache/huggingface) here, or (2) set model.pretrained_path to "
-            "a safetensors or timm checkpoint file of this backbone"
+            f"pretrained weights for {name} are not available offline (looked in: {where}), and "
+            f"training never downloads. Either (1) download them once: `{fetch_command(name)}` "
+            "(here, or on a machine with network access with the same HF_HOME / TORCH_HOME, then "
+            "copy those folders here), or (2) set model.pretrained_path to a safetensors or timm "
+            "checkpoint file of this backbone"
         )
     return found
+
+
+def _load_error_parts(exc: BaseException) -> str:
+    """torch's load_state_dict error, shortened: the kinds of mismatch with a few names each."""
+    text = str(exc)
+    parts = []
+    for label, pattern in (
+        ("missing", r"Missing key\(s\) in state_dict: (.*)"),
+        ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)"),
+    ):
+        match = re.search(pattern, text)
+        if match:
+            keys = re.findall(r'"([^"]+)"', match.group(1))
+            parts.append(f"{len(keys)} {label} tensor(s), e.g. {keys[:3]}")
+    sizes = re.findall(r"size mismatch for ([^:]+):", text)
+    if sizes:
+        parts.append(f"{len(sizes)} tensor(s) with the wrong shape, e.g. {sizes[:3]}")
+    return "; ".join(parts) or f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _timm_converted(name: str, path: Path, as_stored: list[str]) -> nn.Module:
+    """``name`` loaded by timm's own ``load_pretrained`` from ``path``: the model's
+    ``pretrained_filter_fn`` converts other layouts (torchvision's VGG classifier into
+    ``pre_logits``, DenseNet's ``norm.1`` keys). The model is built with the file's own head
+    so timm loads strictly, then the head is removed. timm reads the file itself, safetensors
+    or ``torch.load(weights_only=True)``, and nothing else: the ``file`` source wins over every
+    download source in timm's ``_resolve_pretrained_source``.
+    """
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    except Exception as exc:  # noqa: BLE001 - load_state_dict's RuntimeError, or any error of a filter_fn fed a foreign file
+        raise PretrainedWeightsError(
+            f"weights in {path} do not fit {name}: {'; '.join(as_stored)}; timm's conversion for "
+            f"{name} does not make them fit either ({_load_error_parts(exc)}); is the file for "
+            "another model? Point model.pretrained_path at weights of this backbone"
+        ) from None
+    model.reset_classifier(0)
+    return model
+
+
+def _pretrained_backbone(name: str, path: Path) -> nn.Module:
+    """timm backbone ``name`` (``num_classes=0``) starting from the weights in ``path``.
+
+    A file holding the backbone's tensors as timm names them (timm's hub copies, our own
+    checkpoints) loads strictly as it is; any other layout goes through timm's conversion.
+    """
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    sd = _strip(read_state_dict(path), cfg.classifier if cfg is not None else None)
+    own = {k: tuple(v.shape) for k, v in _probe_model(name).state_dict().items()}
+    parts = shape_mismatches(own, {k: tuple(v.shape) for k, v in sd.items()})
+    if parts:
+        del sd
+        return _timm_converted(name, path, parts)
+    backbone = timm.create_model(name, pretrained=False, num_classes=0)
+    backbone.load_state_dict(sd, strict=True)
+    return backbone
 
 
 # ------------------------------------------------------------------------------ factories
@@ -338,7 +365,9 @@ def create_model(
 
     ``name="alnet"`` builds ALNet from its layer table, head included (``head`` must stay
     ``linear``; ``dropout`` is ALNet's dropout). ``pretrained`` loads weights from the local
-    cache, or from ``pretrained_path`` when given; nothing is ever downloaded.
+    cache (``wen weights fetch`` fills it), or from ``pretrained_path`` when given; nothing is
+    ever downloaded: timm is only ever handed an explicit file. Files in timm's layout load
+    strictly; others (torchvision's VGG and DenseNet files) go through timm's conversion.
     """
     if num_classes < 2:
         raise ValueError(f"`num_classes >= 2` must hold, got num_classes={num_classes}")
@@ -359,12 +388,10 @@ def create_model(
         raise ValueError(problem)
     import timm
 
-    weights = _resolve_weights(name, pretrained_path) if (pretrained or pretrained_path) else None
-    backbone = timm.create_model(name, pretrained=False, num_classes=0)
-    if weights is not None:
-        cfg = timm.get_pretrained_cfg(name)
-        classifier = cfg.classifier if cfg is not None else None
-        _load_backbone_weights(backbone, weights, name, classifier)
+    if pretrained or pretrained_path:
+        backbone = _pretrained_backbone(name, _resolve_weights(name, pretrained_path))
+    else:
+        backbone = timm.create_model(name, pretrained=False, num_classes=0)
     width = _feature_size(backbone)
     return Classifier(backbone, head_factory(width, num_classes, head_hidden, dropout), width, name)
 
