@@ -1,154 +1,202 @@
-"""Training-time augmentation presets, chosen by name (``data.augmentation``).
+"""Training-time augmentation presets, chosen by name (``data.augmentation``): one spec each.
 
-Each preset is a torchvision ``transforms.v2`` pipeline on one uint8 CHW tensor of side
-``size`` and returns a uint8 tensor of the same shape. Inside, the geometric and colour steps
-run on a PIL image (v2 dispatches to its PIL kernels): PIL's single-threaded C code is about
-twice as fast as the tensor kernels on one 224 px image and, unlike them, does not slow down
-when torch's intra-op threads compete with the trainer for the cores. Only steps PIL lacks
-(random erasing) run on the tensor. Geometric transforms fill with black
-(0) because the C-NMC cells sit on a black background, so a rotated or shifted image gains no
-artificial border. Randomness comes from torch's global generator; the data loader seeds it
-per sample, so a seed gives the same augmented images.
+A preset is ONE :class:`AugmentSpec` - the ranges of its random steps (flip probabilities,
+rotation, shift, zoom, colour jitter, erasing) - and two builders read it:
+
+* :func:`create_augmentation` (here): a torchvision ``transforms.v2`` pipeline on one uint8
+  CHW image, run per image inside the DataLoader (``data.augment_on: loader``);
+* :func:`trainers.data.batch_augment.create_batch_augmentation`: Kornia's batched transforms
+  on a whole batch on the training device, each image with its own random draws
+  (``data.augment_on: device``).
+
+So a range is written once, and ``tests/trainers/data/test_augment_paths.py`` checks that the
+two paths draw their parameters from the same distributions.
+
+In the per-image pipeline the geometric and colour steps run on a PIL image (v2 dispatches to
+its PIL kernels): PIL's single-threaded C code is about twice as fast as the tensor kernels on
+one 224 px image and, unlike them, does not slow down when torch's intra-op threads compete
+with the trainer for the cores. Only steps PIL lacks (random erasing) run on the tensor.
+Geometric transforms fill with black (0) because the C-NMC cells sit on a black background, so
+a rotated or shifted image gains no artificial border. Randomness comes from torch's global
+generator; the data loader seeds it per sample, so a seed gives the same augmented images.
 
 >>> import torch
 >>> aug = create_augmentation("paper", 64)
 >>> out = aug(torch.zeros(3, 64, 64, dtype=torch.uint8))
 >>> out.shape, out.dtype
 (torch.Size([3, 64, 64]), torch.uint8)
+>>> preset_spec("paper").degrees
+25.0
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from trainers._registry import Registry
 
 if TYPE_CHECKING:
     from torchvision.transforms.v2 import Transform
 
-__all__ = ["AUGMENTATIONS", "Steps", "create_augmentation"]
+__all__ = ["AUGMENTATIONS", "AugmentSpec", "create_augmentation", "preset_spec"]
 
 
-class Steps(NamedTuple):
-    """A preset's transforms: ``pil`` run on a PIL image, then ``tensor`` on the uint8 tensor."""
+@dataclass(frozen=True)
+class AugmentSpec:
+    """The ranges of one preset's random steps, read by both augmentation paths.
 
-    pil: list[Transform]
-    tensor: tuple[Transform, ...] = ()
+    ``hflip``/``vflip`` are flip probabilities. One affine draw per image (when ``degrees``,
+    ``translate`` or ``scale`` is set): rotation uniform in ``[-degrees, degrees]``, shift
+    uniform in ``[-translate, translate]`` of the side, zoom uniform in ``scale``, bilinear,
+    black fill. Colour factors are uniform in ``[1 - x, 1 + x]`` (``hue``: a shift uniform in
+    ``[-hue, hue]`` of a turn), torchvision's ``ColorJitter`` formulas. ``erase_p`` is the
+    chance of blacking out one box covering ``erase_scale`` of the area, aspect ratio
+    log-uniform in ``erase_ratio`` (torchvision's ``RandomErasing``).
+
+    >>> AugmentSpec(hflip=0.5).geometric, AugmentSpec(hflip=0.5).affine
+    (True, False)
+    """
+
+    hflip: float = 0.0
+    vflip: float = 0.0
+    degrees: float = 0.0
+    translate: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    erase_p: float = 0.0
+    erase_scale: tuple[float, float] = (0.02, 0.15)
+    erase_ratio: tuple[float, float] = (0.3, 3.3)
+
+    @property
+    def affine(self) -> bool:
+        """Whether the preset rotates, shifts or zooms."""
+        return bool(self.degrees or self.translate or tuple(self.scale) != (1.0, 1.0))
+
+    @property
+    def geometric(self) -> bool:
+        """Whether the preset moves pixels at all (flips included)."""
+        return bool(self.hflip or self.vflip or self.affine)
+
+    @property
+    def colour(self) -> bool:
+        """Whether the preset jitters colours."""
+        return bool(self.brightness or self.contrast or self.saturation or self.hue)
 
 
-#: name -> ``(size) -> Steps``
-AUGMENTATIONS: Registry[Callable[[int], Steps]] = Registry(
+#: name -> ``() -> AugmentSpec`` (the function's docstring says where the ranges come from)
+AUGMENTATIONS: Registry[Callable[[], AugmentSpec]] = Registry(
     "augmentation preset", key="data.augmentation"
 )
 
 
-def _affine(degrees: float, translate: float | None, scale: tuple[float, float]) -> Transform:
-    from torchvision.transforms import v2
-
-    return v2.RandomAffine(
-        degrees=degrees,
-        translate=(translate, translate) if translate else None,
-        scale=scale,
-        interpolation=v2.InterpolationMode.BILINEAR,
-        fill=0,
-    )
-
-
 @AUGMENTATIONS.register("none")
-def _none(size: int) -> Steps:
+def _none() -> AugmentSpec:
     """No augmentation: the image as pre-processed (evaluation-like training)."""
-    return Steps([])
+    return AugmentSpec()
 
 
 @AUGMENTATIONS.register("paper")
-def _paper(size: int) -> Steps:
+def _paper() -> AugmentSpec:
     """The main study (Mondal et al., 2021): horizontal and vertical flips, rotation, zoom, shift.
 
     Flips with p=0.5 each; one affine draw of rotation in [-25, 25] degrees, shift up to 10% of
     the side and zoom in [0.9, 1.1], bilinear, black fill. The study names the operations but not
     their ranges; these are the usual Keras ``ImageDataGenerator`` settings for such work.
     """
-    from torchvision.transforms import v2
-
-    return Steps(
-        [
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomVerticalFlip(p=0.5),
-            _affine(degrees=25.0, translate=0.1, scale=(0.9, 1.1)),
-        ]
-    )
+    return AugmentSpec(hflip=0.5, vflip=0.5, degrees=25.0, translate=0.1, scale=(0.9, 1.1))
 
 
 @AUGMENTATIONS.register("strong")
-def _strong(size: int) -> Steps:
+def _strong() -> AugmentSpec:
     """``paper`` plus colour / stain jitter and random erasing (this project's stronger variant).
 
     Stain intensity and hue differ between slides and staining batches; ColorJitter (brightness
     0.25, contrast 0.25, saturation 0.25, hue 0.04) imitates that, and RandomErasing (p=0.25,
-    2-15% of the area, black) teaches the model not to rely on one region of the cell.
+    2-15% of the area, aspect ratio 0.3-3.3, black) teaches the model not to rely on one region
+    of the cell.
     """
-    from torchvision.transforms import v2
-
-    return Steps(
-        [
-            *_paper(size).pil,
-            v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.04),
-        ],
-        (v2.RandomErasing(p=0.25, scale=(0.02, 0.15), ratio=(0.3, 3.3), value=0),),
-    )
+    return replace(_paper(), brightness=0.25, contrast=0.25, saturation=0.25, hue=0.04,
+                   erase_p=0.25, erase_scale=(0.02, 0.15), erase_ratio=(0.3, 3.3))  # fmt: skip
 
 
 @AUGMENTATIONS.register("fata2023")
-def _fata2023(size: int) -> Steps:
+def _fata2023() -> AugmentSpec:
     """Fata et al., 2023 (VGG16/ResNet50, Adam vs RMSprop): mild flips, rotation and zoom.
 
     The study does not list its augmentation; its Keras pipeline implies the common mild
     settings, so this preset uses a horizontal flip (p=0.5), rotation in [-10, 10] degrees and
     zoom in [0.9, 1.1], with no shift and no colour change.
     """
-    from torchvision.transforms import v2
-
-    return Steps(
-        [v2.RandomHorizontalFlip(p=0.5), _affine(degrees=10.0, translate=None, scale=(0.9, 1.1))]
-    )
+    return AugmentSpec(hflip=0.5, degrees=10.0, scale=(0.9, 1.1))
 
 
 @AUGMENTATIONS.register("alim2024")
-def _alim2024(size: int) -> Steps:
+def _alim2024() -> AugmentSpec:
     """Alim et al., 2024 (ResNet-50, four B-ALL classes): flips, rotation and zoom.
 
     The study names the operations, not their ranges: horizontal and vertical flips (p=0.5
     each), rotation in [-20, 20] degrees and zoom in [0.8, 1.2], no shift and no colour change.
     """
-    from torchvision.transforms import v2
-
-    return Steps(
-        [
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomVerticalFlip(p=0.5),
-            _affine(degrees=20.0, translate=None, scale=(0.8, 1.2)),
-        ]
-    )
+    return AugmentSpec(hflip=0.5, vflip=0.5, degrees=20.0, scale=(0.8, 1.2))
 
 
 @AUGMENTATIONS.register("jawahar2022")
-def _jawahar2022(size: int) -> Steps:
+def _jawahar2022() -> AugmentSpec:
     """Jawahar et al., 2022 (ALNet): 15-degree rotation, horizontal flip, zoom, random contrast.
 
     Rotation in [-15, 15] degrees, horizontal flip (p=0.5), zoom in [0.9, 1.1] and a contrast
     factor in [0.8, 1.2] (Keras ``RandomContrast(0.2)``); the zoom range is not stated in the
     study, 10% is the usual Keras setting.
     """
+    return AugmentSpec(hflip=0.5, degrees=15.0, scale=(0.9, 1.1), contrast=0.2)
+
+
+def preset_spec(name: str) -> AugmentSpec:
+    """The named preset's spec; an unknown name raises an error listing the valid names."""
+    return AUGMENTATIONS.get(name)()
+
+
+# ------------------------------------------------------------------ the per-image builder
+
+
+def pil_steps(spec: AugmentSpec) -> list[Transform]:
+    """The steps of ``spec`` that run on a PIL image: flips, the affine draw, colour jitter."""
     from torchvision.transforms import v2
 
-    return Steps(
-        [
-            v2.RandomHorizontalFlip(p=0.5),
-            _affine(degrees=15.0, translate=None, scale=(0.9, 1.1)),
-            v2.ColorJitter(contrast=0.2),
-        ]
-    )
+    steps: list[Transform] = []
+    if spec.hflip:
+        steps.append(v2.RandomHorizontalFlip(p=spec.hflip))
+    if spec.vflip:
+        steps.append(v2.RandomVerticalFlip(p=spec.vflip))
+    if spec.affine:
+        steps.append(v2.RandomAffine(
+            degrees=spec.degrees,
+            translate=(spec.translate, spec.translate) if spec.translate else None,
+            scale=tuple(spec.scale),
+            interpolation=v2.InterpolationMode.BILINEAR,
+            fill=0,
+        ))  # fmt: skip
+    if spec.colour:
+        steps.append(v2.ColorJitter(brightness=spec.brightness or None,
+                                    contrast=spec.contrast or None,
+                                    saturation=spec.saturation or None,
+                                    hue=spec.hue or None))  # fmt: skip
+    return steps
+
+
+def tensor_steps(spec: AugmentSpec) -> list[Transform]:
+    """The steps of ``spec`` PIL lacks, run on the uint8 tensor: random erasing."""
+    from torchvision.transforms import v2
+
+    if not spec.erase_p:
+        return []
+    return [v2.RandomErasing(p=spec.erase_p, scale=tuple(spec.erase_scale),
+                             ratio=tuple(spec.erase_ratio), value=0)]  # fmt: skip
 
 
 def create_augmentation(name: str, size: int) -> Transform:
@@ -162,11 +210,12 @@ def create_augmentation(name: str, size: int) -> Transform:
 
     if size < 1:
         raise ValueError(f"`size >= 1` must hold, got size={size}: pass data.input_size")
-    steps = AUGMENTATIONS.get(name)(size)
+    spec = preset_spec(name)
     pipeline: list[Transform] = []
-    if steps.pil:
-        pipeline += [v2.ToPILImage(), *steps.pil, v2.PILToTensor()]
-    pipeline += steps.tensor
+    pil = pil_steps(spec)
+    if pil:
+        pipeline += [v2.ToPILImage(), *pil, v2.PILToTensor()]
+    pipeline += tensor_steps(spec)
     pipeline.append(
         v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
     )

@@ -104,6 +104,35 @@ class _ImageRows:
         return image, int(self.labels[row]), row
 
 
+class _ImageBatches(_ImageRows):
+    """:class:`_ImageRows` that hands out whole batches: one slice of the cache per batch.
+
+    The DataLoader calls ``__getitems__`` with a batch's items when a dataset has it, so a
+    batch is one fancy-indexed read of the memory map (no per-image tensors, no collation);
+    :func:`_already_batched` is its ``collate_fn``. For loaders without per-image transforms:
+    evaluation, and training with ``augment="device"``.
+    """
+
+    def __getitems__(self, items: Sequence[Any]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        import torch
+
+        rows = np.fromiter(
+            (int(i if isinstance(i, (int, np.integer)) else i[0]) for i in items),
+            dtype=np.int64, count=len(items),
+        )  # fmt: skip
+        if self.store is not None:
+            array = np.asarray(self.store.array[rows])  # [B, S, S, 3], one read
+        else:
+            array = np.stack([self.image(int(r)).numpy().transpose(1, 2, 0) for r in rows])
+        images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+        return [(images, torch.from_numpy(self.labels[rows].astype(np.int64)), torch.from_numpy(rows))]
+
+
+def _already_batched(batch: list[Any]) -> Any:
+    """``collate_fn`` of :class:`_ImageBatches`: its ``__getitems__`` returned the batch."""
+    return batch[0]
+
+
 class EpochSampler:
     """Yields ``(row, aug_seed)`` for one training epoch; each pass is a new, seeded epoch.
 
@@ -224,6 +253,17 @@ class PreparedData:
             transform,
         )
 
+    def batches(self) -> _ImageBatches:
+        """The dataset that reads a whole batch of rows at once (no per-image transform)."""
+        return _ImageBatches(
+            self.manifest["path"].astype(str).tolist(),
+            self.manifest["label"].to_numpy(dtype=np.int64),
+            self.store,
+            self.crop,
+            self.input_size,
+            None,
+        )
+
     def loader(
         self,
         split: str,
@@ -233,16 +273,19 @@ class PreparedData:
         seed: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
-        augment: Literal["sample", "batch"] = "sample",
+        augment: Literal["loader", "device"] = "loader",
     ) -> DataLoader:
         """Batches of ``split``; ``train=True`` augments and rebalances, else fixed order.
 
         ``seed`` (default: the trial seed given to :func:`prepare_data`) fixes every epoch's
         draws; each pass over the loader is the next epoch, and
         ``loader.batch_sampler.sampler.set_epoch(e)`` jumps to epoch ``e`` (a resumed run).
-        ``augment="batch"`` leaves training batches un-augmented (still rebalanced and
-        shuffled): the caller augments them on its device with
-        :func:`trainers.data.batch_augment.create_batch_augmentation`.
+        ``augment="loader"`` augments training images one by one in the loader (the
+        torchvision path of :mod:`trainers.data.augment`); ``"device"`` leaves training
+        batches un-augmented (still rebalanced and shuffled) and reads each batch as one slice
+        of the decoded cache: the caller augments them on its device with
+        :func:`trainers.data.batch_augment.create_batch_augmentation`. Loaders without a
+        per-image transform (evaluation, ``"device"``) read whole batches at once.
         """
         import torch
         from torch.utils.data import BatchSampler, DataLoader
@@ -253,10 +296,10 @@ class PreparedData:
 
         if batch_size < 1:
             raise ValueError(f"`batch_size >= 1` must hold, got batch_size={batch_size}")
-        if augment not in ("sample", "batch"):
+        if augment not in ("loader", "device"):
             raise ValueError(
-                f"unknown augment {augment!r}; valid names: sample (per image in the loader), "
-                "batch (the caller augments whole batches on its device)"
+                f"unknown augment {augment!r} (data.augment_on); valid names: loader (per image "
+                "in the loader), device (the caller augments whole batches on its device)"
             )
         rows = self.split_indices(split)
         if len(rows) == 0:
@@ -269,7 +312,7 @@ class PreparedData:
                 raise DataError(f"split {split!r} has unlabelled images and cannot be trained on")
             transform = (
                 create_augmentation(self.augmentation, self.input_size)
-                if augment == "sample"
+                if augment == "loader"
                 else None
             )
             sampler: Any = EpochSampler(
@@ -281,9 +324,12 @@ class PreparedData:
             transform = None
             sampler = rows.tolist()
             drop_last = False
+        batched = transform is None
+        dataset = self.batches() if batched else self.dataset(transform)
         return DataLoader(
-            self.dataset(transform),
+            dataset,
             batch_sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
+            collate_fn=_already_batched if batched else None,
             num_workers=num_workers,
             # the workers hold no per-epoch state (the sampler runs in this process)
             persistent_workers=num_workers > 0,
