@@ -17,7 +17,9 @@
 # sockets live under it; default /tmp/wenc-$USER), WEN_CLUSTER_PORT (GCS port, 6379),
 # WEN_CLUSTER_WORKERS (1), WEN_CLUSTER_HEAD_CPUS (1), WEN_CLUSTER_WORKER_CPUS (1),
 # WEN_CLUSTER_OBJECT_STORE_MB (256 per node), RAY (the ray executable),
-# WEN_CLUSTER_WORKER_PRIVATE_DIR (off by default; see below).
+# WEN_CLUSTER_WORKER_PRIVATE_DIR (off by default; see below), WEN_CLUSTER_DASHBOARD_PORT
+# (off by default: when set, the head runs Ray's dashboard and Jobs API on 127.0.0.1 at that
+# port, so `ray job submit --address http://127.0.0.1:PORT` works).
 #
 # WEN_CLUSTER_WORKER_PRIVATE_DIR=/some/folder simulates worker nodes that do not share that
 # folder with the head (a node-local path on a real cluster): each worker node is started in
@@ -42,6 +44,7 @@ WORKER_CPUS="${WEN_CLUSTER_WORKER_CPUS:-1}"
 STORE_MB="${WEN_CLUSTER_OBJECT_STORE_MB:-256}"
 RAY="${RAY:-ray}"
 PRIVATE="${WEN_CLUSTER_WORKER_PRIVATE_DIR:-}"
+DASHBOARD="${WEN_CLUSTER_DASHBOARD_PORT:-}"
 PIDS="$DIR/pids"
 export RAY_USAGE_STATS_ENABLED=0
 export RAY_AUTH_MODE=token
@@ -112,8 +115,10 @@ start() {
     mkdir -p "$DIR"
     ensure_token
     check_private
-    launch head --head --port="$PORT" --num-cpus="$HEAD_CPUS" --num-gpus=0 \
-        --include-dashboard=false
+    local dashboard=(--include-dashboard=false)
+    [[ -n "$DASHBOARD" ]] && dashboard=(--include-dashboard=true --dashboard-host=127.0.0.1
+        --dashboard-port="$DASHBOARD")
+    launch head --head --port="$PORT" --num-cpus="$HEAD_CPUS" --num-gpus=0 "${dashboard[@]}"
     wait_for_nodes 1
     for i in $(seq 1 "$WORKERS"); do
         launch "worker$i" --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --num-gpus=0

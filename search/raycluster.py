@@ -36,10 +36,13 @@ __all__ = [
     "RayAuthError",
     "RaySession",
     "alive_nodes",
+    "cluster_requires_token",
     "default_token_path",
     "enable_token_auth",
     "ensure_auth_token",
     "free_port",
+    "join_auth",
+    "no_auth_warning",
     "resource_problems",
     "start_ray",
     "storage_problems",
@@ -108,7 +111,7 @@ def ensure_auth_token(*, create: bool) -> Path | None:
     if custom or not create:
         where = f"{_TOKEN_PATH_ENV}={custom}" if custom else str(path)
         raise RayAuthError(
-            f"Ray token authentication is on but there is no token at {where}: on the cluster's "
+            f"there is no Ray authentication token at {where}: on the cluster's "
             f"head run `ray get-auth-token`, then store it here with `umask 077; ray get-auth-token "
             f"> {path}` (mode 0600) or pass it in {_TOKEN_ENV}; see {_TOKEN_HELP}"
         )
@@ -126,28 +129,114 @@ def ensure_auth_token(*, create: bool) -> Path | None:
     return path
 
 
+def _auth_mode_setting() -> str:
+    return os.environ.get(_AUTH_MODE, "token").lower()
+
+
+def _set_auth_mode(mode: str) -> None:
+    """Set this process's Ray authentication mode (``token`` or ``disabled``).
+
+    RAY_AUTH_MODE must be in the environment (Ray rejects it in ``_system_config``), and Ray's
+    C++ config reads it when ``ray`` is imported, so it is refreshed here: otherwise Ray would
+    keep the mode it read at import (and start a GCS in token mode without a token, say).
+    """
+    os.environ[_AUTH_MODE] = mode
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")  # what ray.init does when it turns token auth on by default
+    AuthenticationTokenLoader.instance().reset_cache()  # a token loaded before may be stale
+
+
 def enable_token_auth(*, create: bool) -> Path | None:
     """Turn token authentication on for this process and the Ray processes it starts.
 
-    RAY_AUTH_MODE must be in the environment (Ray rejects it in ``_system_config``), and Ray's
-    C++ config reads it when ``ray`` is imported, so it is refreshed here when ``ray`` was
-    imported before: otherwise Ray would start a GCS in token mode without a token.
+    ``RAY_AUTH_MODE`` other than ``token`` is refused: a cluster this project starts always
+    runs with token authentication.
     """
-    mode = os.environ.get(_AUTH_MODE, "token").lower()
-    if mode != "token":
+    if _auth_mode_setting() != "token":
         raise RayAuthError(
-            f"{_AUTH_MODE}={os.environ[_AUTH_MODE]} is set, but wen runs Ray only with token "
+            f"{_AUTH_MODE}={os.environ[_AUTH_MODE]} is set, but wen starts Ray only with token "
             f"authentication, so that nobody who can reach a Ray port can run code: unset "
             f"{_AUTH_MODE} (or set it to token)"
         )
     path = ensure_auth_token(create=create)
-    os.environ[_AUTH_MODE] = "token"
-    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, Config, get_authentication_mode
-
-    if get_authentication_mode() != AuthenticationMode.TOKEN:
-        Config.initialize("")  # what ray.init does when it turns token auth on by default
-    AuthenticationTokenLoader.instance().reset_cache()  # a token loaded before may be stale
+    _set_auth_mode("token")
     return path
+
+
+def gcs_address(address: str) -> str | None:
+    """``auto`` or ``HOST:PORT`` as the GCS address Ray would connect to; None for a Ray
+    Client address (``ray://``), which cannot be probed this way."""
+    if address.startswith("ray://"):
+        return None
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    return canonicalize_bootstrap_address_or_die(address)
+
+
+def cluster_requires_token(address: str) -> bool | None:
+    """Whether the cluster at ``address`` runs with token authentication; None if unknown.
+
+    Asks the cluster's GCS for one key without a token: a cluster with token authentication
+    refuses at once (``AuthenticationError``), one without answers. Leaves this process in
+    token mode.
+    """
+    gcs = gcs_address(address)
+    if gcs is None:
+        return None
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    _set_auth_mode("disabled")
+    try:
+        GcsClient(address=gcs).internal_kv_get(b"session_name", b"session", timeout=10)
+    except AuthenticationError:
+        return True
+    finally:
+        _set_auth_mode("token")
+    return False
+
+
+def no_auth_warning(address: str) -> str:
+    """What joining a cluster without token authentication exposes, and what to do."""
+    return (
+        f"warning: the Ray cluster at {address} runs WITHOUT token authentication: anyone who "
+        "can reach its ports (GCS, dashboard and Jobs API) can run any code on every node as "
+        "the user Ray runs as, and read the run's data and weights. Keep it on a private "
+        f"network, or restart it with {_AUTH_MODE}=token on every node (Ray 2.52+; {_TOKEN_HELP})"
+    )
+
+
+def join_auth(address: str, say: Callable[[str], None] = print) -> None:
+    """Set up this process to join the cluster at ``address`` the way that cluster runs.
+
+    A cluster with token authentication gets the token (none: the error says where to get
+    it); a cluster without it is joined with a loud warning about what that exposes. With a
+    token at hand the driver joins in token mode either way (a cluster without authentication
+    ignores it).
+    """
+    asked = _auth_mode_setting()
+    if asked not in ("token", "disabled"):
+        raise RayAuthError(f"{_AUTH_MODE}={asked} is not a Ray authentication mode: unset it")
+    try:
+        ensure_auth_token(create=False)
+        missing = None
+    except RayAuthError as err:
+        missing = err
+    needs = cluster_requires_token(address)
+    if needs is False:
+        say(no_auth_warning(address))
+        if missing is not None or asked == "disabled":
+            _set_auth_mode("disabled")
+            return
+    elif asked == "disabled":
+        raise RayAuthError(
+            f"{_AUTH_MODE}=disabled is set, but the Ray cluster at {address} requires token "
+            f"authentication: unset {_AUTH_MODE} and provide the cluster's token"
+        )
+    elif missing is not None:
+        raise RayAuthError(f"the Ray cluster at {address} requires token authentication and {missing}")
+    enable_token_auth(create=False)
 
 
 def start_ray(
@@ -159,17 +248,20 @@ def start_ray(
 ) -> RaySession:
     """Start Ray in this process (``address`` None) or join a cluster; print the dashboard.
 
-    Either way token authentication is on: a Ray started here creates the token when there is
-    none (``~/.ray/auth_token``, mode 0600); a driver joining a cluster needs its token.
+    A Ray started here runs with token authentication and creates the token when there is
+    none (``~/.ray/auth_token``, mode 0600). A driver joining a cluster does what that cluster
+    does (:func:`join_auth`): it sends the token to a cluster that needs one, and warns
+    when the cluster runs without authentication.
     """
     import ray
 
-    enable_token_auth(create=not address)
     if address:
+        join_auth(address, say)
         ctx = ray.init(address=address, logging_level=logging.WARNING)
         url = getattr(ctx, "dashboard_url", None) or None
         session = RaySession(False, f"http://{url}" if url and "://" not in url else url, address)
     else:
+        enable_token_auth(create=True)
         port = free_port(dashboard_port)
         if port != dashboard_port:
             say(f"port {dashboard_port} on 127.0.0.1 is taken; the Ray dashboard uses {port}")

@@ -112,6 +112,7 @@ def _prepare_run(config: WenConfig, run: RunStorage, resume: bool, command: str)
             "to start another"
         )
     current = config.model_dump(mode="json")
+    current["search"]["storage"] = run.storage  # --storage replaces search.storage
     if resume and run.exists("config.yaml"):
         saved = yaml.safe_load(run.read_text("config.yaml")) or {}
         changed = resume_differences(saved, current)

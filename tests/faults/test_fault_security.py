@@ -63,7 +63,7 @@ def test_readable_token_file_is_narrowed_to_owner(home: Path) -> None:
 
 
 def test_joining_without_a_token_says_where_to_get_one(home: Path) -> None:
-    with pytest.raises(RayAuthError, match=r"no token at .*auth_token.*ray get-auth-token.*0600"):
+    with pytest.raises(RayAuthError, match=r"no Ray authentication token at .*auth_token.*ray get-auth-token.*0600"):
         ensure_auth_token(create=False)
     assert not (home / ".ray" / "auth_token").exists()
 
