@@ -230,9 +230,12 @@ class DataConfig(StrictModel):
     augmentation: str = Field("paper", description="Augmentation preset name.")
     augment_on: Literal["auto", "loader", "device"] = Field(
         "auto",
-        description="Where training images are augmented: device (and auto) = whole batches "
-        "on the training device after the loader (trainers.data.batch_augment); loader = per "
-        "image in the DataLoader (trainers.data.augment).",
+        description="Where training images are augmented (the same preset spec either way): "
+        "device = the loader only slices the decoded cache and each whole batch is augmented on "
+        "the trial's device with per-image random draws (Kornia, trainers.data.batch_augment); "
+        "loader = per image with torchvision in the DataLoader (trainers.data.augment); auto = "
+        "device on CUDA, loader on the CPU (on 2 CPU cores at 224 px both run about as fast, "
+        "and the loader's work can overlap training in its worker processes).",
     )
     cache: bool = Field(True, description="Decode and crop each image once into a memory map.")
     cache_dir: LocalPath | None = Field(None, description="Decoded-image cache folder.")
@@ -337,9 +340,17 @@ class TrainConfig(StrictModel):
     """The loop: epochs, device, precision, checkpoint selection."""
 
     epochs: int = Field(10, ge=1, description="Training epochs.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto: CUDA when usable, else the CPU - but a trial given a GPU (by Ray, "
+        "CUDA_VISIBLE_DEVICES) that cannot use CUDA fails at once saying why, as cuda does; "
+        "cpu: always the CPU.",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on CUDA where supported, else fp16 on CUDA, fp32 on CPU."
+        "auto",
+        description="Training autocast. auto: bf16 on GPUs with native bf16 (Ampere and "
+        "newer), else fp16 with a GradScaler (T4, V100 only emulate bf16), fp32 on the CPU. "
+        "Validation and stored predictions are always fp32 (no TF32).",
     )
     channels_last: bool = Field(True, description="Channels-last memory format on CUDA.")
     threads: int | None = Field(

@@ -44,13 +44,20 @@ if TYPE_CHECKING:
     from trainers.data import PreparedData
 
 __all__ = [
+    "DeviceCapabilities",
     "DeviceInputs",
+    "GPUUnavailableError",
     "TrialResult",
     "build_loaders",
     "build_loss",
     "build_model",
     "evaluate",
+    "exact_fp32",
     "predict",
+    "probe_capabilities",
+    "resolve_amp",
+    "resolve_augment_on",
+    "resolve_device",
     "train",
     "train_one_epoch",
 ]
@@ -82,27 +89,248 @@ class TrialResult:
 # ------------------------------------------------------------------------------- runtime
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible: set train.device=auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+class GPUUnavailableError(RuntimeError):
+    """A trial was given a GPU (``train.device=cuda`` or GPUs from Ray) and cannot use CUDA."""
 
 
-def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 on GPUs that have it, else fp16 on CUDA; None (fp32) on CPU."""
+@dataclass(frozen=True)
+class DeviceCapabilities:
+    """What this process can do with CUDA; :func:`probe_capabilities` measures it.
+
+    Tests build one by hand to exercise every device and precision branch on the CPU.
+    ``torch_cuda_version`` is the CUDA version torch was built for (``torch.version.cuda``,
+    None on a CPU-only build); ``driver_cuda_version`` the newest CUDA the installed NVIDIA
+    driver supports (None when no driver answers); ``visible_devices`` is
+    ``CUDA_VISIBLE_DEVICES`` as set (None when unset).
+
+    >>> DeviceCapabilities(cuda_available=False).describe()
+    'CUDA unavailable (0 device(s)); torch built for CUDA none, driver supports CUDA unknown'
+    """
+
+    cuda_available: bool
+    device_count: int = 0
+    bf16_native: bool = False
+    torch_cuda_version: str | None = None
+    driver_cuda_version: str | None = None
+    visible_devices: str | None = None
+    device_name: str | None = None
+
+    def describe(self) -> str:
+        """One line for logs and error messages."""
+        state = "available" if self.cuda_available else "unavailable"
+        name = f" {self.device_name}," if self.device_name else ""
+        return (
+            f"CUDA {state} ({self.device_count} device(s)){name}; torch built for CUDA "
+            f"{self.torch_cuda_version or 'none'}, driver supports CUDA "
+            f"{self.driver_cuda_version or 'unknown'}"
+        )
+
+
+def _cuda_version_text(version: int) -> str | None:
+    """``12040 -> "12.4"`` (the CUDA API's integer encoding); None for 0 or less (no driver)."""
+    if version <= 0:
+        return None
+    return f"{version // 1000}.{(version % 1000) // 10}"
+
+
+def driver_cuda_version() -> str | None:
+    """The newest CUDA version the installed NVIDIA driver supports, or None when unknown.
+
+    Asks, in turn, torch's own binding (older torch), ``cuda.bindings`` (a dependency of
+    torch's CUDA wheels) and NVML (``pynvml``); none of them needs a working CUDA context, so
+    this answers even when torch cannot use the GPU. Every failure means "unknown".
+    """
+    getter = getattr(torch._C, "_cuda_getDriverVersion", None)
+    if getter is not None:
+        with contextlib.suppress(Exception):
+            return _cuda_version_text(int(getter()))
+    with contextlib.suppress(Exception):
+        from cuda.bindings import runtime
+
+        err, version = runtime.cudaDriverGetVersion()
+        if int(err) == 0:
+            return _cuda_version_text(int(version))
+    with contextlib.suppress(Exception):
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return _cuda_version_text(int(pynvml.nvmlSystemGetCudaDriverVersion()))
+        finally:
+            pynvml.nvmlShutdown()
+    return None
+
+
+def probe_capabilities() -> DeviceCapabilities:
+    """Measure this process's CUDA capabilities (cheap; no kernel is launched)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # "CUDA initialization: the driver is too old" etc.: the error message says it better
+        warnings.simplefilter("ignore")
+        available = bool(torch.cuda.is_available())
+    count = torch.cuda.device_count() if available else 0
+    bf16 = False
+    name = None
+    if available and count:
+        bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        name = torch.cuda.get_device_name(0)
+    return DeviceCapabilities(
+        cuda_available=available,
+        device_count=count,
+        bf16_native=bf16,
+        torch_cuda_version=torch.version.cuda,
+        driver_cuda_version=driver_cuda_version(),
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        device_name=name,
+    )
+
+
+def gpus_allotted(env: dict[str, str] | None = None) -> bool:
+    """Whether ``CUDA_VISIBLE_DEVICES`` names a GPU (Ray sets it to a trial's GPU ids).
+
+    Unset, empty or ``-1`` mean none (Ray sets it empty for a trial with no GPU).
+    """
+    value = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    return value is not None and value.strip() not in ("", "-1")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def cuda_problem(caps: DeviceCapabilities) -> str:
+    """Why CUDA is unusable, with both CUDA versions and the fix (for a CUDA-less ``caps``)."""
+    versions = (f"torch {torch.__version__} is built for CUDA {caps.torch_cuda_version or 'none'}"
+                f", the NVIDIA driver supports CUDA {caps.driver_cuda_version or 'unknown (no driver answered)'}")  # fmt: skip
+    if caps.torch_cuda_version is None:
+        return (f"this torch is a CPU-only build ({versions}): install a CUDA build of torch "
+                "(pip install -c constraints.txt torch from the CUDA wheel index)")
+    if caps.driver_cuda_version is not None and _version_tuple(
+        caps.driver_cuda_version
+    ) < _version_tuple(caps.torch_cuda_version)[:2]:
+        return (f"the NVIDIA driver is older than torch's CUDA build ({versions}): upgrade the "
+                f"driver to one supporting CUDA {caps.torch_cuda_version}, or install a torch "
+                f"built for CUDA {caps.driver_cuda_version} or older")
+    if caps.visible_devices is not None and caps.visible_devices.strip() in ("", "-1"):
+        return (f"CUDA_VISIBLE_DEVICES={caps.visible_devices!r} hides every GPU ({versions}): "
+                "unset it or give the GPU ids")
+    if caps.driver_cuda_version is None:
+        return (f"no NVIDIA driver answered ({versions}): install the driver, or run on a "
+                "machine with a GPU (nvidia-smi must list it)")
+    return (f"torch sees no usable CUDA device ({versions}, CUDA_VISIBLE_DEVICES="
+            f"{caps.visible_devices!r}): check `nvidia-smi` and the GPU ids")
+
+
+def resolve_device(
+    name: str,
+    caps: DeviceCapabilities | None = None,
+    *,
+    expect_gpu: bool = False,
+) -> torch.device:
+    """The trial's device for ``train.device=name``; a GPU that cannot be used is an error.
+
+    ``auto`` -> CUDA when usable, else CPU, unless the trial was given a GPU
+    (``expect_gpu``: Ray allotted it one): then, as for ``cuda``, an unusable CUDA raises
+    :class:`GPUUnavailableError` saying why (:func:`cuda_problem`), instead of training on the
+    CPU without a word. ``cpu`` is always the CPU. ``caps`` defaults to
+    :func:`probe_capabilities`.
+    """
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown train.device {name!r}; valid names: auto, cpu, cuda")
+    if name == "cpu":
+        if expect_gpu:
+            log.warning("this trial was given a GPU but train.device=cpu: it trains on the CPU")
+        return torch.device("cpu")
+    caps = caps or probe_capabilities()
+    if caps.cuda_available and caps.device_count > 0:
+        return torch.device("cuda")
+    if name == "cuda" or expect_gpu:
+        why = "train.device=cuda" if name == "cuda" else (
+            "the trial was given a GPU (CUDA_VISIBLE_DEVICES="
+            f"{caps.visible_devices!r}) with train.device=auto")
+        raise GPUUnavailableError(
+            f"{why}, but CUDA cannot be used: {cuda_problem(caps)}. Or, to train on the CPU on "
+            "purpose, set train.device=cpu and search.resources.gpus=0"
+        )
+    return torch.device("cpu")
+
+
+def resolve_amp(
+    precision: str, device: torch.device, caps: DeviceCapabilities | None = None
+) -> torch.dtype | None:
+    """Autocast dtype for training: None means fp32.
+
+    ``auto``: on CUDA, bf16 where the GPU computes it natively (Ampere and newer), else fp16
+    (with a GradScaler, see :func:`needs_grad_scaler`): T4 and V100 only emulate bf16, slower
+    than fp32; on the CPU fp32. ``caps`` defaults to :func:`probe_capabilities` (read only for
+    ``auto`` on CUDA).
+    """
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown train.precision {precision!r}; valid names: auto, fp32, bf16, fp16")
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        caps = caps or probe_capabilities()
+        return torch.bfloat16 if caps.bf16_native else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def needs_grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> bool:
+    """fp16 on CUDA needs loss scaling (its range underflows small gradients); bf16 does not."""
+    return amp_dtype == torch.float16 and device.type == "cuda"
+
+
+def resolve_augment_on(augment_on: str, device: torch.device) -> str:
+    """``data.augment_on`` -> ``loader`` or ``device``: ``auto`` is ``device`` on CUDA only.
+
+    On the CPU the per-image path in the loader is the faster one (measured with
+    ``python -m benchmarks gpu``; see ``DataConfig.augment_on``).
+    """
+    if augment_on not in ("auto", "loader", "device"):
+        raise ValueError(
+            f"unknown data.augment_on {augment_on!r}; valid names: auto, loader, device"
+        )
+    if augment_on == "auto":
+        return "device" if device.type == "cuda" else "loader"
+    return augment_on
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """fp32 that is fp32 on CUDA too: no TF32 in convolutions or matrix products.
+
+    cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default on Ampere and newer,
+    which moves probabilities by about 1e-3; stored predictions must match the exported
+    model (1e-4), so they are computed with TF32 off. The caller's settings come back after.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    matmul = torch.backends.cuda.matmul
+    if conv is None or not hasattr(conv, "fp32_precision"):  # torch < 2.9: the legacy flags
+        old_flags = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = False, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = old_flags
+        return
+    old = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = old
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed for epoch ``epoch`` of a trial seeded ``seed`` (independent streams per epoch)."""
     digest = hashlib.sha256(f"wen-epoch:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def augment_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s device-side augmentation (a stream apart from dropout's)."""
+    digest = hashlib.sha256(f"wen-augment:{seed}:{epoch}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
@@ -142,8 +370,14 @@ def _runtime(threads: int | None, deterministic: bool, device: torch.device) -> 
 class DeviceInputs:
     """uint8 NCHW batches -> normalised float tensors on the device (normalising there is free).
 
+    With ``augment`` (a :class:`~trainers.data.batch_augment.BatchAugment`) and a generator,
+    the batch is augmented on the device first (``data.augment_on: device``); float input is
+    read as [0, 1] (what the batch augmentation returns), integer input as 0-255.
+
     >>> prep = DeviceInputs((0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
     >>> prep(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item()
+    1.0
+    >>> prep(torch.ones(1, 3, 2, 2)).max().item()
     1.0
     """
 
@@ -161,10 +395,21 @@ class DeviceInputs:
         self.scale = (1.0 / (255.0 * std_t)).to(device)
         self.shift = (-torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t).to(device)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True)
+        if augment is not None:
+            if generator is None:
+                raise ValueError("augmenting on the device needs a seeded CPU torch.Generator")
+            x = augment(x, generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if x.is_floating_point():
+            return torch.addcmul(self.shift, x.float(), self.scale * 255.0)
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
@@ -194,11 +439,18 @@ def build_loaders(
     eval_batch_size: int | None,
     seed: int,
     num_workers: int,
+    augment_on: str = "loader",
+    pin_memory: bool = False,
 ) -> dict[str, DataLoader]:
-    """``train`` (augmented, rebalanced) plus every non-empty ``val``/``test``/``final`` loader."""
+    """``train`` (rebalanced) plus every non-empty ``val``/``test``/``final`` loader.
+
+    ``augment_on="loader"`` augments training images per image in the loader;
+    ``"device"`` leaves them to the trainer (:class:`DeviceInputs` with a batch augmentation).
+    """
     loaders = {
-        "train": data.loader("train", train=True, batch_size=batch_size, seed=seed, num_workers=num_workers)
-    }
+        "train": data.loader("train", train=True, batch_size=batch_size, seed=seed,
+                             num_workers=num_workers, augment=augment_on, pin_memory=pin_memory)
+    }  # fmt: skip
     for split in EVAL_SPLITS:
         if len(data.split_indices(split)):
             loaders[split] = data.loader(
@@ -207,6 +459,7 @@ def build_loaders(
                 batch_size=eval_batch_size or 2 * batch_size,
                 seed=seed,
                 num_workers=num_workers,
+                pin_memory=pin_memory,
             )
     if "val" not in loaders:
         raise ValueError(
@@ -261,10 +514,13 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     max_steps: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loader``; the schedule steps once per batch.
 
-    Returns ``train_loss`` (mean over images), ``lr`` (at the end), ``lr_trace`` (per step),
+    ``augment`` (with a seeded CPU ``generator``) augments each whole batch on the device
+    before normalising, for a loader built with ``augment="device"``. Returns ``train_loss`` (mean over images), ``lr`` (at the end), ``lr_trace`` (per step),
     ``steps``, ``images``, ``seconds``.
     """
     model.train()
@@ -276,7 +532,7 @@ def train_one_epoch(
     for images, labels, _ in loader:
         if steps >= n_batches:
             break
-        x = inputs(images)
+        x = inputs(images, augment, generator)
         y = labels.to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
             loss = loss_fn(model(x), y)
@@ -320,7 +576,11 @@ def predict(
     inputs: DeviceInputs,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logits (float32 [n, k]), labels and manifest rows of every batch of ``loader``."""
+    """Logits (float32 [n, k]), labels and manifest rows of every batch of ``loader``.
+
+    ``amp_dtype`` runs the forward pass under autocast (inference benchmarks); the trainer's
+    own evaluation and stored predictions pass None, under :func:`exact_fp32`.
+    """
     model.eval()
     logits, labels, rows = [], [], []
     for images, y, idx in loader:
@@ -345,7 +605,11 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     prefix: str = "val_",
 ) -> dict[str, float]:
-    """``val_loss`` (plain cross-entropy) and the study's metrics on ``loader``'s images."""
+    """``val_loss`` (plain cross-entropy) and the study's metrics on ``loader``'s images.
+
+    The trainer calls it with ``amp_dtype=None`` under :func:`exact_fp32`, so validation
+    metrics are the fp32 model's, the same numbers its stored predictions give.
+    """
     logits, labels, _ = predict(model, loader, inputs=inputs, amp_dtype=amp_dtype)
     probs = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
     metrics = score(labels, probs, class_names)
@@ -394,12 +658,16 @@ def write_trial_predictions(
     data: PreparedData,
     *,
     inputs: DeviceInputs,
-    amp_dtype: torch.dtype | None,
     path: Path,
     meta: dict[str, Any],
     config_json: str,
 ) -> tuple[Path, dict[str, float]]:
-    """Predict val/test/final with ``model`` and write one Parquet file; also score ``test``."""
+    """Predict val/test/final with ``model`` and write one Parquet file; also score ``test``.
+
+    Always in float32 without autocast and without TF32 (:func:`exact_fp32`), whatever the
+    training precision: the stored numbers are the fp32 model's, which is what ``wen export``
+    writes, so every reported figure matches the exported model (to 1e-4).
+    """
     import pandas as pd
 
     frames, test_metrics = [], {}
@@ -407,7 +675,8 @@ def write_trial_predictions(
     for split in EVAL_SPLITS:
         if split not in loaders:
             continue
-        logits, labels, rows = predict(model, loaders[split], inputs=inputs, amp_dtype=amp_dtype)
+        with exact_fp32():
+            logits, labels, rows = predict(model, loaders[split], inputs=inputs, amp_dtype=None)
         sub = manifest.iloc[rows]
         subjects = [None if pd.isna(s) else str(s) for s in sub["subject_id"]]
         frame = prediction_frame(
@@ -446,6 +715,7 @@ class _Parts:
     scaler: torch.amp.GradScaler | None
     amp_dtype: torch.dtype | None
     class_names: list[str]
+    augment: Any = None  # a BatchAugment when data.augment_on resolves to device
 
 
 @dataclass
@@ -462,9 +732,17 @@ class _Progress:
                 "best_value": self.best_value, "best_metrics": self.best_metrics}  # fmt: skip
 
 
-def _build_parts(trial: TrialConfig, data: PreparedData, device: torch.device) -> _Parts:
+def _build_parts(
+    trial: TrialConfig,
+    data: PreparedData,
+    device: torch.device,
+    caps: DeviceCapabilities | None = None,
+) -> _Parts:
+    from trainers.data.batch_augment import create_batch_augmentation
+
     tc = trial.train
-    amp_dtype = resolve_amp(tc.precision, device)
+    amp_dtype = resolve_amp(tc.precision, device, caps)
+    augment_on = resolve_augment_on(trial.data.augment_on, device)
     model = build_model(trial.model, len(data.class_names), trial.data.input_size).to(device)
     channels_last = device.type == "cuda" and tc.channels_last
     if channels_last:
@@ -476,13 +754,16 @@ def _build_parts(trial: TrialConfig, data: PreparedData, device: torch.device) -
         eval_batch_size=trial.data.eval_batch_size,
         seed=trial.seed,
         num_workers=trial.data.num_workers,
+        augment_on=augment_on,
+        pin_memory=device.type == "cuda",
     )
     train_labels = data.manifest["label"].to_numpy()[data.split_indices("train")]
     optimizer = create_optimizer(model.parameters(), trial.optim)
     iters = len(loaders["train"])
     if tc.max_steps_per_epoch is not None:
         iters = min(iters, tc.max_steps_per_epoch)
-    fp16_cuda = amp_dtype == torch.float16 and device.type == "cuda"
+    log.info("device %s, autocast %s, augmentation %r on the %s", device,
+             amp_dtype or "off (fp32)", trial.data.augmentation, augment_on)  # fmt: skip
     return _Parts(
         model=model,
         inputs=DeviceInputs(norm["mean"], norm["std"], device, channels_last),
@@ -490,9 +771,10 @@ def _build_parts(trial: TrialConfig, data: PreparedData, device: torch.device) -
         loss_fn=build_loss(trial.loss, train_labels, len(data.class_names), device),
         optimizer=optimizer,
         scheduler=create_scheduler(optimizer, trial.schedule, iters, tc.epochs),
-        scaler=torch.amp.GradScaler("cuda") if fp16_cuda else None,
+        scaler=torch.amp.GradScaler("cuda") if needs_grad_scaler(amp_dtype, device) else None,
         amp_dtype=amp_dtype,
         class_names=list(data.class_names),
+        augment=create_batch_augmentation(trial.data.augmentation) if augment_on == "device" else None,
     )
 
 
@@ -519,15 +801,16 @@ def _run_epoch(
     sampler = getattr(parts.loaders["train"].batch_sampler, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch - 1)
+    # device-side augmentation draws from its own stream, also a function of (seed, epoch)
+    generator = torch.Generator().manual_seed(augment_seed(seed, epoch)) if parts.augment else None
     stats = train_one_epoch(
         parts.model, parts.loaders["train"], parts.optimizer, parts.scheduler, parts.loss_fn,
         inputs=parts.inputs, amp_dtype=parts.amp_dtype, scaler=parts.scaler,
-        max_steps=max_steps, on_batch=on_batch,
+        max_steps=max_steps, on_batch=on_batch, augment=parts.augment, generator=generator,
     )  # fmt: skip
-    val = evaluate(
-        parts.model, parts.loaders["val"], inputs=parts.inputs,
-        class_names=parts.class_names, amp_dtype=parts.amp_dtype,
-    )  # fmt: skip
+    with exact_fp32():
+        val = evaluate(parts.model, parts.loaders["val"], inputs=parts.inputs,
+                       class_names=parts.class_names, amp_dtype=None)  # fmt: skip
     return {
         "epoch": epoch,
         "train_loss": stats["train_loss"],
@@ -575,6 +858,8 @@ def train(
     resume_from: Path | None = None,
     predictions_dir: Path | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    expect_gpu: bool | None = None,
+    capabilities: DeviceCapabilities | None = None,
 ) -> TrialResult:
     """Train one trial, keep the best checkpoint, write its predictions; see the module doc.
 
@@ -583,6 +868,12 @@ def train(
     ``checkpoint_dir`` when a checkpoint was written that epoch. ``resume_from`` continues from
     a checkpoint folder written by an earlier call with the same config. ``on_batch(step,
     steps)`` is called after every training batch (progress bars).
+
+    ``expect_gpu`` says the trial was given a GPU (the search stage passes it; None: a GPU
+    named by ``CUDA_VISIBLE_DEVICES``, as Ray sets it, counts); with it, or with
+    ``train.device=cuda``, a CUDA that cannot be used raises :class:`GPUUnavailableError`
+    before any data is read, instead of training on the CPU. ``capabilities`` replaces
+    :func:`probe_capabilities` (tests).
     """
     from trainers.data import prepare_data
 
@@ -591,11 +882,13 @@ def train(
     trial_id = trial_id or _default_trial_id(trial, chash)
     ckpt_root = Path(out_dir) / "checkpoints"
     tc = trial.train
-    device = resolve_device(tc.device)
+    caps = capabilities or probe_capabilities()
+    expect = gpus_allotted() if expect_gpu is None else expect_gpu
+    device = resolve_device(tc.device, caps, expect_gpu=expect)
     with _runtime(tc.threads, tc.deterministic, device):
         seed_everything(trial.seed)
         data = prepare_data(trial.data, seed=trial.seed)
-        parts = _build_parts(trial, data, device)
+        parts = _build_parts(trial, data, device, caps)
         start, progress = (0, _Progress()) if resume_from is None else _resume(Path(resume_from), parts)
         for epoch in range(start + 1, tc.epochs + 1):
             metrics = _run_epoch(parts, epoch, trial.seed, tc.max_steps_per_epoch, on_batch)
@@ -617,7 +910,7 @@ def train(
             "epoch": progress.best_epoch,
         }
         pred_path, test_metrics = write_trial_predictions(
-            parts.model, parts.loaders, data, inputs=parts.inputs, amp_dtype=parts.amp_dtype,
+            parts.model, parts.loaders, data, inputs=parts.inputs,
             path=Path(predictions_dir or Path(out_dir) / "predictions") / f"{trial_id}.parquet",
             meta=meta, config_json=trial.model_dump_json(),
         )  # fmt: skip

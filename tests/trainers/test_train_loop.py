@@ -148,3 +148,84 @@ def test_selection_direction() -> None:
     assert _is_better(0.2, 0.3, "loss") and not _is_better(0.4, 0.3, "loss")
     assert _is_better(float("nan"), None, "wfs") and not _is_better(float("nan"), 0.1, "auc")
     assert _is_better(0.1, float("nan"), "auc")
+
+
+# ------------------------------------------------- precision of stored numbers, device aug
+
+
+def _fp32_logits(cfg: Any, checkpoint: Path, split: str, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """The best checkpoint's logits on ``split``, recomputed here (fp32 unless ``amp_dtype``)."""
+    from trainers.checkpoint import load_checkpoint
+    from trainers.data import prepare_data
+    from trainers.loop import predict
+    from trainers.models import model_data_config
+
+    data = prepare_data(cfg.data, seed=cfg.seed)
+    model = build_model(cfg.model, len(data.class_names), cfg.data.input_size)
+    load_checkpoint(checkpoint, model)
+    norm = model_data_config(cfg.model.backbone)
+    inputs = DeviceInputs(norm["mean"], norm["std"], torch.device("cpu"))
+    loader = data.loader(split, train=False, batch_size=16)
+    return predict(model, loader, inputs=inputs, amp_dtype=amp_dtype)[0]
+
+
+def test_stored_predictions_are_fp32_when_training_in_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainers.loop as loop
+
+    seen: list[tuple[Any, bool]] = []
+    real_predict = loop.predict
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((kwargs.get("amp_dtype"), torch.backends.cudnn.conv.fp32_precision))
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "predict", spy)
+    raw = {**RAW, "train": {**RAW["train"], "epochs": 1, "precision": "bf16"}}
+    cfg = load_config(raw)
+    result = train(cfg, out_dir=tmp_path)
+    # evaluation (1 epoch) and the three prediction splits: never autocast, never TF32
+    assert len(seen) == 4 and all(s == (None, "ieee") for s in seen), seen
+    frame = read_predictions(result.predictions_path).frame
+    stored = np.stack(frame.loc[frame["split"] == "test", "logits"].to_numpy())
+    want = _fp32_logits(cfg, result.checkpoint_dir, "test")
+    np.testing.assert_allclose(stored, want, rtol=0, atol=1e-5)
+    # the check can tell: the same network under bf16 autocast gives other numbers
+    bf16 = _fp32_logits(cfg, result.checkpoint_dir, "test", torch.bfloat16)
+    assert np.abs(bf16 - want).max() > 1e-4
+
+
+DEVICE_AUG: dict[str, Any] = {**RAW, "data": {**RAW["data"], "augment_on": "device", "augmentation": "strong"},
+                              "train": {**RAW["train"], "epochs": 2}}  # fmt: skip
+
+
+def test_device_augmentation_trains_repeatably_and_resumes(tmp_path: Path) -> None:
+    first: list[dict] = []
+    train(load_config(DEVICE_AUG), first.append, out_dir=tmp_path / "a")
+    again: list[dict] = []
+    train(load_config(DEVICE_AUG), again.append, out_dir=tmp_path / "b")
+    assert [r["train_loss"] for r in first] == [r["train_loss"] for r in again]
+    resumed: list[dict] = []
+    train(load_config(DEVICE_AUG), resumed.append, out_dir=tmp_path / "a",
+          resume_from=tmp_path / "a" / "checkpoints" / "epoch_0001")  # fmt: skip
+    assert [r["epoch"] for r in resumed] == [2]
+    assert resumed[0]["train_loss"] == first[1]["train_loss"]
+    # the same trial augmented in the loader trains on other images, so another loss
+    loader_cfg = {**DEVICE_AUG, "data": {**DEVICE_AUG["data"], "augment_on": "loader"}}
+    other: list[dict] = []
+    train(load_config(loader_cfg), other.append, out_dir=tmp_path / "c")
+    assert other[0]["train_loss"] != first[0]["train_loss"]
+
+
+def test_device_mode_loader_hands_out_plain_cache_slices(tmp_path: Path) -> None:
+    from trainers.data import prepare_data
+    from trainers.loop import build_loaders
+
+    cfg = load_config(DEVICE_AUG)
+    data = prepare_data(cfg.data, seed=cfg.seed)
+    loaders = build_loaders(data, batch_size=8, eval_batch_size=None, seed=0, num_workers=0,
+                            augment_on="device")  # fmt: skip
+    images, labels, rows = next(iter(loaders["train"]))
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32)
+    want = torch.stack([data.dataset(None)[int(r)][0] for r in rows])
+    assert torch.equal(images, want)  # un-augmented: the trainer augments on its device
+    assert labels.dtype == torch.int64 and rows.dtype == torch.int64
