@@ -62,6 +62,7 @@ class CheckReport:
     subject_source: str
     class_names: list[str]
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -83,6 +84,7 @@ class CheckReport:
         """``{"layout", "counts", "subjects", "problems": [{"path", "problem", "severity"}]}``."""
         return {
             "root": self.root,
+            "notes": self.notes,
             "layout": self.layout,
             "ok": self.ok,
             "class_names": self.class_names,
@@ -94,7 +96,8 @@ class CheckReport:
 
     def format_table(self) -> str:
         """A human-readable summary: counts per split and class, then every problem."""
-        lines = [f"dataset {self.root}", f"layout  {self.layout} (subjects: {self.subject_source})"]
+        lines = [f"note: {n}" for n in self.notes]
+        lines += [f"dataset {self.root}", f"layout  {self.layout} (subjects: {self.subject_source})"]
         columns = list(self.class_names)
         if any("unlabelled" in per_class for per_class in self.counts.values()):
             columns.append("unlabelled")
@@ -246,6 +249,41 @@ def _subject_problems(frame: pd.DataFrame) -> list[Problem]:
     return problems
 
 
+def _diagnosis_problems(frame: pd.DataFrame, layout: str) -> list[Problem]:
+    """A subject has one diagnosis: every labelled file of a subject must carry one class, and
+    in C-NMC the subject id must agree with it (``H<n>`` names a healthy subject, ``hem``).
+
+    The class comes from the file's folder (or the labels CSV), the subject from its name (or
+    the CSV), so a disagreement means one of them is wrong; training would learn from it and
+    the subject-level statistics would count one person under two diagnoses.
+    """
+    problems: list[Problem] = []
+    known = frame[frame["subject_id"].notna() & (frame["label"] >= 0)]
+    for subject, group in known.groupby("subject_id", sort=True):
+        classes = group["class_name"].value_counts()
+        if len(classes) > 1:
+            ranked = sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))
+            summary = ", ".join(f"{c} ({n} images)" for c, n in ranked)
+            for row in group[group["class_name"] != ranked[0][0]].sort_values("sample_id").itertuples():
+                problems.append(Problem(
+                    row.sample_id,
+                    f"subject {subject} has images of two classes: {summary}; a subject has one "
+                    f"diagnosis: fix this file's class ({row.class_name}) or its subject",
+                ))  # fmt: skip
+    if layout.startswith("cnmc"):
+        for row in known.sort_values("sample_id").itertuples():
+            healthy = str(row.subject_id).upper().startswith("H")
+            if healthy != (row.class_name == "hem"):
+                says = "a healthy subject (H prefix)" if healthy else "an ALL subject (no H prefix)"
+                problems.append(Problem(
+                    row.sample_id,
+                    f"subject id {row.subject_id} names {says}, but the file is labelled "
+                    f"{row.class_name!r}: C-NMC-2019 names healthy subjects H<n> and their cells "
+                    "hem; fix the file's class or its subject id",
+                ))  # fmt: skip
+    return problems
+
+
 def _empty_class_problems(manifest: Manifest) -> list[Problem]:
     problems = []
     labelled = manifest.frame[manifest.frame["label"] >= 0]
@@ -294,6 +332,7 @@ def check_manifest(manifest: Manifest) -> CheckReport:
     problems += _size_problems(frame)
     problems += _duplicate_problems(frame)
     problems += _subject_problems(frame)
+    problems += _diagnosis_problems(frame, manifest.layout)
     problems += _empty_class_problems(manifest)
     problems = _dedupe(problems)
     return CheckReport(
@@ -304,6 +343,7 @@ def check_manifest(manifest: Manifest) -> CheckReport:
         subject_source=manifest.subjects,
         class_names=list(manifest.class_names),
         problems=problems,
+        notes=list(manifest.notes),
     )
 
 

@@ -428,6 +428,8 @@ def prepare_data(data: DataConfig, seed: int, cache_root: Path | None = None) ->
     cache_dir = cache_root if cache_root is not None else data.cache_dir
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_root()
     manifest = read_manifest(root, layout)
+    for note in manifest.notes:  # e.g. the dataset one folder down, as an archive unzips
+        log.warning(note)
     frame = manifest.frame.reset_index(drop=True)
     problems = _file_errors(manifest, cache_dir if data.cache else None)
     if problems:

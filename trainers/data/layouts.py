@@ -110,6 +110,7 @@ class Manifest:
     subjects: str
     problems: list[Problem] = field(default_factory=list)
     root: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -688,13 +689,59 @@ def detect_layout(root: Path) -> str:
     )
 
 
+#: The folder each layout has at its root (imagefolder has none: any folder of classes).
+_MARKERS = {"cnmc-tcia": "C-NMC_training_data", "cnmc-kaggle": "training_data", "all4": "Original"}
+#: Folders an unzipped archive brings along that are not data (macOS resource forks).
+_ARCHIVE_NOISE = {"__MACOSX"}
+
+
+def _is_dataset(folder: Path, layout: str) -> bool:
+    if layout == "auto":
+        return bool(_looks_like(folder))
+    marker = _MARKERS.get(layout)
+    return marker is not None and (folder / marker).is_dir()
+
+
+def find_dataset_root(root: Path, layout: str = "auto") -> tuple[Path, str | None]:
+    """The dataset folder at ``root``, or one level down, and a note when it moved down.
+
+    An unzipped archive often holds one folder (Kaggle's C-NMC zip unpacks to
+    ``C-NMC_Leukemia/``); pointed at the folder that holds it, the dataset is that single
+    folder. ``__MACOSX`` and hidden folders do not count.
+
+    >>> find_dataset_root(Path("/nonexistent"))[1] is None
+    True
+    """
+    root = Path(root)
+    if not root.is_dir() or _is_dataset(root, layout):
+        return root, None
+    subdirs = [
+        c for c in root.iterdir() if c.is_dir() and not _is_hidden(c) and c.name not in _ARCHIVE_NOISE
+    ]
+    if len(subdirs) == 1 and _is_dataset(subdirs[0], layout):
+        inner = subdirs[0]
+        return inner, (
+            f"{str(root)!r} holds a single dataset folder; using {str(inner)!r} (set data.root "
+            "to it to silence this note)"
+        )
+    return root, None
+
+
 def read_manifest(root: Path, layout: str = "auto") -> Manifest:
-    """Read a dataset folder into a :class:`Manifest` (``layout="auto"`` detects it)."""
+    """Read a dataset folder into a :class:`Manifest` (``layout="auto"`` detects it).
+
+    A folder that holds a single dataset folder is read as that folder, and the manifest's
+    ``notes`` say so (:func:`find_dataset_root`).
+    """
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"dataset root {str(root)!r} is not a folder; point it at the dataset")
+    root, note = find_dataset_root(root, layout)
     name = detect_layout(root) if layout == "auto" else layout
-    return LAYOUTS.get(name)(root)
+    manifest = LAYOUTS.get(name)(root)
+    if note:
+        manifest.notes.append(note)
+    return manifest
 
 
 def manifest_hash(frame: pd.DataFrame) -> str:

@@ -243,3 +243,60 @@ def test_checking_reads_png_in_memory_not_via_extension(folder: Path) -> None:
     target.write_bytes(buf.getvalue())
     [(severity, text)] = _only(check_dataset(folder), _rel(folder, target))
     assert severity == "warning" and "content is JPEG" in text
+
+
+def test_subject_with_two_diagnoses(kaggle: Path) -> None:
+    """Folder and name agree, but the subject's other files say another class."""
+    source = _train_files(kaggle, fold=0, cls="all")[0]  # subject 1 (ALL) lives in fold 0
+    stray = kaggle / "training_data/fold_0/hem/UID_1_71_1_hem.bmp"
+    Image.open(source).rotate(90).save(stray, format="BMP")
+    report = check_dataset(kaggle)
+    problems = _only(report, _rel(kaggle, stray))
+    assert ("error", next(t for s, t in problems if "two classes" in t)) in problems
+    assert any("subject 1 has images of two classes" in t and "all (" in t for _, t in problems)
+    # the id has no H prefix, so it names an ALL subject: a second, independent disagreement
+    assert any("names an ALL subject" in t for _, t in problems)
+    assert {p.path for p in report.errors} == {_rel(kaggle, stray)}
+
+
+def test_healthy_subject_id_on_an_all_cell(kaggle: Path) -> None:
+    """Folder and name suffix agree (all), but the subject id says healthy (H prefix)."""
+    source = _train_files(kaggle, fold=1, cls="all")[0]
+    stray = kaggle / "training_data/fold_1/all/UID_H77_1_1_all.bmp"
+    Image.open(source).rotate(90).save(stray, format="BMP")
+    [(severity, text)] = _only(check_dataset(kaggle), _rel(kaggle, stray))
+    assert severity == "error" and "healthy subject (H prefix)" in text and "'all'" in text
+
+
+def test_prelim_csv_label_against_the_subjects_other_files(kaggle: Path) -> None:
+    """A CSV row whose label disagrees with its subject's other test images."""
+    labels = kaggle / "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
+    header, *rows = labels.read_text().splitlines()
+    patient, new_name, label = rows[0].split(",")
+    flipped = "0" if label == "1" else "1"
+    siblings = [r for r in rows[1:] if r.split(",")[0].split("_")[1] == patient.split("_")[1]]
+    assert siblings, "the synthetic test set has several cells per subject"
+    rows[0] = f"{patient},{new_name},{flipped}"
+    labels.write_text("\n".join([header, *rows]) + "\n")
+    problems = _only(check_dataset(kaggle), f"{PRELIM}/{new_name}")
+    texts = " | ".join(t for _, t in problems)
+    assert "has images of two classes" in texts, texts
+
+
+def test_a_folder_holding_one_dataset_folder_is_read_as_that_folder(
+    pristine: dict[str, Path], tmp_path: Path
+) -> None:
+    """The Kaggle archive unzips to C-NMC_Leukemia/ (macOS zips add __MACOSX/ beside it)."""
+    download = tmp_path / "download"
+    inner = Path(shutil.copytree(pristine["cnmc-kaggle"], download / "C-NMC_Leukemia"))
+    (download / "__MACOSX").mkdir()
+    for layout in ("auto", "cnmc-kaggle"):
+        report = check_dataset(download, layout)
+        assert report.ok and report.layout == "cnmc-kaggle"
+        assert report.root == str(inner.resolve())
+        [note] = report.notes
+        assert "single dataset folder" in note and str(inner) in note
+        assert report.format_table().startswith(f"note: {note}")
+    (download / "second").mkdir()  # two candidates: no guessing
+    with pytest.raises(Exception, match="cannot tell the layout"):
+        check_dataset(download)
