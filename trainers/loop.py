@@ -304,22 +304,15 @@ def exact_fp32() -> Iterator[None]:
     which moves probabilities by about 1e-3; stored predictions must match the exported
     model (1e-4), so they are computed with TF32 off. The caller's settings come back after.
     """
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    matmul = torch.backends.cuda.matmul
-    if conv is None or not hasattr(conv, "fp32_precision"):  # torch < 2.9: the legacy flags
-        old_flags = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = False, False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = old_flags
-        return
-    old = (conv.fp32_precision, matmul.fp32_precision)
-    conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+    # the legacy flags, not the per-operator ``fp32_precision`` API of torch >= 2.9: after
+    # setting the new one, reading ``cudnn.allow_tf32`` raises (mixed APIs), and libraries do
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    old = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32, matmul.allow_tf32 = False, False
     try:
         yield
     finally:
-        conv.fp32_precision, matmul.fp32_precision = old
+        cudnn.allow_tf32, matmul.allow_tf32 = old
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

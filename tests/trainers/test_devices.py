@@ -192,9 +192,13 @@ def test_augment_on_auto_is_device_on_cuda_and_loader_on_the_cpu() -> None:
 
 
 def test_exact_fp32_turns_tf32_off_and_restores_it() -> None:
-    conv = torch.backends.cudnn.conv
-    before = conv.fp32_precision
-    with exact_fp32():
-        assert conv.fp32_precision == "ieee"
-        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
-    assert conv.fp32_precision == before
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = True
+    try:
+        with exact_fp32():
+            assert not cudnn.allow_tf32 and not matmul.allow_tf32
+            assert cudnn.conv.fp32_precision != "tf32"
+        assert cudnn.allow_tf32 and cudnn.conv.fp32_precision == "tf32"
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before

@@ -176,7 +176,7 @@ def test_stored_predictions_are_fp32_when_training_in_bf16(tmp_path: Path, monke
     real_predict = loop.predict
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append((kwargs.get("amp_dtype"), torch.backends.cudnn.conv.fp32_precision))
+        seen.append((kwargs.get("amp_dtype"), torch.backends.cudnn.allow_tf32))
         return real_predict(*args, **kwargs)
 
     monkeypatch.setattr(loop, "predict", spy)
@@ -184,7 +184,7 @@ def test_stored_predictions_are_fp32_when_training_in_bf16(tmp_path: Path, monke
     cfg = load_config(raw)
     result = train(cfg, out_dir=tmp_path)
     # evaluation (1 epoch) and the three prediction splits: never autocast, never TF32
-    assert len(seen) == 4 and all(s == (None, "ieee") for s in seen), seen
+    assert len(seen) == 4 and all(s == (None, False) for s in seen), seen
     frame = read_predictions(result.predictions_path).frame
     stored = np.stack(frame.loc[frame["split"] == "test", "logits"].to_numpy())
     want = _fp32_logits(cfg, result.checkpoint_dir, "test")
