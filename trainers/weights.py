@@ -182,7 +182,7 @@ def _hf_offline() -> bool:
 def _fetch_hf(source: WeightSource, progress: bool) -> Path:
     """``hf_hub_download`` of the first file timm would use; HF_ENDPOINT read now."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     assert source.hf_repo is not None
     endpoint = os.environ.get("HF_ENDPOINT") or None
@@ -201,10 +201,10 @@ def _fetch_hf(source: WeightSource, progress: bool) -> Path:
                 cache_dir=str(hf_hub_cache()), endpoint=endpoint,
                 tqdm_class=None if progress else _silent_tqdm(),
             )
-        except EntryNotFoundError:  # timm then tries the next file (a .bin after .safetensors)
+        except RemoteEntryNotFoundError:  # timm then tries the next file (a .bin after .safetensors)
             missing.append(fname)
             continue
-        except LocalEntryNotFoundError as exc:  # no connection: huggingface_hub says so
+        except LocalEntryNotFoundError as exc:  # no connection (a subclass of EntryNotFoundError)
             raise WeightsFetchError(
                 f"{source.backbone}: cannot reach {where} to download {source.hf_repo}/{fname} "
                 f"({_first_line(exc)}); check the network, a proxy (HTTPS_PROXY) or HF_ENDPOINT"

@@ -14,6 +14,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: synthesise, check, build manifests.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+weights_app = typer.Typer(
+    help="ImageNet weights: fetch them into the caches timm reads (HF_HOME, TORCH_HOME), list them.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
