@@ -136,6 +136,20 @@ def _prepare_run(config: WenConfig, run: RunStorage, resume: bool, command: str)
     run.append_text("command.txt", command.rstrip("\n") + "\n")
 
 
+def _check_dataset(config: WenConfig, say: Callable[[str], None]) -> None:
+    """Check the config against the dataset on the driver (:mod:`search.preflight`)."""
+    from search.preflight import plan_dataset
+
+    plan = plan_dataset(config)
+    for note in plan.notes:
+        say(f"note: {note}")
+    if plan.problems:
+        raise SearchError(
+            "the search cannot start: the config does not fit the dataset:\n  - "
+            + "\n  - ".join(plan.problems)
+        )
+
+
 def _check_cluster(config: WenConfig, run: RunStorage) -> None:
     nodes = alive_nodes()
     problems = resource_problems(config.search.resources, config.train, nodes)
@@ -278,6 +292,7 @@ def run_search(
     import ray
 
     run = RunStorage.open(storage, name)
+    _check_dataset(config, say)
     _prepare_run(config, run, resume, command)
     say(f"run folder: {run.uri}")
     # Tune's new console output ignores a ProgressReporter; the classic table is concise

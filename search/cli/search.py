@@ -50,6 +50,13 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     from search.storage import resolve_storage
 
     typer.echo(f"run folder: {resolve_storage(storage).rstrip('/')}/{name}")
+    from search.preflight import plan_dataset
+
+    plan = plan_dataset(config)
+    for line in plan.lines():
+        typer.echo(line)
+    if plan.problems:
+        raise fail("the config does not fit the dataset:\n  - " + "\n  - ".join(plan.problems))
 
 
 def _load_smoke(config: Path, overrides: list[str] | None) -> object:
