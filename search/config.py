@@ -104,16 +104,21 @@ class ResourcesConfig(StrictModel):
     """Resources one trial asks Ray for."""
 
     cpus: float = Field(1.0, gt=0.0, description="CPUs per trial.")
-    gpus: float = Field(0.0, ge=0.0, description="GPUs per trial; fractions share a GPU.")
+    gpus: float = Field(
+        0.0,
+        ge=0.0,
+        description="GPUs per trial, at most 1 (a trial trains on one GPU); fractions share a GPU.",
+    )
     memory_gb: float | None = Field(None, gt=0.0, description="Memory per trial (GiB).")
 
     @model_validator(mode="after")
-    def _whole_gpus_above_one(self) -> ResourcesConfig:
-        # Ray shares a GPU only below 1; above 1 a trial needs whole devices
-        if self.gpus > 1 and not float(self.gpus).is_integer():
+    def _one_gpu_at_most(self) -> ResourcesConfig:
+        # the trainer runs on one device (cuda:0 of the GPUs Ray gives it): no data parallel
+        if self.gpus > 1:
             raise ValueError(
-                f"`gpus <= 1 or a whole number` must hold, got gpus={self.gpus}: "
-                "use a fraction below 1 to share a GPU, or a whole number of GPUs"
+                f"`gpus <= 1` must hold, got gpus={self.gpus:g}: a trial trains on one GPU "
+                "(no data-parallel training), so more would sit idle; use gpus: 1, or a "
+                "fraction below 1 (e.g. 0.25) to share one GPU between trials"
             )
         return self
 

@@ -118,6 +118,15 @@ def scheduler_problems(config: WenConfig) -> list[str]:
                 f"which needs a checkpoint there: train.checkpoint_every={every} must divide "
                 f"{cycle:g}; set train.checkpoint_every=1"
             )
+    folds = config.search.folds or []
+    if sched.name in ("asha", "hyperband") and len(folds) > 1:
+        problems.append(
+            f"search.scheduler.name={sched.name} stops trials one by one, but with search.folds="
+            f"{list(folds)} each configuration is one trial per fold, and the ensemble needs "
+            "every fold of a configuration (its out-of-fold predictions): a fold stopped alone "
+            "leaves its configuration incomplete. Use search.scheduler.name=fifo with folds, or "
+            "search one fold (search.folds=null, data.split.fold) with early stopping"
+        )
     if sched.name == "pbt":
         problems += _pbt_problems(config.search)
     return problems

@@ -58,6 +58,12 @@ BAD_CONFIGS: list[tuple[str, list[str], str, str]] = [
     ("bad-set-syntax", ["train.epochs"], "train.epochs", "expected KEY=VALUE"),
     ("too-few-synthetic-subjects", ["data.synthetic.subjects_per_class=3"], "data.synthetic",
      "raise subjects_per_class to 4"),
+    # the smoke search has search.folds=[0, 1]: ASHA would stop one fold of a configuration
+    ("asha-with-folds", ["search.scheduler.name=asha", "train.epochs=4"], "search.folds",
+     "leaves its configuration incomplete"),
+    ("hyperband-with-folds", ["search.scheduler.name=hyperband"], "search.folds",
+     "Use search.scheduler.name=fifo with folds"),
+    ("two-gpus-per-trial", ["search.resources.gpus=2"], "search.resources", "`gpus <= 1` must hold"),
 ]
 
 

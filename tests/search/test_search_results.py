@@ -108,8 +108,10 @@ def test_resource_checks_before_any_trial() -> None:
     assert resource_problems(ResourcesConfig(gpus=0.5), train, [cpu_node, gpu_node]) == []
     (msg,) = resource_problems(ResourcesConfig(), TrainConfig(device="cuda"), [gpu_node])
     assert "search.resources.gpus=0" in msg
-    with pytest.raises(ValueError, match="whole number"):
-        ResourcesConfig(gpus=1.5)
+    for gpus in (1.5, 2):  # one GPU per trial: the trainer uses one device, no data parallel
+        with pytest.raises(ValueError, match=r"`gpus <= 1` must hold.*no data-parallel"):
+            ResourcesConfig(gpus=gpus)
+    assert ResourcesConfig(gpus=1).gpus == 1
     assert "s3://" in unseen_storage_message("/data/runs/x", ["10.0.0.2 (abcd)"])
 
 
