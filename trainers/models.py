@@ -269,7 +269,7 @@ def _resolve_weights(name: str, pretrained_path: str | Path | None) -> Path:
     source = weight_source(name)
     found = source.cached() if source is not None else None
     if found is None:
-        where = "; ".join(source.places()) if source else "no pretrained weights are known to timm for this name"
+        where = "; ".join(source.places()) if source else "timm knows no pretrained weights for this name"
         raise PretrainedWeightsError(
             f"pretrained weights for {name} are not available offline (looked in: {where}), and "
             f"training never downloads. Either (1) download them once: `{fetch_command(name)}` "
@@ -310,7 +310,7 @@ def _timm_converted(name: str, path: Path, as_stored: list[str]) -> nn.Module:
 
     try:
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-    except Exception as exc:  # noqa: BLE001 - load_state_dict's RuntimeError, or any error of a filter_fn fed a foreign file
+    except Exception as exc:  # noqa: BLE001 - load_state_dict's RuntimeError, or a filter_fn's on a foreign file
         raise PretrainedWeightsError(
             f"weights in {path} do not fit {name}: {'; '.join(as_stored)}; timm's conversion for "
             f"{name} does not make them fit either ({_load_error_parts(exc)}); is the file for "

@@ -17,7 +17,8 @@ Training never downloads (:mod:`trainers.models` only ever hands timm an explici
 'url'
 >>> weight_source("test_resnet").hf_repo
 'timm/test_resnet.r160_in1k'
->>> backbones_needing_weights("resnet50", True, None, {"model.backbone": {"type": "grid", "values": ["vgg16", "resnet50"]}})
+>>> grid = {"model.backbone": {"type": "grid", "values": ["vgg16", "resnet50"]}}
+>>> backbones_needing_weights("densenet121", True, None, grid)
 ['vgg16', 'resnet50']
 """
 

@@ -52,7 +52,8 @@ def test_fetch_a_config_then_list_it_and_train_from_it(
         resnet = pretrained_tensors("test_resnet", seed=21)
         hub.add_hf_file("timm/test_resnet.r160_in1k", "model.safetensors", resnet)
         xception = pretrained_tensors("legacy_xception", seed=22)
-        point_weights_url(monkeypatch, "legacy_xception", hub.add_url_file(f"/files/{XCEPTION_FILE}", xception))
+        url = hub.add_url_file(f"/files/{XCEPTION_FILE}", xception)
+        point_weights_url(monkeypatch, "legacy_xception", url)
 
         before = runner.invoke(app, ["weights", "list", str(config)])
         assert before.exit_code == 1, before.output
