@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test test-fast bench clean
+.PHONY: venv system-deps demo test test-fast bench gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-fast: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The GPU correctness and speed check (benchmarks/bench_gpu.py, at most 8 minutes on one GPU);
+# without a GPU it runs its CPU parts and says what it skipped.
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
