@@ -62,24 +62,47 @@ def study_setting() -> tuple[list[str], int, int]:
 # ------------------------------------------------------------------ (a) the study backbones
 
 
-def _timed(step: Any, repeats: int, device: Any) -> float:
-    """Median seconds of ``step()`` after two warm-up calls (allocator, cuDNN plans)."""
+def _sync(device: Any) -> None:
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_gib(device: Any) -> float:
+    """Peak allocated GPU memory since the last reset (NaN off CUDA)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def _reset_peak(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _timed(step: Any, repeats: int, device: Any) -> float:
+    """Median seconds of ``step()`` after two warm-up calls (allocator, cuDNN plans)."""
     for _ in range(2):
         step()
-    torch.cuda.synchronize(device)
+    _sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
-        torch.cuda.synchronize(device)
+        _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def _backbone(name: str, size: int, batch: int, caps: Any, device: Any) -> list[dict[str, Any]]:
-    """Training and inference images/s and peak memory of ``name`` as a trial runs it."""
+def _backbone(
+    name: str, size: int, batch: int, caps: Any, device: Any, repeats: int = 8
+) -> list[dict[str, Any]]:
+    """Training and inference images/s and peak memory of ``name`` as a trial runs it (on any
+    device: the test runs it on the CPU with a tiny network)."""
     import torch
 
     from trainers.config import ModelConfig, TrainConfig
@@ -113,9 +136,9 @@ def _backbone(name: str, size: int, batch: int, caps: Any, device: Any) -> list[
                 optimizer.step()
 
         model.train()
-        torch.cuda.reset_peak_memory_stats(device)
-        train_s = _timed(train_step, 8, device)
-        train_mem = torch.cuda.max_memory_allocated(device) / 2**30
+        _reset_peak(device)
+        train_s = _timed(train_step, repeats, device)
+        train_mem = _peak_gib(device)
         del optimizer
         eval_images = torch.cat([images, images])
 
@@ -124,13 +147,12 @@ def _backbone(name: str, size: int, batch: int, caps: Any, device: Any) -> list[
                 model(inputs(eval_images))
 
         model.eval()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        infer_s = _timed(infer_step, 8, device)
-        infer_mem = torch.cuda.max_memory_allocated(device) / 2**30
+        _reset_peak(device)
+        infer_s = _timed(infer_step, repeats, device)
+        infer_mem = _peak_gib(device)
     setting = f"{size} px, {amp} autocast, channels-last"
     del model
-    torch.cuda.empty_cache()
+    _reset_peak(device)
     return [
         _row(f"{name} training", batch / train_s, "img/s", f"batch {batch}, {setting}, Adamax"),
         _row(f"{name} training peak memory", train_mem, "GiB", "torch.cuda.max_memory_allocated"),
@@ -155,15 +177,11 @@ def backbones(caps: Any) -> list[dict[str, Any]]:
 # -------------------------------------------------------------- (b) four trials on one GPU
 
 
-def shared_gpu_search(caps: Any, tmp: Path) -> list[dict[str, Any]]:
-    """(b): four 0.25-GPU trials of a tiny search on one GPU, or a row saying it was skipped."""
-    if not caps.cuda_available:
-        return [_skipped("4 trials x 0.25 GPU in one Ray search", caps)]
-    import ray
+def _shared_search_config(tmp: Path) -> Any:
+    """configs/smoke.yaml as 4 grid trials of resnet18, each 0.25 GPU with train.device=cuda."""
+    from search.run import load_search_config
 
-    from search.run import load_search_config, run_search
-
-    config = load_search_config(str(REPO / "configs" / "smoke.yaml"), [
+    return load_search_config(str(REPO / "configs" / "smoke.yaml"), [
         "data.synthetic.subjects_per_class=4", "data.synthetic.cells_per_subject=24",
         "data.synthetic.size=96", "data.input_size=64", "data.batch_size=32",
         f"data.synthetic_dir={tmp / 'search-data'}", f"data.cache_dir={tmp / 'cache'}",
@@ -172,6 +190,17 @@ def shared_gpu_search(caps: Any, tmp: Path) -> list[dict[str, Any]]:
         "search.space={optim.lr: {type: grid, values: [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3]}}",
         "search.resources.cpus=1", "search.resources.gpus=0.25", "search.report_every_s=60",
     ])  # fmt: skip
+
+
+def shared_gpu_search(caps: Any, tmp: Path) -> list[dict[str, Any]]:
+    """(b): four 0.25-GPU trials of a tiny search on one GPU, or a row saying it was skipped."""
+    if not caps.cuda_available:
+        return [_skipped("4 trials x 0.25 GPU in one Ray search", caps)]
+    import ray
+
+    from search.run import run_search
+
+    config = _shared_search_config(tmp)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         outcome = run_search(config, storage=str(tmp / "runs"), name="gpu-share",

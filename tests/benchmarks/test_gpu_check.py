@@ -50,3 +50,31 @@ def test_gpu_check_runs_the_cpu_parts_and_reports_what_it_skipped(tmp_path: Path
     assert all(math.isnan(r["value"]) for r in skipped.values())
     assert "torch built for CUDA" in next(iter(skipped.values()))["note"]  # says why
     assert "skipped: no usable CUDA device" in proc.stdout  # the printed table says so too
+
+
+def test_backbone_measurement_runs_as_a_trial_would() -> None:
+    """The GPU part (a)'s code on the CPU with a tiny network: rows and figures come out."""
+    import torch
+
+    from benchmarks.bench_gpu import _backbone, study_setting
+    from trainers.loop import DeviceCapabilities
+
+    rows = _backbone("test_resnet", 32, 4, DeviceCapabilities(False), torch.device("cpu"), repeats=2)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["gpu: test_resnet training"]["value"] > 0
+    assert by_name["gpu: test_resnet inference"]["value"] > 0
+    assert math.isnan(by_name["gpu: test_resnet training peak memory"]["value"])  # CPU: no CUDA
+    names, size, batch = study_setting()
+    assert names == ["vgg16", "legacy_xception", "mobilenetv1_100", "inception_resnet_v2",
+                     "densenet121"] and size == 300 and batch == 32  # fmt: skip
+
+
+def test_shared_gpu_search_config_is_valid(tmp_path: Path) -> None:
+    """Part (b)'s overrides make a valid search of 4 trials, each 0.25 GPU, on CUDA."""
+    from search.space import grid_points
+
+    from benchmarks.bench_gpu import _shared_search_config
+
+    config = _shared_search_config(tmp_path)
+    assert config.search.resources.gpus == 0.25 and config.train.device == "cuda"
+    assert len(grid_points(config.search)) * len(config.search.folds) == 4

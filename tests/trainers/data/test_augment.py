@@ -91,3 +91,28 @@ def test_unknown_name_lists_valid_names() -> None:
     assert "'papr'" in msg and "data.augmentation" in msg
     for name in PRESETS:
         assert name in msg
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_per_image_pipeline_reads_the_preset_spec(name: str) -> None:
+    from torchvision.transforms import v2
+
+    from trainers.data.augment import preset_spec
+
+    spec = preset_spec(name)
+    steps = {type(t).__name__: t for t in create_augmentation(name, 32).transforms}
+    flips = [steps.get("RandomHorizontalFlip"), steps.get("RandomVerticalFlip")]
+    assert [f.p if f else 0.0 for f in flips] == [spec.hflip, spec.vflip]
+    affine = steps.get("RandomAffine")
+    assert (affine is not None) == spec.affine
+    if affine is not None:
+        assert list(affine.degrees) == [-spec.degrees, spec.degrees]
+        assert tuple(affine.scale) == spec.scale
+        assert affine.translate == ((spec.translate,) * 2 if spec.translate else None)
+    jitter = steps.get("ColorJitter")
+    assert (jitter is not None) == spec.colour
+    if jitter is not None and spec.contrast:
+        assert tuple(jitter.contrast) == pytest.approx((1 - spec.contrast, 1 + spec.contrast))
+    erase = steps.get("RandomErasing")
+    assert (erase.p if erase else 0.0) == spec.erase_p
+    assert isinstance(create_augmentation(name, 32), v2.Compose)
