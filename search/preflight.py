@@ -1,4 +1,5 @@
-"""What can be checked against the dataset is checked on the driver, before any trial starts.
+"""What can be checked against the dataset (and the weight caches) is checked on the driver,
+before any trial starts.
 
 A config can be valid and still not fit its data: ``search.folds=[0, 7]`` on a dataset with
 three folds, a class weight list of the wrong length, a fold whose validation split holds no
@@ -6,7 +7,9 @@ subject of a class. Each trial would find out on its own, one after the other; t
 reads the dataset once and says it all before Ray runs anything (and ``--dry-run`` prints it).
 
 The backbones' minimum input sizes are checked when the config loads, for every value the
-search space can pick (``search.space.space_value_problems``).
+search space can pick (``search.space.space_value_problems``); the ImageNet weights of every
+backbone the space can pick are looked for in the local caches here too
+(``trainers.weights.missing_weight_problems``), since training never downloads.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ def plan_dataset(config: WenConfig) -> DatasetPlan:
     dataset folder one level down (an unzipped archive), saying so in ``notes``."""
     from trainers.data.layouts import LayoutError, find_dataset_root, read_manifest
     from trainers.data.synth import ensure_synthetic
+    from trainers.weights import missing_weight_problems
 
     data = config.data
     notes: list[str] = []
@@ -132,12 +136,14 @@ def plan_dataset(config: WenConfig) -> DatasetPlan:
         if note:
             notes.append(note)
             config.data.root = root  # the trials read the folder the driver checked
+    weights = missing_weight_problems(config)
     try:
         manifest = read_manifest(root, layout)
     except LayoutError as err:
-        return DatasetPlan(str(root), layout, [], problems=[f"data.root: {err}"], notes=notes)
+        problems = [f"data.root: {err}", *weights]
+        return DatasetPlan(str(root), layout, [], problems=problems, notes=notes)
     names = list(manifest.class_names)
-    plan = DatasetPlan(manifest.root, manifest.layout, names, notes=notes)
+    plan = DatasetPlan(manifest.root, manifest.layout, names, problems=weights, notes=notes)
     plan.problems += _class_problems(config, names)
     labelled = manifest.frame[manifest.frame["label"] >= 0]
     if not len(labelled):

@@ -37,6 +37,7 @@ RESULT_COLUMNS = [
     "node_ip",
     "node_id",
     "predictions",
+    "init_weights",
     "error",
 ]
 _METRICS = ["val_wfs", "val_acc", "val_ba", "val_auc", "val_kappa", "val_f1", "val_loss", "train_loss"]
@@ -83,6 +84,7 @@ def _trial_row(result: Any, config: WenConfig, run: RunStorage | None) -> dict[s
         "node_ip": last.get("node_ip"),
         "node_id": last.get("node_id"),
         "predictions": None,
+        "init_weights": last.get("init_weights"),
         "error": _short_error(result.error),
     }
     if run is not None and trial_id and run.exists(f"predictions/{trial_id}.parquet"):

@@ -145,7 +145,8 @@ def _check_dataset(config: WenConfig, say: Callable[[str], None]) -> None:
         say(f"note: {note}")
     if plan.problems:
         raise SearchError(
-            "the search cannot start: the config does not fit the dataset:\n  - "
+            "the search cannot start: the config does not fit the dataset or the weight "
+            "caches:\n  - "
             + "\n  - ".join(plan.problems)
         )
 

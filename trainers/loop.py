@@ -887,6 +887,8 @@ def train(
             metrics = _run_epoch(parts, epoch, trial.seed, tc.max_steps_per_epoch, on_batch)
             _select(progress, metrics, tc.select_metric)
             metrics["best_epoch"] = progress.best_epoch
+            # which tensors the trial fine-tunes: the pretrained file, or a random start
+            metrics["init_weights"] = getattr(parts.model, "init_weights", None) or "random"
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or progress.best_epoch == epoch:
                 path = _checkpoint(parts, ckpt_root, metrics, progress, tc.keep_checkpoints)
                 metrics["checkpoint_dir"] = str(path)

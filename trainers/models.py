@@ -53,7 +53,11 @@ class PretrainedWeightsError(RuntimeError):
 
 
 class Classifier(nn.Module):
-    """``head(backbone(x))``; ``backbone`` returns pooled features of size ``num_features``."""
+    """``head(backbone(x))``; ``backbone`` returns pooled features of size ``num_features``.
+
+    ``init_weights`` is the file the backbone's weights started from (None: random
+    initialisation), so a trial can say which pretrained tensors it fine-tuned.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, num_features: int, name: str) -> None:
         super().__init__()
@@ -61,6 +65,7 @@ class Classifier(nn.Module):
         self.head = head
         self.num_features = num_features
         self.name = name
+        self.init_weights: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -382,18 +387,22 @@ def create_model(
         if pretrained or pretrained_path is not None:
             weights = _resolve_weights(name, pretrained_path)
             _load_backbone_weights(model.backbone, weights, name, classifier=None)
+            model.init_weights = str(weights)
         return model
     problem = _unknown_name_problem(name)
     if problem:
         raise ValueError(problem)
     import timm
 
-    if pretrained or pretrained_path:
-        backbone = _pretrained_backbone(name, _resolve_weights(name, pretrained_path))
+    weights = _resolve_weights(name, pretrained_path) if (pretrained or pretrained_path) else None
+    if weights is not None:
+        backbone = _pretrained_backbone(name, weights)
     else:
         backbone = timm.create_model(name, pretrained=False, num_classes=0)
     width = _feature_size(backbone)
-    return Classifier(backbone, head_factory(width, num_classes, head_hidden, dropout), width, name)
+    model = Classifier(backbone, head_factory(width, num_classes, head_hidden, dropout), width, name)
+    model.init_weights = str(weights) if weights is not None else None
+    return model
 
 
 # --------------------------------------------------------------------------- input checks

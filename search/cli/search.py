@@ -56,7 +56,10 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     for line in plan.lines():
         typer.echo(line)
     if plan.problems:
-        raise fail("the config does not fit the dataset:\n  - " + "\n  - ".join(plan.problems))
+        raise fail(
+            "the config does not fit the dataset or the weight caches:\n  - "
+            + "\n  - ".join(plan.problems)
+        )
 
 
 def _load_smoke(config: Path, overrides: list[str] | None) -> object:

@@ -45,7 +45,7 @@ def test_folds_the_dataset_lacks_stop_the_dry_run(kaggle: Path, tmp_path: Path) 
 def test_the_search_refuses_before_ray_starts(kaggle: Path, tmp_path: Path) -> None:
     config = load_search_config(str(SMOKE), [f"data.root={kaggle}", "data.synthetic=null",
                                              "search.folds=[0, 7]"])  # fmt: skip
-    with pytest.raises(SearchError, match=r"does not fit the dataset:\n  - search.folds=7"):
+    with pytest.raises(SearchError, match=r"does not fit the dataset or the weight caches:\n  - search.folds=7"):
         run_search(config, storage=str(tmp_path), name="x", say=lambda _: None)
     assert not (tmp_path / "x").exists()  # no run folder, no Ray
 
@@ -74,3 +74,23 @@ def test_a_download_folder_holding_the_dataset_is_used_one_level_down(kaggle: Pa
     config = load_search_config(str(SMOKE), [f"data.root={download}", "data.synthetic=null"])
     plan = plan_dataset(config)
     assert not plan.problems and config.data.root == download / "C-NMC_Leukemia"
+
+
+def test_a_backbone_without_cached_weights_stops_the_search_before_any_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub_cache import cache_env, lay_out_cached_weights
+
+    hf, th = tmp_path / "hf", tmp_path / "torch"
+    lay_out_cached_weights("test_resnet", hf, th)  # test_efficientnet's weights are missing
+    for key, value in cache_env(hf, th).items():
+        monkeypatch.setenv(key, value)
+    config = load_search_config(str(SMOKE), ["model.pretrained=true"])
+    with pytest.raises(SearchError) as caught:
+        run_search(config, storage=str(tmp_path / "runs"), name="w", say=lambda _: None)
+    text = str(caught.value)
+    assert "model.backbone=test_efficientnet" in text and "wen weights fetch test_efficientnet" in text
+    assert "test_resnet" not in text.replace("test_resnet.", "")  # the cached one is not named
+    assert not (tmp_path / "runs" / "w").exists()
+    result = runner.invoke(app, ["search", str(SMOKE), "--dry-run", "--set", "model.pretrained=true"])
+    assert result.exit_code == 2 and "wen weights fetch test_efficientnet" in result.output
