@@ -266,7 +266,7 @@ def augmentation(caps: Any, tmp: Path) -> list[dict[str, Any]]:
     gpu = caps.cuda_available
     _, study_size, batch = study_setting()
     size, input_size, batches, workers = ((450, study_size, 20, min(4, os.cpu_count() or 1))
-                                          if gpu else (64, 64, 6, 0))  # fmt: skip
+                                          if gpu else (64, 64, 12, 0))  # fmt: skip
     cells = 40 if gpu else 8
     batch = batch if gpu else 16
     device = torch.device("cuda" if gpu else "cpu")
