@@ -19,7 +19,7 @@ With a CUDA device it measures and checks, in this order:
     exported to ONNX (the graph ``wen export`` writes: ``ensemble._graph`` + its exporter) and
     run by onnxruntime on the same images; max |probability difference| <= 1e-4.
 
-Without a GPU it runs (c) and (d) on the CPU at tiny sizes (about 20 s on 2 cores; (d) trains
+Without a GPU it runs (c) and (d) on the CPU at tiny sizes (20-30 s on 2 cores; (d) trains
 under bf16 autocast on the CPU, so the fp32 predictions are still checked)
 and gives (a) and (b) one row each saying they were skipped and why, so CI keeps this module
 working. A failed check is a row whose name ends in ``FAILED`` (the runner then exits 1).
