@@ -6,13 +6,13 @@ On the same synthetic 450x450 BMP images (2,000; 300 with ``WEN_BENCH_QUICK=1``)
 (a) decode each file, centre-crop 450 -> 300 and resize to 224 (``preprocess_image``), then
     apply the ``paper`` augmentation - what a loader without a cache does every epoch;
 (b) read the same image from the ``DecodedStore`` memory map, then the same augmentation;
-(c) what a trial does by default (``data.augment_on: auto``): read batches of 32 from the
-    cache and apply ``paper`` to each whole batch (``trainers.data.batch_augment``), here on
-    the CPU, the training device of this machine.
+(c) what a trial does on a GPU (``data.augment_on: auto`` -> ``device``): read batches of 32
+    from the cache and apply ``paper`` to each whole batch (``trainers.data.batch_augment``,
+    Kornia), here on the CPU; on the CPU ``auto`` augments per image in the loader, as (b).
 
 Both go through the project's own dataset class (``PreparedData.dataset``) so the figures
 include its per-sample overhead (seeded augmentation). The target is (b)/(a) >= 10x; (c)/(a) is
-the same comparison for the trainer's default path. The pair (a), (b) is also timed without
+the same comparison for the GPU default path. The pair (a), (b) is also timed without
 augmentation, to show what the cache itself saves.
 
 Loading's share of a trial's step: one training step (forward + backward + Adamax step) of
@@ -160,9 +160,9 @@ def run() -> list[dict[str, Any]]:
         {"name": "loading: speed-up (b)/(a)", "value": b / a, "unit": "x", "target": ">= 10",
          "note": "both with the paper augmentation, which dominates (b)"},
         {"name": "loading: cache read+paper on batches (c)", "value": c, "unit": "img/s",
-         "target": "", "note": f"batches of {BATCH}, trainers.data.batch_augment (the default)"},
+         "target": "", "note": f"batches of {BATCH}, trainers.data.batch_augment (data.augment_on: device)"},
         {"name": "loading: speed-up (c)/(a)", "value": c / a, "unit": "x", "target": ">= 10",
-         "note": "the trainer's default path against decoding and augmenting per image"},
+         "note": "the GPU default path against decoding and augmenting per image"},
         {"name": "loading: decode+crop only", "value": a_raw, "unit": "img/s", "target": "",
          "note": "no augmentation"},
         {"name": "loading: cache read only", "value": b_raw, "unit": "img/s", "target": "",

@@ -35,13 +35,15 @@ class FoldPlan:
     subjects: dict[str, dict[str, int]]
 
     def line(self) -> str:
+        with_subjects = any(n for per_class in self.subjects.values() for n in per_class.values())
         parts = []
         for split in _SPLITS:
             imgs = self.images.get(split, {})
             subs = self.subjects.get(split, {})
-            per_class = ", ".join(f"{c} {imgs[c]}/{subs.get(c, 0)}" for c in imgs)
-            parts.append(f"{split}: {per_class or 'empty'}")
-        return f"fold {self.fold}: " + "; ".join(parts) + " (images/subjects per class)"
+            shown = [f"{c} {n}/{subs.get(c, 0)}" if with_subjects else f"{c} {n}" for c, n in imgs.items()]
+            parts.append(f"{split}: {', '.join(shown) or 'empty'}")
+        unit = "images/subjects per class" if with_subjects else "images per class; no subject ids"
+        return f"fold {self.fold}: " + "; ".join(parts) + f" ({unit})"
 
 
 @dataclass
@@ -57,7 +59,8 @@ class DatasetPlan:
 
     def lines(self) -> list[str]:
         out = [f"note: {n}" for n in self.notes]
-        out.append(f"dataset: {self.root} ({self.layout}; classes {', '.join(self.class_names)})")
+        classes = f"; classes {', '.join(self.class_names)}" if self.class_names else ""
+        out.append(f"dataset: {self.root} ({self.layout}{classes})")
         out += ["  " + f.line() for f in self.folds]
         return out
 

@@ -296,6 +296,8 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
 
     from ray import tune
 
+    import ray
+
     # one INFO line per persisted checkpoint would drown the live table
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     fn = train_fn or resolve_train_fn(spec.train_fn)
@@ -331,6 +333,9 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
             final_epoch=config.train.epochs,
             scratch=scratch,
         )
+        # Ray gave this trial GPUs: the trainer must use one or fail saying why, never
+        # train on the CPU (CUDA_VISIBLE_DEVICES says the same unless Ray was told not to set it)
+        gpu = {"expect_gpu": True} if ray.get_gpu_ids() else {}
         try:
             result = fn(
                 config,
@@ -339,6 +344,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
                 trial_id=trial_id,
                 resume_from=resume_from,
                 predictions_dir=predictions_dir,
+                **gpu,
             )
         finally:
             reporter.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from search.cli import app
@@ -50,7 +51,7 @@ def test_preset_validates_unchanged(name: str, data_folders: Path) -> None:
     config = load_config(_preset(name), model=WenConfig)  # registries and searched values too
     assert isinstance(config, WenConfig)
     folder, layout, trials = PRESETS[name]
-    assert config.data.root == Path(folder) and config.data.layout == layout
+    assert config.data.root == Path(folder).absolute() and config.data.layout == layout
     assert count_trials(config.search) == trials
     text = _preset(name).read_text()
     # the header says what data it expects, how to check it, how to run it, and what smoke does
@@ -96,10 +97,21 @@ def test_preset_study_settings() -> None:
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_dry_run(name: str, data_folders: Path) -> None:
+    """The plan is printed; then, on empty data folders and empty weight caches, the dry run
+    names the missing dataset and every backbone without weights (a full run with both
+    present: tests/search/test_preset_rehearsal.py)."""
     result = runner.invoke(app, ["search", str(_preset(name)), "--dry-run", "--storage", "runs"])
-    assert result.exit_code == 0, result.output
-    assert f"trials: {PRESETS[name][2]}" in result.output
-    assert "each trial needs: 4 CPU, 1 GPU" in result.output
+    out = " ".join(result.output.split())
+    assert f"trials: {PRESETS[name][2]}" in out
+    assert "each trial needs: 4 CPU, 1 GPU" in out
+    assert result.exit_code == 2, result.output
+    assert "does not fit the dataset" in out and "is missing; this layout expects" in out
+    raw = yaml.safe_load(_preset(name).read_text())
+    if raw["model"]["pretrained"]:
+        for backbone in raw["search"]["space"]["model.backbone"]["values"]:
+            assert f"wen weights fetch {backbone}" in out, backbone
+    else:
+        assert "wen weights fetch" not in out
     assert not Path("runs").exists()
 
 
@@ -110,14 +122,16 @@ def test_preset_smoke_dry_run_needs_no_data(name: str, tmp_path: Path, monkeypat
     assert result.exit_code == 0, result.output
     assert "SMOKE MODE" in result.output
     assert "each trial needs: 1 CPU, 0 GPU" in result.output
-    assert f"run folder: runs/{name}-smoke" in result.output
+    assert f"run folder: {tmp_path}/runs/{name}-smoke" in result.output
 
 
 def test_without_data_the_real_preset_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["search", str(_preset("mondal2021")), "--dry-run"])
     assert result.exit_code == 2
-    assert "data.root: folder 'data/C-NMC_Leukemia' does not exist" in result.output
+    out = " ".join(result.output.split())
+    assert f"data.root: folder '{tmp_path}/data/C-NMC_Leukemia' does not exist" in out
+    assert f"relative paths are taken from the folder wen runs in, {tmp_path}" in out
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -175,12 +189,13 @@ def test_smoke_asha_rungs_fall_on_whole_cycles() -> None:
     assert smoke.search.scheduler.name == "asha" and smoke.schedule.half_cycle_epochs == 0.5
 
 
-def test_augmentation_registries_agree() -> None:
+def test_every_preset_augmentation_is_registered() -> None:
+    # both augmentation paths read one registry (tests/trainers/data/test_augment_paths.py)
     from trainers.data.augment import AUGMENTATIONS
-    from trainers.data.batch_augment import BATCH_AUGMENTATIONS
 
-    assert AUGMENTATIONS.names() == BATCH_AUGMENTATIONS.names()
-    assert "alim2024" in AUGMENTATIONS.names()
+    for name in ("mondal2021", "fata2023", "jawahar2022", "alim2024"):
+        raw = yaml.safe_load(_preset(name).read_text())
+        assert raw["data"]["augmentation"] in AUGMENTATIONS.names(), name
 
 
 def test_unknown_preset_file_fails_clearly() -> None:
