@@ -133,13 +133,32 @@ def test_kuberay_entrypoint_parses_with_the_wen_cli() -> None:
 
 
 def test_kuberay_entrypoint_dry_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole entrypoint against the real preset; the dataset lives on the cluster, so an
-    empty folder stands in for data.root."""
+    """The whole entrypoint against the real preset, with the pods' cache variables. The
+    dataset and the weights live on the cluster's volume: a generated C-NMC tree stands in for
+    the data, and the empty weight caches must be named backbone by backbone."""
+    from trainers.data.synth import synthesize
+
     argv = _entrypoint()
+    cluster = _kuberay()["RayCluster"]
+    containers = [cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0],
+                  *(g["template"]["spec"]["containers"][0] for g in cluster["spec"]["workerGroupSpecs"])]  # fmt: skip
+    for container in containers:
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["HF_HOME"].startswith("/home/ray/wen-search/data/"), env  # on the volume
+        assert env["TORCH_HOME"].startswith("/home/ray/wen-search/data/"), env
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "weights" / Path(env["HF_HOME"]).name))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "weights" / Path(env["TORCH_HOME"]).name))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    root = synthesize(tmp_path / "C-NMC_Leukemia", "cnmc-kaggle", 4, 2, 32, seed=0)
     monkeypatch.chdir(REPO)
-    result = CliRunner().invoke(app, [*argv[1:], "--dry-run", "--set", f"data.root={tmp_path}"])
-    assert result.exit_code == 0, result.output
-    assert "run folder: s3://" in result.output
+    result = CliRunner().invoke(app, [*argv[1:], "--dry-run", "--set", f"data.root={root}"])
+    out = " ".join(result.output.split())
+    assert "run folder: s3://" in out and f"dataset: {root} (cnmc-kaggle; classes hem, all)" in out
+    assert result.exit_code == 2, result.output
+    for backbone in ("vgg16", "legacy_xception", "mobilenetv1_100", "inception_resnet_v2", "densenet121"):
+        assert f"wen weights fetch {backbone}" in out, backbone
+    assert str(tmp_path / "weights" / "huggingface") in out
 
 
 def test_dockerfile_copies_only_existing_paths() -> None:
