@@ -272,6 +272,13 @@ class ModelConfig(StrictModel):
     head_hidden: int = Field(512, ge=1, description="Hidden units of dense heads.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the last layer.")
     pretrained: bool = Field(False, description="Start from ImageNet weights (offline).")
+    pre_logits: bool = Field(
+        True,
+        description="Keep the backbone's pre-logits layers where timm has them (VGG: fc6/fc7, "
+        "a 4096-wide MLP, pretrained). false pools the last convolutional features instead "
+        "(VGG-16: 512), as Keras' networks without their top do (the main study); backbones "
+        "without pre-logits layers are unchanged.",
+    )
     pretrained_path: LocalPath | None = Field(
         None, description="A safetensors or timm checkpoint file with the backbone's weights."
     )

@@ -422,6 +422,7 @@ def build_model(model: ModelConfig, num_classes: int, input_size: int) -> nn.Mod
         dropout=model.dropout,
         pretrained=model.pretrained,
         pretrained_path=model.pretrained_path,
+        pre_logits=model.pre_logits,
     )
 
 

@@ -348,6 +348,22 @@ def _pretrained_backbone(name: str, path: Path) -> nn.Module:
 # ------------------------------------------------------------------------------ factories
 
 
+def drop_pre_logits(backbone: nn.Module) -> bool:
+    """Replace a timm backbone's ``pre_logits`` block by the identity; True when it had one.
+
+    timm's VGG applies fc6/fc7 (a ``ConvMlp``: 7x7 conv to 4096, then 1x1 to 4096) before its
+    global pool; without them the pool sees the 512 channels of the last convolution, the
+    features Keras' ``VGG16(include_top=False, pooling="avg")`` returns.
+    """
+    block = getattr(backbone, "pre_logits", None)
+    if not isinstance(block, nn.Module) or not any(True for _ in block.parameters()):
+        return False
+    backbone.pre_logits = nn.Identity()
+    if hasattr(backbone, "head_hidden_size"):
+        backbone.head_hidden_size = backbone.num_features  # the pooled width is now this
+    return True
+
+
 def _feature_size(backbone: nn.Module) -> int:
     # timm: head_hidden_size is the pooled output width when num_classes=0 (VGG: 4096, not 512)
     size = getattr(backbone, "head_hidden_size", None) or getattr(backbone, "num_features", None)
@@ -365,8 +381,13 @@ def create_model(
     dropout: float = 0.0,
     pretrained: bool = False,
     pretrained_path: str | Path | None = None,
+    pre_logits: bool = True,
 ) -> Classifier:
     """A :class:`Classifier`: timm backbone ``name`` (``num_classes=0``) plus head ``head``.
+
+    ``pre_logits=False`` removes the backbone's pre-logits layers where timm has them (VGG's
+    fc6/fc7 ``ConvMlp``), so the head sees the pooled last convolutional features, as a Keras
+    network built with ``include_top=False, pooling="avg"`` gives them (:func:`drop_pre_logits`).
 
     ``name="alnet"`` builds ALNet from its layer table, head included (``head`` must stay
     ``linear``; ``dropout`` is ALNet's dropout). ``pretrained`` loads weights from the local
@@ -399,6 +420,8 @@ def create_model(
         backbone = _pretrained_backbone(name, weights)
     else:
         backbone = timm.create_model(name, pretrained=False, num_classes=0)
+    if not pre_logits:
+        drop_pre_logits(backbone)
     width = _feature_size(backbone)
     model = Classifier(backbone, head_factory(width, num_classes, head_hidden, dropout), width, name)
     model.init_weights = str(weights) if weights is not None else None
@@ -604,8 +627,8 @@ def load_trained_model(
             "the trial so the search stage writes them"
         )
     mc = cfg.model
-    model = create_model(mc.backbone, len(class_names), head=mc.head,
-                         head_hidden=mc.head_hidden, dropout=mc.dropout, pretrained=False)
+    model = create_model(mc.backbone, len(class_names), head=mc.head, head_hidden=mc.head_hidden,
+                         dropout=mc.dropout, pretrained=False, pre_logits=mc.pre_logits)
     what = f"{mc.backbone} with head {mc.head} and {len(class_names)} classes"
     _check_weight_shapes(model, weights, what)
     try:

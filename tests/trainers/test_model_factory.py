@@ -221,3 +221,21 @@ def test_model_data_config_from_timm() -> None:
     assert cfg["mean"] == pytest.approx((0.485, 0.456, 0.406))
     assert cfg["interpolation"] == "bicubic"
     assert model_data_config("inception_resnet_v2")["std"] == pytest.approx((0.5, 0.5, 0.5))
+
+
+def test_pre_logits_false_pools_vggs_convolutional_features_as_keras_does() -> None:
+    """timm's VGG keeps fc6/fc7 (4096 wide) with num_classes=0; the main study's Keras VGG-16
+    without its top pools the 512 convolutional channels."""
+    import torch
+
+    kept = create_model("vgg11", 2)
+    pooled = create_model("vgg11", 2, pre_logits=False)
+    assert kept.num_features == 4096 and pooled.num_features == 512
+    assert not any(k.startswith("backbone.pre_logits.") for k in pooled.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        features = pooled.backbone.forward_features(x).mean(dim=(2, 3))  # global average pool
+        assert torch.allclose(pooled.backbone(x), features, atol=1e-6)
+        assert pooled(x).shape == (1, 2)
+    # a backbone without pre-logits layers is unchanged
+    assert create_model("test_resnet", 2, pre_logits=False).num_features == create_model("test_resnet", 2).num_features
