@@ -517,6 +517,16 @@ def read_cnmc_kaggle(root: Path) -> Manifest:
 # ------------------------------------------------------------------------------- all4
 
 
+def _all4_name_class(name: str) -> str | None:
+    """The class a four-class file name states (``WBC-Malignant-Pre-010.jpg`` -> ``Pre``;
+    ``WBC-Benign-001.jpg`` -> ``Benign``), None when the name states none."""
+    tokens = {t.lower() for t in re.split(r"[-_. ]+", PurePosixPath(name).stem)}
+    named = [c for c in ALL4_CLASSES if c.lower() in tokens]
+    if len(named) == 1:
+        return named[0]
+    return None
+
+
 @LAYOUTS.register("all4")
 def read_all4(root: Path) -> Manifest:
     """Four B-ALL classes: ``Original/{Benign,Early,Pre,Pro}/``; ``Segmented/`` is not read.
@@ -543,6 +553,15 @@ def read_all4(root: Path) -> Manifest:
             continue
         label = ALL4_CLASSES.index(child.name)
         for path in _walk_images(child, root, problems, recursive=True):
+            named = _all4_name_class(path.name)
+            if named is not None and named != child.name:
+                problems.append(Problem(
+                    _rel(path, root),
+                    f"class folder {child.name!r} disagrees with the class {named!r} in the file "
+                    "name (WBC-Benign-NNN, WBC-Malignant-<Early|Pre|Pro>-NNN): move the file or "
+                    "fix its name",
+                ))  # fmt: skip
+                continue
             entries.append(_Entry(_rel(path, root), label, child.name, None, "train"))
     return _finish(root, "all4", entries, ALL4_CLASSES, "none", problems)
 

@@ -300,3 +300,14 @@ def test_a_folder_holding_one_dataset_folder_is_read_as_that_folder(
     (download / "second").mkdir()  # two candidates: no guessing
     with pytest.raises(Exception, match="cannot tell the layout"):
         check_dataset(download)
+
+
+def test_all4_class_folder_disagrees_with_the_name(pristine: dict[str, Path], tmp_path: Path) -> None:
+    root = Path(shutil.copytree(pristine["all4"], tmp_path / "all4"))
+    source = sorted((root / "Original" / "Pre").glob("*.jpg"))[0]
+    stray = root / "Original" / "Early" / "WBC-Malignant-Pre-901.jpg"
+    shutil.copy(source, stray)
+    report = check_dataset(root, "all4")
+    [(severity, text)] = _only(report, _rel(root, stray))
+    assert severity == "error" and "'Early' disagrees with the class 'Pre'" in text
+    assert {p.path for p in report.errors} == {_rel(root, stray)}
