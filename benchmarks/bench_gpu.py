@@ -107,7 +107,7 @@ def _backbone(
 
     from trainers.config import ModelConfig, TrainConfig
     from trainers.loop import (DeviceInputs, _autocast, _runtime, build_model, needs_grad_scaler,
-                               resolve_amp)  # fmt: skip
+                               optimizer_step, resolve_amp)  # fmt: skip
     from trainers.models import model_data_config
 
     tc = TrainConfig()
@@ -126,14 +126,7 @@ def _backbone(
         def train_step() -> None:
             with _autocast(device, amp):
                 loss = torch.nn.functional.cross_entropy(model(inputs(images)), labels)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(loss, optimizer, scaler)
 
         model.train()
         _reset_peak(device)

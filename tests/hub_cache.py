@@ -44,6 +44,7 @@ __all__ = [
     "pretrained_tensors",
     "save_tensors",
     "torch_hub_file",
+    "use_empty_caches",
 ]
 
 _CACHE_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
@@ -61,6 +62,14 @@ def cache_env(hf_home: Path, torch_home: Path) -> dict[str, str]:
         "HUGGINGFACE_HUB_CACHE": str(Path(hf_home) / "hub"),
         "TORCH_HOME": str(torch_home),
     }
+
+
+def use_empty_caches(tmp_path: Path, monkeypatch: Any) -> tuple[Path, Path]:
+    """Empty ``HF_HOME`` and ``TORCH_HOME`` under ``tmp_path``, set in the environment."""
+    hf_home, torch_home = tmp_path / "hf", tmp_path / "torch"
+    for key, value in cache_env(hf_home, torch_home).items():
+        monkeypatch.setenv(key, value)
+    return hf_home, torch_home
 
 
 def pretrained_tensors(backbone: str, seed: int = 0) -> dict[str, torch.Tensor]:

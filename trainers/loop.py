@@ -496,6 +496,20 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib
 # ------------------------------------------------------------------------------- epochs
 
 
+def optimizer_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Zero the gradients, backpropagate ``loss`` and step, through ``scaler`` under fp16."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -530,14 +544,7 @@ def train_one_epoch(
         y = labels.to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
             loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         trace.append(current_lr(optimizer))
         scheduler.step()
         total += loss.detach().double() * len(y)

@@ -10,7 +10,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from hub_cache import FakeHub, cache_env, go_online, point_weights_url, pretrained_tensors
+from hub_cache import FakeHub, go_online, point_weights_url, pretrained_tensors, use_empty_caches
 from search.cli import app
 from search.config import WenConfig
 from trainers.config import load_config
@@ -35,10 +35,8 @@ def _config(tmp_path: Path, backbones: list[str], pretrained: bool = True) -> Pa
 
 @pytest.fixture
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    hf_home, torch_home = tmp_path / "hf", tmp_path / "torch"
-    for key, value in cache_env(hf_home, torch_home).items():
-        monkeypatch.setenv(key, value)
-    return hf_home, torch_home
+    """Empty HF_HOME and TORCH_HOME for this test, set in the environment."""
+    return use_empty_caches(tmp_path, monkeypatch)
 
 
 def test_fetch_a_config_then_list_it_and_train_from_it(

@@ -14,12 +14,12 @@ from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
 from hub_cache import (
     FakeHub,
-    cache_env,
     go_online,
     lay_out_cached_weights,
     point_weights_url,
     pretrained_tensors,
     save_tensors,
+    use_empty_caches,
 )
 from trainers.models import PretrainedWeightsError, create_model
 from trainers.weights import (
@@ -36,10 +36,7 @@ XCEPTION_FILE = "xception-43020ad28.pth"  # the basename of legacy_xception's re
 @pytest.fixture
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Empty HF_HOME and TORCH_HOME for this test, set in the environment."""
-    hf_home, torch_home = tmp_path / "hf", tmp_path / "torch"
-    for key, value in cache_env(hf_home, torch_home).items():
-        monkeypatch.setenv(key, value)
-    return hf_home, torch_home
+    return use_empty_caches(tmp_path, monkeypatch)
 
 
 @pytest.fixture
