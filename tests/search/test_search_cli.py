@@ -34,7 +34,7 @@ def test_dry_run_prints_the_expanded_space_and_resources(tmp_path: Path) -> None
 def test_dry_run_shows_asha_rungs_on_cycle_troughs() -> None:
     result = runner.invoke(
         app,
-        ["search", str(SMOKE), "--dry-run", "--set", "train.epochs=8",
+        ["search", str(SMOKE), "--dry-run", "--set", "train.epochs=8", "--set", "search.folds=null",
          "--set", "search.scheduler.name=asha", "--set", "schedule.half_cycle_epochs=1"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
