@@ -6,8 +6,8 @@ A checkpoint is a folder::
     state.safetensors   every tensor of the optimizer, scheduler, grad scaler and RNG states
     state.json          the rest of those states as plain JSON, tensors replaced by references
 
-written atomically (into a ``.tmp-*`` folder, fsynced, renamed into place), so a crash leaves
-either no checkpoint or a complete one. Loading reads only safetensors and JSON: nothing is
+written atomically (``trainers._atomic.staged_folder``: a ``.NAME.tmp-*`` folder, fsynced,
+swapped in), so a crash leaves either no checkpoint or a complete one. Loading reads only safetensors and JSON: nothing is
 ever unpickled.
 
 >>> import tempfile, pathlib, torch
@@ -21,17 +21,16 @@ ever unpickled.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from trainers._atomic import staged_folder
+from trainers.errors import WenError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -48,7 +47,7 @@ STATE_FILE = "state.safetensors"
 JSON_FILE = "state.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WenError, RuntimeError):
     """A checkpoint that is missing, incomplete, pickled or does not fit the model."""
 
 
@@ -134,24 +133,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------- saving
 
 
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on folders; the files are synced already
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     directory: str | Path,
     model: torch.nn.Module,
@@ -180,40 +161,17 @@ def save_checkpoint(
         "rng": _encode(rng_state, "rng", tensors) if rng_state is not None else None,
         "extra": _encode(extra or {}, "extra", tensors),
     }
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{directory.name}-", dir=directory.parent))
-    except OSError as exc:
-        raise OSError(exc.errno, _write_failure(directory, exc)) from exc
-    try:
+    # the old checkpoint at ``directory`` stays until the new one is complete and in place
+    intact = f"the partial copy was removed and earlier checkpoints in {directory.parent} are intact"
+    with staged_folder(directory, "checkpoint", intact=intact,
+                       then="resume from the latest of them") as tmp:
         # save_model handles tied (shared) parameters, which save_file refuses
         save_model(model, str(tmp / MODEL_FILE))
         from safetensors.torch import save_file
 
         save_file(tensors, str(tmp / STATE_FILE))
         (tmp / JSON_FILE).write_text(json.dumps(payload, indent=1))
-        for name in (MODEL_FILE, STATE_FILE, JSON_FILE):
-            _fsync_file(tmp / name)
-        _fsync_dir(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-        _fsync_dir(directory.parent)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, _write_failure(directory, exc)) from exc
-        raise
     return directory
-
-
-def _write_failure(directory: Path, exc: OSError) -> str:
-    """The message of a failed checkpoint write: what failed, what is intact, what to do."""
-    cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    return (
-        f"writing checkpoint {directory} failed: {cause}; the partial copy was removed and "
-        f"earlier checkpoints in {directory.parent} are intact: free space (or fix the cause) "
-        "and resume from the latest of them"
-    )
 
 
 # --------------------------------------------------------------------------------- loading

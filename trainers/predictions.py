@@ -24,11 +24,8 @@ split). Every other stage reads and writes predictions through these functions o
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +35,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from trainers._atomic import atomic_write
+from trainers.errors import WenError
 
 __all__ = [
     "COLUMNS",
@@ -77,7 +77,7 @@ SCHEMA = pa.schema(
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 
 
-class PredictionFileError(ValueError):
+class PredictionFileError(WenError, ValueError):
     """A prediction file (or frame) that breaks the schema; the message names file and rule."""
 
 
@@ -288,44 +288,11 @@ def _frame_to_table(frame: pd.DataFrame, where: str) -> pa.Table:
 # ------------------------------------------------------------------------------ writing
 
 
-def _write_failure(path: Path, exc: OSError) -> str:
-    """The message of a failed prediction write: what failed, what is intact, what to do."""
-    cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    return (
-        f"writing predictions {path} failed: {cause}; no partial file is left and any earlier "
-        f"file there is intact: free space in {path.parent} (or fix the cause) and resume the "
-        "trial from its last checkpoint"
-    )
-
-
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write into a dot-prefixed temp file in the same folder, fsync, then rename over ``path``.
-
-    A reader never sees a half-written file: either the old file or the complete new one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, _write_failure(path, exc)) from exc
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # some filesystems refuse fsync on folders; the data is written either way
-        pass
+    """Write ``table`` atomically (``trainers._atomic``): a reader sees the old file or the
+    complete new one, and a full disk raises the one message naming ``path``."""
+    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"),
+                 what="predictions", then="resume the trial from its last checkpoint")
 
 
 def write_predictions(
