@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ensemble._io import atomic_write_json
+from trainers.errors import WenError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,7 +67,7 @@ _VERSIONED = ("wen-search", "torch", "timm", "onnx", "onnxscript", "onnxruntime"
               "numpy", "pillow", "scikit-learn")
 
 
-class ExportError(ValueError):
+class ExportError(WenError, ValueError):
     """A run that cannot be exported, or an export that failed its checks; says what to do."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trainers.errors import WenError
 from trainers.metrics import score
 from trainers.predictions import PredictionFileError, PredictionSet, read_predictions, to_arrays
 
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class EnsembleInputError(ValueError):
+class EnsembleInputError(WenError, ValueError):
     """Prediction files that cannot be ensembled; the message names the trial and file."""
 
 

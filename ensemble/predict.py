@@ -29,13 +29,14 @@ from ensemble.export import (
     onnx_session,
     read_manifest,
 )
+from trainers.errors import WenError
 
 __all__ = ["BACKENDS", "PredictInputError", "find_images", "predict_images", "prob_column"]
 
 BACKENDS = ("onnx", "torch")
 
 
-class PredictInputError(ValueError):
+class PredictInputError(WenError, ValueError):
     """Paths given to predict that hold no images or do not exist."""
 
 

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainers.errors import WenError
+
 __all__ = ["BrowserError", "PageCheck", "chromium_path", "inspect_html", "screenshot_html"]
 
 CHROMIUM_FLAGS = (
@@ -41,7 +43,7 @@ CHROMIUM_FLAGS = (
 _CONSOLE = re.compile(r":CONSOLE(?:\(\d+\)|:\d+)\]\s*(.*)")
 
 
-class BrowserError(RuntimeError):
+class BrowserError(WenError, RuntimeError):
     """Chromium is missing or failed; the message says how to install or what went wrong."""
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.errors import WenError
+
 __all__ = [
     "GradCamError",
     "GradCamTarget",
@@ -39,7 +41,7 @@ log = logging.getLogger("wen.reports")
 _FALLBACK_SIZE = 224
 
 
-class GradCamError(RuntimeError):
+class GradCamError(WenError, RuntimeError):
     """Grad-CAM cannot be computed for a model; the message says why and what to do."""
 
 

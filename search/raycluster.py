@@ -31,6 +31,7 @@ from typing import Any
 from search.config import ResourcesConfig
 from search.storage import RunStorage
 from trainers.config import TrainConfig
+from trainers.errors import WenError
 
 __all__ = [
     "RayAuthError",
@@ -56,7 +57,7 @@ _TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 _TOKEN_HELP = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
 
 
-class RayAuthError(RuntimeError):
+class RayAuthError(WenError, RuntimeError):
     """Ray's token authentication cannot be set up as this project requires."""
 
 

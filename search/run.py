@@ -30,6 +30,7 @@ from search.searchers import create_search_alg, tune_num_samples
 from search.space import FOLD_KEY, build_param_space
 from search.storage import RunStorage
 from search.trainable import TrainFn, TrialSpec, fault_epoch_from_env, make_trainable
+from trainers.errors import WenError
 
 __all__ = [
     "SearchError",
@@ -46,7 +47,7 @@ _GIB = 1024**3
 _TEMP = re.compile(r"^\..*")
 
 
-class SearchError(RuntimeError):
+class SearchError(WenError, RuntimeError):
     """A search cannot start or resume; the message says why and what to do."""
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from trainers.errors import WenError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError, ValueError):
+class UnknownNameError(WenError, KeyError, ValueError):
     """An unknown registry name; the message lists every valid name."""
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes

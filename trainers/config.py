@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainers.errors import WenError
+
 __all__ = [
     "ConfigError",
     "CropConfig",
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(WenError, ValueError):
     """One or more configuration problems, each naming the key, the rule and the fix."""
 
     def __init__(self, problems: list[str], source: str | None = None) -> None:

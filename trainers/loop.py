@@ -33,6 +33,7 @@ from torch import nn
 
 from trainers.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from trainers.config import LossConfig, ModelConfig, TrialConfig, config_hash
+from trainers.errors import WenError
 from trainers.metrics import score
 from trainers.models import backbone_problem, create_model, model_data_config
 from trainers.optim import create_optimizer, create_scheduler, current_lr
@@ -89,7 +90,7 @@ class TrialResult:
 # ------------------------------------------------------------------------------- runtime
 
 
-class GPUUnavailableError(RuntimeError):
+class GPUUnavailableError(WenError, RuntimeError):
     """A trial was given a GPU (``train.device=cuda`` or GPUs from Ray) and cannot use CUDA."""
 
 
@@ -368,7 +369,7 @@ class DeviceInputs:
     read as [0, 1] (what the batch augmentation returns), integer input as 0-255.
 
     >>> prep = DeviceInputs((0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
-    >>> prep(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item()
+    >>> round(prep(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item(), 6)
     1.0
     >>> prep(torch.ones(1, 3, 2, 2)).max().item()
     1.0

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from trainers._registry import Registry
+from trainers.errors import WenError
 from trainers.weights import NO_IMAGENET_WEIGHTS, fetch_command, weight_source
 
 __all__ = [
@@ -48,7 +49,7 @@ ALNET_INPUT_SIZE = 224
 _PROBE_MAX = 1024  # largest input size probed when searching a backbone's minimum
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(WenError, RuntimeError):
     """Pretrained weights that cannot be found or do not fit the model."""
 
 
@@ -549,7 +550,7 @@ def model_data_config(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- trained models
 
 
-class TrainedModelError(RuntimeError):
+class TrainedModelError(WenError, RuntimeError):
     """A trial's saved network cannot be rebuilt; the message names the file and the fix."""
 
 

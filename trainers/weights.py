@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from trainers.errors import WenError
+
 __all__ = [
     "NO_IMAGENET_WEIGHTS",
     "WeightSource",
@@ -56,7 +58,7 @@ _HF_TORCH_FILE = "pytorch_model.bin"
 _HF_SAFE_FILE = "model.safetensors"
 
 
-class WeightsFetchError(RuntimeError):
+class WeightsFetchError(WenError, RuntimeError):
     """A backbone's weights could not be downloaded; the message names the source and the fix."""
 
 

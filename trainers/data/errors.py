@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from trainers.errors import WenError
+
 __all__ = ["DataError"]
 
 
-class DataError(ValueError):
+class DataError(WenError, ValueError):
     """The dataset cannot be used as it is; the message lists the problems and the fix."""

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from trainers.config import SplitConfig
+from trainers.errors import WenError
 
 __all__ = ["SPLITS", "LeakageError", "assign_splits", "audit_leakage", "split_groups"]
 
@@ -36,7 +37,7 @@ _AUDITED = ("train", "val", "test")
 _MAX_SHOWN = 20
 
 
-class LeakageError(ValueError):
+class LeakageError(WenError, ValueError):
     """A subject or an identical image is on both sides of a split; ``problems`` lists each."""
 
     def __init__(self, problems: list[str]) -> None:
