@@ -132,7 +132,7 @@ def _backbone(
         _reset_peak(device)
         train_s = _timed(train_step, repeats, device)
         train_mem = _peak_gib(device)
-        del optimizer
+        optimizer.zero_grad(set_to_none=True)  # frees the gradients before inference
         eval_images = torch.cat([images, images])
 
         def infer_step() -> None:
@@ -144,7 +144,7 @@ def _backbone(
         infer_s = _timed(infer_step, repeats, device)
         infer_mem = _peak_gib(device)
     setting = f"{size} px, {amp} autocast, channels-last"
-    del model
+    model.to("cpu")  # frees the GPU memory before the next backbone
     _reset_peak(device)
     return [
         _row(f"{name} training", batch / train_s, "img/s", f"batch {batch}, {setting}, Adamax"),
@@ -277,7 +277,7 @@ def augmentation(caps: Any, tmp: Path) -> list[dict[str, Any]]:
         loader = _rate(data.loader("train", train=True, augment="loader", **common),
                        lambda x: (inputs(x), sync()), batches)  # fmt: skip
         on_device = _rate(data.loader("train", train=True, augment="device", **common),
-                          lambda x: (inputs(x, aug, gen), sync()), batches)  # fmt: skip
+                          lambda x, aug=aug, gen=gen: (inputs(x, aug, gen), sync()), batches)  # fmt: skip
         where = "GPU" if gpu else "CPU"
         note = f"{input_size} px, batch {batch}, num_workers={workers}, to the {where} and normalised"
         rows += [

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from search.presets import preset_path
+
 __all__ = [
     "DEMO_CONFIG",
     "DemoResult",
@@ -32,8 +34,8 @@ __all__ = [
     "run_demo",
 ]
 
-#: The demo's config; ``wen demo --set KEY=VALUE`` overrides it.
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+#: The demo's config (a shipped preset); ``wen demo --set KEY=VALUE`` overrides it.
+DEMO_CONFIG = preset_path("demo")
 _METRICS = ("wfs", "ba", "auc")
 _BASELINE = "best_single"
 

@@ -95,7 +95,7 @@ def check(
 def manifest(
     root: Path = typer.Argument(..., help="Dataset root folder."),
     layout: str = typer.Option("auto", help=_LAYOUT_HELP),
-    out: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on older Pythons
+    out: Optional[Path] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional on older Pythons
         None, help="Write the manifest here (.parquet, or .csv); default: CSV to stdout."
     ),
 ) -> None:

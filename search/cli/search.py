@@ -84,7 +84,13 @@ def _load_smoke(config: Path, overrides: list[str] | None) -> object:
 
 @app.command("search")
 def search(
-    config: Annotated[Path, typer.Argument(help="YAML config: the trial plus a `search:` section.")],
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="YAML config (the trial plus a `search:` section), or a shipped preset's name "
+            "(demo, smoke, mondal2021, fata2023, jawahar2022, alim2024)."
+        ),
+    ],
     storage: Annotated[
         str | None, typer.Option(help="Run storage: a local path or s3:// / gs:// URI (default: search.storage).")
     ] = None,
@@ -113,6 +119,11 @@ def search(
     from search.storage import StorageError
     from trainers.config import ConfigError
 
+    from search.presets import config_path
+
+    config, note = config_path(config)
+    if note:
+        typer.echo(f"note: {note}")
     try:
         cfg = _load_smoke(config, overrides) if smoke else load_search_config(str(config), overrides)
     except (ConfigError, ValueError) as err:

@@ -37,7 +37,9 @@ def _fmt(value: Any) -> str:
 
 @app.command("train")
 def train_command(
-    config: Annotated[Path, typer.Argument(help="YAML config (its trial part is used).")],
+    config: Annotated[
+        Path, typer.Argument(help="YAML config (its trial part is used), or a shipped preset's name.")
+    ],
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable).")
     ] = None,
@@ -54,6 +56,11 @@ def train_command(
 
     from trainers.config import ConfigError, save_config
 
+    from search.presets import config_path
+
+    config, note = config_path(config)
+    if note:
+        typer.echo(f"note: {note}")
     try:
         cfg = load_trial_config(config, overrides)
     except ConfigError as err:

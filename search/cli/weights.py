@@ -22,7 +22,9 @@ _SET_HELP = "Override a config key: --set model.pretrained=true (repeatable; app
 
 
 def _is_config(target: str) -> bool:
-    return target.endswith((".yaml", ".yml")) or Path(target).is_file()
+    from search.presets import preset_names
+
+    return target.endswith((".yaml", ".yml")) or Path(target).is_file() or target in preset_names()
 
 
 def _backbone_problem(name: str) -> str | None:
@@ -42,6 +44,7 @@ def resolve_targets(targets: list[str], overrides: list[str] | None) -> tuple[li
     """The backbones named by ``targets`` (configs expanded, in order, once each), and notes
     about configs whose trials start from no cached weights."""
     from search.config import WenConfig
+    from search.presets import config_path
     from trainers.config import ConfigError, load_config
     from trainers.weights import config_backbones
 
@@ -54,8 +57,11 @@ def resolve_targets(targets: list[str], overrides: list[str] | None) -> tuple[li
             problems += [problem] if problem else []
             names.append(target)
             continue
+        path, note = config_path(target)
+        if note:
+            notes.append(note)
         try:
-            cfg = load_config(target, overrides, model=WenConfig, check_registries=False)
+            cfg = load_config(path, overrides, model=WenConfig, check_registries=False)
         except ConfigError as err:
             problems.append(str(err))
             continue
