@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from trainers._atomic import atomic_write_bytes
 from trainers.config import ray_job_working_dir
 from trainers.errors import WenError
 
@@ -172,17 +173,13 @@ class RunStorage:
             self.fs.delete_file(self.join(rel))
 
     def _atomic_write(self, rel: str, data: bytes) -> None:
+        if self.local:  # the one local atomic writer (fsyncs the file and the folder too)
+            atomic_write_bytes(self.local_path(rel), data, what="run file")
+            return
         final = self.join(rel)
         parent, base = posixpath.split(final)
         self.fs.create_dir(parent, recursive=True)
         tmp = posixpath.join(parent, f".{base}.{uuid.uuid4().hex[:8]}.tmp")
-        if self.local:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            return
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
         # object stores have no atomic rename; move = copy + delete of the hidden temp name

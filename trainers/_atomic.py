@@ -187,9 +187,9 @@ def staged_folder(target: str | Path, what: str = "folder", replace: bool = True
     """Yield an empty ``.NAME.tmp-*`` sibling of ``target``; on a clean exit its files are
     fsynced and it is swapped in for ``target``.
 
-    ``replace=False`` leaves a non-empty ``target`` alone: the rename then fails with the
-    operating system's error (two processes racing to build the same folder; the caller
-    decides whether the winner's copy will do). On any error the staged copy is removed.
+    ``replace=False`` leaves a non-empty ``target`` alone: the rename then fails with an
+    ``OSError`` (two processes racing to build the same folder; the caller decides whether
+    the winner's copy will do). On any error the staged copy is removed.
     """
     target = Path(target)
     tmp: Path | None = None
@@ -202,6 +202,4 @@ def staged_folder(target: str | Path, what: str = "folder", replace: bool = True
     except BaseException as exc:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if replace:
-            _reraise(exc, what, target, intact, then)
-        raise
+        _reraise(exc, what, target, intact, then)

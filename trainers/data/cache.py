@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trainers._atomic import atomic_path, atomic_write_text
 from trainers.config import CropConfig
 from trainers.data.errors import DataError
 
@@ -237,10 +238,8 @@ class DecodedStore:
             start = time.perf_counter()
             cls._build(paths, crop, size, data_path, workers, progress)
             meta["build_seconds"] = round(time.perf_counter() - start, 3)
-            tmp_meta = root / f".{key}.{os.getpid()}.tmp.json"
-            tmp_meta.write_text(json.dumps(meta))
             # the sidecar appears last: its presence marks a complete store
-            os.replace(tmp_meta, meta_path)
+            atomic_write_text(meta_path, json.dumps(meta), what="image cache")
             log.info("decoded-image cache built: %s (%d images, %.1f s)", data_path,
                      len(paths), meta["build_seconds"])
             return cls(data_path, meta, built=True)
@@ -272,14 +271,14 @@ class DecodedStore:
     ) -> None:
         from tqdm.auto import tqdm
 
-        tmp = data_path.parent / f".{data_path.stem}.{os.getpid()}.tmp.npy"
         shape = (len(paths), size, size, 3)
-        try:
+        # open_memmap needs a file name, so the path form of the atomic writer
+        with atomic_path(data_path, what="image cache") as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
 
             def load(i: int) -> int:
                 try:
-                    array[i] = preprocess_image(paths[i], crop, size)
+                    array[i] = preprocess_image(paths[i], crop, size)  # noqa: F821 - bound above, deleted only after the pool ends
                 except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three
                     raise CacheBuildError(
                         f"cannot decode {str(paths[i])!r} while building the image cache: {exc}. "
@@ -302,6 +301,3 @@ class DecodedStore:
                 pool.shutdown(wait=True, cancel_futures=True)
             array.flush()
             del array
-            os.replace(tmp, data_path)
-        finally:
-            tmp.unlink(missing_ok=True)

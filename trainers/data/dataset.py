@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from trainers._atomic import atomic_write_text
 from trainers.config import CropConfig, DataConfig
 from trainers.data.errors import DataError
 from trainers.data.splits import SPLITS, assign_splits, audit_leakage
@@ -397,10 +397,8 @@ def _file_errors(manifest: Any, cache_dir: Path | None) -> list[Any]:
                 pass  # unreadable record: check again and rewrite it
     errors = [p for p in check_manifest(manifest).problems if p.severity == "error"]
     if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([p.to_dict() for p in errors]))
-        os.replace(tmp, record)
+        text = json.dumps([p.to_dict() for p in errors])
+        atomic_write_text(record, text, what="file-check record")
     return errors
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from trainers._atomic import atomic_write
 from trainers._registry import Registry
 from trainers.data.errors import DataError
 
@@ -798,9 +799,7 @@ def write_manifest(manifest: Manifest, path: Path) -> Path:
         b"problems": json.dumps([p.to_dict() for p in manifest.problems]).encode(),
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: pq.write_table(table, fh), what="manifest")
     return path
 
 

@@ -26,8 +26,6 @@ import csv
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from trainers._atomic import staged_folder
 from trainers.config import min_synthetic_subjects
 from trainers.data.layouts import (
     ALL4_CLASSES,
@@ -503,17 +502,12 @@ def ensure_synthetic(spec: SyntheticSpec, directory: Path | None = None) -> Path
             f"synthetic folder {str(target)!r} holds {what}; delete it or set "
             "data.synthetic_dir to a new folder"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        synthesize(tmp, spec.layout, spec.subjects_per_class, spec.cells_per_subject,
-                   spec.size, spec.seed, spec.label_noise)
-        try:
-            os.replace(tmp, target)  # atomic; also replaces an empty target folder
-        except OSError:
-            if not _matches(read_synthetic_info(target), spec):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        # replace=False: the rename fails when a racing process put its copy there first
+        with staged_folder(target, "synthetic dataset", replace=False) as tmp:
+            synthesize(tmp, spec.layout, spec.subjects_per_class, spec.cells_per_subject,
+                       spec.size, spec.seed, spec.label_noise)
+    except OSError:
+        if not _matches(read_synthetic_info(target), spec):
+            raise
     return target
