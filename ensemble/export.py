@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ensemble._io import atomic_write_json
+from trainers._atomic import atomic_write_json, staged_folder
 from trainers.errors import WenError
 
 if TYPE_CHECKING:
@@ -381,19 +380,9 @@ def _staging(out: Path) -> Iterator[Path]:
             f"{out} exists and is not an exported model folder (no {MANIFEST_FILE}); pass "
             "--out a new or empty folder"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    # the old export stays in place until the new one is complete (trainers._atomic)
+    with staged_folder(out, "exported model", then="run `wen export` again") as tmp:
         yield tmp
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.replace(old / out.name)
-        tmp.replace(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export_ensemble(

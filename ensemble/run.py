@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble._io import atomic_write_json, atomic_write_text
 from ensemble.config import EnsembleSettings
 from ensemble.members import (
     EnsembleInputError,
@@ -33,6 +32,7 @@ from ensemble.members import (
 from ensemble.methods import METHODS, MethodOptions, create_method
 from ensemble.protocol import SIMPLICITY, ProtocolResult, run_protocol
 from ensemble.stats import bootstrap_metrics, delong_test, mcnemar_test, paired_bootstrap
+from trainers._atomic import atomic_write_json, atomic_write_text
 from trainers.metrics import positive_index
 
 __all__ = ["BASELINES", "EnsembleResult", "method_options", "run_ensemble"]

@@ -6,9 +6,9 @@ import numpy as np
 import optuna
 import pytest
 
-from ensemble._io import atomic_write_text
 from ensemble._metrics import GroupedScorer
 from ensemble.objective import WeightObjective
+from trainers._atomic import atomic_write_text
 from trainers.metrics import score
 
 
@@ -88,7 +88,7 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch) ->
     def boom(src, dst):
         raise KeyboardInterrupt  # as if the run were killed between write and rename
 
-    monkeypatch.setattr("ensemble._io.os.replace", boom)
+    monkeypatch.setattr("trainers._atomic.os.replace", boom)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_text(target, "new\n")
     assert target.read_text() == "old\n"
