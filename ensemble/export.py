@@ -7,7 +7,7 @@
   weights and files, the method and its threshold, validation and test metrics with 95%
   intervals (``RUN/ensemble/comparison.csv``), the measured export parity and package versions;
 * ``members/<trial_id>/model.safetensors`` + ``config.json``: each fold network's weights and
-  the trial config that rebuilds it (``trainers.models.load_trained_model``; nothing pickled);
+  the trial config that rebuilds it (``trainers.trained.load_trained_model``; nothing pickled);
 * ``ensemble.onnx``: one graph, pre-processed image tensor in (``image``: float32
   [batch, 3, S, S], RGB in [0, 1]), weighted class probabilities out (``probs``), dynamic batch;
 * ``ensemble.pt``: the same graph as TorchScript (``torch.jit.load``).
@@ -210,8 +210,8 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 
 def load_ensemble_module(model_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> nn.Module:
     """The eager PyTorch ensemble of an exported model folder, rebuilt from its safetensors
-    files and trial configs (``trainers.models.load_trained_model``; nothing unpickled)."""
-    from trainers.models import TrainedModelError, load_trained_model
+    files and trial configs (``trainers.trained.load_trained_model``; nothing unpickled)."""
+    from trainers.trained import TrainedModelError, load_trained_model  # lazy: torch, timm
 
     model_dir = Path(model_dir)
     manifest = manifest or read_manifest(model_dir)
@@ -248,7 +248,7 @@ def _members_manifest(spec: ExportSpec, out: Path, say: Callable[[str], None]) -
     member input size; members trained smaller resize inside the graph) and the loaded fold
     networks by trial id.
     """
-    from trainers.models import TrainedModelError, load_trained_model
+    from trainers.trained import TrainedModelError, load_trained_model  # lazy: torch, timm
 
     entries, crops, networks = [], {}, {}
     n_folds = sum(len(m["trial_ids"]) for m in spec.members)

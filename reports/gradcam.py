@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from trainers.errors import WenError
+from trainers.trained import TrainedModelError, load_trained_model
 
 __all__ = [
     "GradCamError",
@@ -226,10 +227,8 @@ def _data_root(data: Any) -> Path:
 def load_trial_model(
     meta: dict[str, Any], weights: Path, device: str | torch.device = "cpu"
 ) -> LoadedModel:
-    """Rebuild a trial's network (``trainers.models.load_trained_model``: its ``config.json``
+    """Rebuild a trial's network (``trainers.trained.load_trained_model``: its ``config.json``
     as ``meta`` and ``model.safetensors``) with what Grad-CAM's pre-processing needs."""
-    from trainers.models import TrainedModelError, load_trained_model
-
     try:
         trained = load_trained_model(meta, weights, device)
     except TrainedModelError as exc:

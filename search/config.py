@@ -207,27 +207,11 @@ class SearchSettings(StrictModel):
 class WenConfig(TrialConfig):
     """A whole run: the trial, the search over it and the ensemble stage.
 
-    Structural rules of the search (space keys exist, scheduler times fall on whole
-    learning-rate cycles) are checked on validation; :meth:`extra_problems` (run by
-    ``load_config`` with registry checks) builds one trial config per searched value.
+    The rules that span sections (space keys exist, scheduler times fall on whole
+    learning-rate cycles, every searched value builds a valid trial) need the search stage's
+    modules, so they live in ``search.checks``: load a whole-run config with
+    ``search.checks.load_wen_config``, which runs them; this module stays a leaf.
     """
 
     search: SearchSettings = Field(default_factory=SearchSettings)
     ensemble: EnsembleSettings = Field(default_factory=EnsembleSettings)
-
-    @model_validator(mode="after")
-    def _search_structure(self) -> WenConfig:
-        from search.schedulers import scheduler_problems
-        from search.space import space_key_problems
-
-        problems = space_key_problems(self.search.space) + scheduler_problems(self)
-        if problems:
-            # one ValueError per validator; a bullet per problem keeps them apart in ConfigError
-            raise ValueError("\n  - ".join(problems))
-        return self
-
-    def extra_problems(self) -> list[str]:
-        """Problems of the searched values: one trial config built per choice and boundary."""
-        from search.space import space_value_problems
-
-        return space_value_problems(self)

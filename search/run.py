@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from search.checks import load_wen_config
 from search.config import WenConfig
 from search.raycluster import (
     alive_nodes,
@@ -341,9 +342,5 @@ def run_search(
 
 def load_search_config(source: str, overrides: list[str] | None) -> WenConfig:
     """Read and validate a whole-run config (search space values included)."""
-    from trainers.config import load_config
-
-    config = load_config(source, overrides, model=WenConfig)
-    assert isinstance(config, WenConfig)
-    return config
+    return load_wen_config(source, overrides)
 

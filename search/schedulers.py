@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from search.space import build_param_space
 from trainers._registry import Registry
 
 if TYPE_CHECKING:
@@ -196,8 +197,6 @@ def _hyperband(config: WenConfig) -> TrialScheduler:
 @SCHEDULERS.register("pbt")
 def _pbt(config: WenConfig) -> TrialScheduler:
     from ray.tune.schedulers import PopulationBasedTraining
-
-    from search.space import build_param_space
 
     sched = config.search.scheduler
     space = build_param_space(config.search)

@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.checks import load_wen_config
 from search.config import WenConfig
-from trainers.config import apply_overrides, load_config, parse_overrides
+from trainers.config import apply_overrides, parse_overrides
 
 __all__ = [
     "SMOKE_MAX_PARAMS",
@@ -211,8 +212,7 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
         search["num_samples"] = 2
     raw["ensemble"].update(n_trials=20, bootstrap=100, crossfit_folds=2)
 
-    smoke = load_config(raw, model=WenConfig)
-    assert isinstance(smoke, WenConfig)
+    smoke = load_wen_config(raw)
     return Smoke(smoke, notes)
 
 
@@ -221,13 +221,11 @@ def load_smoke_config(source: str, overrides: list[str] | None = None) -> Smoke:
 
     The preset is validated for structure only (its data folder need not exist here).
     """
-    preset = load_config(source, model=WenConfig, check_registries=False)
-    assert isinstance(preset, WenConfig)
+    preset = load_wen_config(source, check_registries=False)
     smoke = smoke_overrides(preset)
     if overrides:
         raw = apply_overrides(smoke.config.model_dump(mode="json"), parse_overrides(overrides))
-        config = load_config(raw, model=WenConfig)
-        assert isinstance(config, WenConfig)
+        config = load_wen_config(raw)
         smoke = Smoke(config, smoke.notes)
     return smoke
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from trainers.config import ConfigError, TrialConfig, apply_overrides, check_names, load_config
+from trainers.checks import check_names
+from trainers.config import ConfigError, TrialConfig, apply_overrides, load_config
 
 if TYPE_CHECKING:
     from search.config import SearchSettings, SpaceSpec, WenConfig
@@ -134,7 +135,7 @@ def space_value_problems(config: WenConfig) -> list[str]:
                 continue
         for value in values:
             try:
-                load_config(apply_overrides(base_raw, {key: value}), model=TrialConfig)
+                load_config(apply_overrides(base_raw, {key: value}), model=TrialConfig, checks=check_names)
             except ConfigError as err:
                 where = "search.folds" if key == FOLD_KEY else f"search.space.{key}"
                 problems += [f"{where}={value!r}: {p}" for p in err.problems if p not in known]

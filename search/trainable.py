@@ -92,7 +92,7 @@ def trial_config(spec: TrialSpec, tune_config: dict[str, Any]) -> TrialConfig:
     raw = apply_overrides(spec.base, trial_overrides(tune_config, spec.folds))
     if raw.get("train", {}).get("threads") is None:
         raw = apply_overrides(raw, {"train.threads": max(1, int(math.floor(spec.cpus)))})
-    return load_config(raw, model=TrialConfig, check_registries=False)
+    return load_config(raw, model=TrialConfig)
 
 
 class TuneReporter:

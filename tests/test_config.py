@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from search.checks import load_wen_config
 from search.config import WenConfig
 from trainers.config import (
     ConfigError,
@@ -22,7 +23,10 @@ BASE = {"data": {"synthetic": {"size": 48}}}
 
 def problems(raw: dict, overrides: list[str] | None = None, model=TrialConfig) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_config(raw, overrides, model=model, check_registries=False)
+        if model is WenConfig:  # the whole-run checks live in the search stage
+            load_wen_config(raw, overrides, check_registries=False)
+        else:
+            load_config(raw, overrides, model=model)
     return info.value.problems
 
 
@@ -59,7 +63,7 @@ def test_cross_field_rules_state_the_fix() -> None:
 def test_overrides_parse_yaml_values_and_create_sections() -> None:
     ov = parse_overrides(["train.epochs=3", "optim.betas=[0.8, 0.9]", "model.pretrained=true"])
     assert ov == {"train.epochs": 3, "optim.betas": [0.8, 0.9], "model.pretrained": True}
-    cfg = load_config(BASE, ov, check_registries=False)
+    cfg = load_config(BASE, ov)
     assert cfg.train.epochs == 3 and cfg.optim.betas == (0.8, 0.9) and cfg.model.pretrained
     assert apply_overrides({}, {"a.b.c": 1}) == {"a": {"b": {"c": 1}}}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
@@ -92,12 +96,12 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips_and_hash_is_stable(tmp_path: Path) -> None:
-    cfg = load_config(BASE, ["train.epochs=4"], model=WenConfig, check_registries=False)
+    cfg = load_wen_config(BASE, ["train.epochs=4"], check_registries=False)
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
-    again = load_config(path, model=WenConfig, check_registries=False)
+    again = load_wen_config(path, check_registries=False)
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
-    assert config_hash(load_config(BASE, ["train.epochs=5"], check_registries=False)) != config_hash(
+    assert config_hash(load_config(BASE, ["train.epochs=5"])) != config_hash(
         cfg.trial_part()
     )
 
@@ -112,14 +116,14 @@ def test_every_config_path_is_made_absolute_against_the_folder_wen_runs_in(
         "model": {"pretrained_path": "weights/vgg16.safetensors"},
         "search": {"storage": "runs"},
     }
-    cfg = load_config(raw, model=WenConfig, check_registries=False)
+    cfg = load_wen_config(raw, check_registries=False)
     assert isinstance(cfg, WenConfig)
     assert cfg.data.root == tmp_path / "data" / "C-NMC_Leukemia"
     assert cfg.data.cache_dir == tmp_path / "home" / "cache"
     assert cfg.model.pretrained_path == tmp_path / "weights" / "vgg16.safetensors"
     assert cfg.search.storage == str(tmp_path / "runs")
-    assert load_config(BASE, model=WenConfig, check_registries=False).search.storage == str(tmp_path / "runs")
-    assert load_config({**BASE, "search": {"storage": "s3://bucket/runs"}}, model=WenConfig,
+    assert load_wen_config(BASE, check_registries=False).search.storage == str(tmp_path / "runs")
+    assert load_wen_config({**BASE, "search": {"storage": "s3://bucket/runs"}},
                        check_registries=False).search.storage == "s3://bucket/runs"  # fmt: skip
     # a trial rebuilt elsewhere from the resolved values keeps them (idempotent)
     monkeypatch.chdir(tmp_path / "..")
@@ -138,5 +142,5 @@ def test_relative_storage_inside_a_ray_job_is_refused(tmp_path: Path, monkeypatc
         RunStorage.open("runs", "x")
     assert RunStorage.open(str(tmp_path / "shared"), "x").storage == str(tmp_path / "shared")
     with pytest.warns(UserWarning, match="temporary copy of its working folder"):
-        cfg = load_config({"data": {"root": "data"}}, check_registries=False)
+        cfg = load_config({"data": {"root": "data"}})
     assert cfg.data.root == tmp_path / "data"

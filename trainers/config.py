@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from trainers.errors import WenError
 
 __all__ = [
+    "ConfigChecks",
     "ConfigError",
     "CropConfig",
     "LocalPath",
@@ -450,45 +452,6 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> lis
     return problems
 
 
-def check_names(config: TrialConfig) -> list[str]:
-    """Registry names a config uses that do not exist, one problem each (empty when all known)."""
-    from trainers.data.augment import AUGMENTATIONS
-    from trainers.data.layouts import LAYOUTS
-    from trainers.models import HEADS, backbone_problem
-    from trainers.optim import OPTIMIZERS, SCHEDULES
-
-    problems: list[str] = []
-    checks = [
-        (AUGMENTATIONS, config.data.augmentation, "data.augmentation"),
-        (HEADS, config.model.head, "model.head"),
-        (OPTIMIZERS, config.optim.name, "optim.name"),
-        (SCHEDULES, config.schedule.name, "schedule.name"),
-    ]
-    if config.data.layout != "auto":
-        checks.append((LAYOUTS, config.data.layout, "data.layout"))
-    for registry, name, key in checks:
-        if name not in registry:
-            problems.append(
-                f"{key}: unknown {registry.kind} {name!r}; valid names: {', '.join(registry.names())}"
-            )
-    backbone = backbone_problem(config.model.backbone, config.data.input_size)
-    if backbone:
-        problems.append(backbone)
-    if config.model.pretrained_path is not None and not Path(config.model.pretrained_path).is_file():
-        problems.append(
-            f"model.pretrained_path: file {str(config.model.pretrained_path)!r} does not exist "
-            f"(relative paths are taken from the folder wen runs in, {os.getcwd()}); point it "
-            "at a safetensors or timm checkpoint file"
-        )
-    if config.data.root is not None and not Path(config.data.root).is_dir():
-        problems.append(
-            f"data.root: folder {str(config.data.root)!r} does not exist (relative paths are "
-            f"taken from the folder wen runs in, {os.getcwd()}); point it at the dataset root, "
-            "or use data.synthetic"
-        )
-    return problems
-
-
 # --------------------------------------------------------------------------------- loading
 
 
@@ -542,13 +505,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+#: Further checks of a validated config: the problems found, one line each (empty when none).
+ConfigChecks = Callable[[Any], list[str]]
+
+
 def load_config(
     source: str | Path | dict[str, Any],
     overrides: dict[str, Any] | list[str] | None = None,
     model: type[TrialConfig] = TrialConfig,
-    check_registries: bool = True,
+    checks: ConfigChecks | None = None,
 ) -> TrialConfig:
     """Read, override and validate a config; raise one :class:`ConfigError` with every problem.
+
+    ``checks`` runs on the validated config and returns further problems, raised in the same
+    :class:`ConfigError`: ``trainers.checks.check_names`` (registry names, files), or the
+    search stage's whole-run checks. This module stays a leaf (it imports no registry), so
+    whoever loads at the edge says which checks apply.
 
     >>> cfg = load_config({"data": {"synthetic": {"size": 64}}}, ["train.epochs=2"])
     >>> cfg.train.epochs, cfg.data.synthetic.size
@@ -563,13 +535,9 @@ def load_config(
         cfg = model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, model), label) from None
-    if check_registries:
-        problems = check_names(cfg)
-        extra = getattr(cfg, "extra_problems", None)
-        if callable(extra):
-            problems += extra()
-        if problems:
-            raise ConfigError(problems, label)
+    problems = checks(cfg) if checks is not None else []
+    if problems:
+        raise ConfigError(problems, label)
     return cfg
 
 

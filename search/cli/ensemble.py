@@ -21,13 +21,13 @@ def load_settings(run: Path, overrides: dict[str, Any]) -> Any:
     from pydantic import ValidationError
 
     from ensemble.config import EnsembleSettings
-    from search.config import WenConfig
-    from trainers.config import ConfigError, format_validation_error, load_config
+    from search.checks import load_wen_config
+    from trainers.config import ConfigError, format_validation_error
 
     config_path = run / "config.yaml"
     base: dict[str, Any] = {}
     if config_path.is_file():
-        cfg = load_config(config_path, model=WenConfig, check_registries=False)
+        cfg = load_wen_config(config_path, check_registries=False)
         base = cfg.ensemble.model_dump()
     merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
     try:

@@ -15,6 +15,7 @@ __all__ = ["load_trial_config", "train_command"]
 
 def load_trial_config(path: Path, overrides: list[str] | None) -> Any:
     """The trial part of a config file: ``search:``/``ensemble:`` sections are left to their stages."""
+    from trainers.checks import check_names
     from trainers.config import TrialConfig, load_config, read_yaml
 
     raw = read_yaml(path)
@@ -24,7 +25,7 @@ def load_trial_config(path: Path, overrides: list[str] | None) -> Any:
 
     other_stages = set(WenConfig.model_fields) - trial_keys
     raw = {k: v for k, v in raw.items() if k not in other_stages}
-    return load_config(raw, overrides, TrialConfig)
+    return load_config(raw, overrides, TrialConfig, checks=check_names)
 
 
 def _default_out(name: str) -> Path:

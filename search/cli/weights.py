@@ -43,9 +43,9 @@ def _backbone_problem(name: str) -> str | None:
 def resolve_targets(targets: list[str], overrides: list[str] | None) -> tuple[list[str], list[str]]:
     """The backbones named by ``targets`` (configs expanded, in order, once each), and notes
     about configs whose trials start from no cached weights."""
-    from search.config import WenConfig
+    from search.checks import load_wen_config
     from search.presets import config_path
-    from trainers.config import ConfigError, load_config
+    from trainers.config import ConfigError
     from trainers.weights import config_backbones
 
     names: list[str] = []
@@ -61,7 +61,7 @@ def resolve_targets(targets: list[str], overrides: list[str] | None) -> tuple[li
         if note:
             notes.append(note)
         try:
-            cfg = load_config(path, overrides, model=WenConfig, check_registries=False)
+            cfg = load_wen_config(path, overrides, check_registries=False)
         except ConfigError as err:
             problems.append(str(err))
             continue

@@ -31,7 +31,8 @@ from ensemble.members import build_members, load_prediction_sets
 from ensemble.methods import Stacking, create_method
 from ensemble.predict import prob_column
 from search.cli import app
-from trainers.models import TrainedModelError, create_model, load_trained_model
+from trainers.models import create_model
+from trainers.trained import TrainedModelError, load_trained_model
 
 pytestmark = pytest.mark.timeout(300)
 

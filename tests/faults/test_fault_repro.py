@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fault_helpers import tiny_trial
-from search.config import WenConfig
+from search.checks import load_wen_config
 from search.searchers import create_search_alg, searcher_metric
 from search.space import build_param_space
 from trainers import load_config, train
@@ -29,7 +29,7 @@ def _suggestions(seed: int, n: int = 14) -> list[dict[str, Any]]:
     raw = tiny_trial()
     raw["search"] = {"algorithm": "optuna", "seed": seed, "num_samples": n, "space": SPACE,
                      "max_concurrent": 1}
-    config = load_config(raw, model=WenConfig)
+    config = load_wen_config(raw)
     settings = config.search
     searcher = create_search_alg(settings)
     metric = searcher_metric(settings)

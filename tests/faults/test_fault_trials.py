@@ -91,7 +91,7 @@ def test_trial_that_raises_is_retried_from_its_checkpoint_with_equal_metrics(fau
         assert progress.loc[progress["epoch"] == 2, "resumed_from_epoch"].tolist() == [1]
         # ... and its metrics equal an uninterrupted run of the same trial config (CPU, seed)
         meta = json.loads((run / "models" / trial / "config.json").read_text())
-        config = load_config(meta["config"], model=TrialConfig, check_registries=False)
+        config = load_config(meta["config"], model=TrialConfig)
         reports: list[dict] = []
         train(config, reports.append, out_dir=run.parent / f"uninterrupted-{trial}")
         history = progress.drop_duplicates("epoch", keep="last").set_index("epoch")

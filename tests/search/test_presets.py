@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from search.cli import app
+from search.checks import load_wen_config
 from search.config import WenConfig
 from search.smoke import (
     SMOKE_MAX_PARAMS,
@@ -20,7 +21,7 @@ from search.smoke import (
     smoke_trials,
 )
 from search.space import count_trials
-from trainers.config import ConfigError, load_config
+from trainers.config import ConfigError
 from wen_proc import REPO
 
 PRESETS = {
@@ -48,7 +49,7 @@ def data_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_validates_unchanged(name: str, data_folders: Path) -> None:
-    config = load_config(_preset(name), model=WenConfig)  # registries and searched values too
+    config = load_wen_config(_preset(name))  # registries and searched values too
     assert isinstance(config, WenConfig)
     folder, layout, trials = PRESETS[name]
     assert config.data.root == Path(folder).absolute() and config.data.layout == layout
@@ -62,7 +63,7 @@ def test_preset_validates_unchanged(name: str, data_folders: Path) -> None:
 def test_preset_study_settings() -> None:
     """The settings SEEDS.md gives, as the presets hold them."""
     def load(name: str) -> WenConfig:
-        c = load_config(_preset(name), model=WenConfig, check_registries=False)
+        c = load_wen_config(_preset(name), check_registries=False)
         assert isinstance(c, WenConfig)
         return c
 
@@ -182,7 +183,7 @@ def test_smoke_backbones_swaps_only_big_ones_with_distinct_stand_ins() -> None:
 
 
 def test_smoke_asha_rungs_fall_on_whole_cycles() -> None:
-    cfg = load_config(_preset("mondal2021"), ["search.scheduler.name=asha"], model=WenConfig,
+    cfg = load_wen_config(_preset("mondal2021"), ["search.scheduler.name=asha"],
                       check_registries=False)  # fmt: skip
     assert isinstance(cfg, WenConfig)
     smoke = smoke_overrides(cfg).config
@@ -230,7 +231,7 @@ def test_smoke_of_a_synthetic_config_keeps_its_layout() -> None:
     smoke = load_smoke_config(str(REPO / "configs" / "smoke.yaml"))
     assert smoke.config.data.synthetic is not None
     assert smoke.config.data.synthetic.layout == "cnmc-kaggle" and smoke.notes == []
-    cfg = load_config(REPO / "configs" / "smoke.yaml", ["data.synthetic.layout=all4",
-                      "data.split.method=group_kfold"], model=WenConfig)  # fmt: skip
+    cfg = load_wen_config(REPO / "configs" / "smoke.yaml", ["data.synthetic.layout=all4",
+                          "data.split.method=group_kfold"])  # fmt: skip
     assert isinstance(cfg, WenConfig)
     assert smoke_overrides(cfg).config.data.synthetic.layout == "all4"

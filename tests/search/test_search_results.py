@@ -10,21 +10,21 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from search.config import ResourcesConfig, WenConfig
+from search.checks import load_wen_config
+from search.config import ResourcesConfig
 from search.raycluster import free_port, resource_problems, unseen_storage_message
 from search.results import history_frame, results_table, write_results
 from search.run import resume_differences
 from search.storage import RunStorage, StorageError
 from search.trainable import _BEST_FILE, TrialSpec, _restore_best, fault_epoch_from_env, trial_config
-from trainers.config import TrainConfig, load_config
+from trainers.config import TrainConfig
 
-CONFIG = load_config(
+CONFIG = load_wen_config(
     {
         "data": {"synthetic": {"size": 48}, "split": {"method": "group_kfold"}},
         "train": {"epochs": 3},
         "search": {"space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, "folds": [0, 1]},
     },
-    model=WenConfig,
     check_registries=False,
 )
 

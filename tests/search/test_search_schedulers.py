@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from search.checks import load_wen_config
 from search.config import WenConfig
 from search.schedulers import (
     SCHEDULERS,
@@ -15,14 +16,14 @@ from search.schedulers import (
 from search.searchers import create_search_alg, searcher_metric, tune_num_samples
 from search.space import TRIAL_INDEX, build_param_space
 from trainers._registry import UnknownNameError
-from trainers.config import ConfigError, load_config
+from trainers.config import ConfigError
 
 BASE = {"data": {"synthetic": {"size": 48}}, "model": {"backbone": "test_resnet"}}
 
 
 def cfg(**sections: object) -> WenConfig:
     raw = {**BASE, **sections}
-    config = load_config(raw, model=WenConfig, check_registries=False)
+    config = load_wen_config(raw, check_registries=False)
     assert isinstance(config, WenConfig)
     return config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from search.checks import load_wen_config
 from search.config import SpaceSpec, WenConfig
 from search.space import (
     FOLD_KEY,
@@ -16,7 +17,7 @@ from search.space import (
     space_key_problems,
     trial_overrides,
 )
-from trainers.config import ConfigError, load_config
+from trainers.config import ConfigError
 
 BASE = {
     "data": {"synthetic": {"size": 48}, "input_size": 48, "split": {"method": "group_kfold", "n_folds": 3}},
@@ -26,7 +27,7 @@ BASE = {
 
 
 def cfg(search: dict, check: bool = True, **top: object) -> WenConfig:
-    config = load_config({**BASE, **top, "search": search}, model=WenConfig, check_registries=check)
+    config = load_wen_config({**BASE, **top, "search": search}, check_registries=check)
     assert isinstance(config, WenConfig)
     return config
 

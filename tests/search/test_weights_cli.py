@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from hub_cache import FakeHub, go_online, point_weights_url, pretrained_tensors, use_empty_caches
 from search.cli import app
-from search.config import WenConfig
-from trainers.config import load_config
+from search.checks import load_wen_config
 from trainers.models import create_model
 from trainers.weights import missing_weight_problems
 
@@ -75,7 +74,7 @@ def test_fetch_a_config_then_list_it_and_train_from_it(
     after = runner.invoke(app, ["weights", "list", str(config)])
     assert after.exit_code == 0, after.output
     assert after.output.count("  present  ") == 2
-    assert missing_weight_problems(load_config(config, model=WenConfig, check_registries=False)) == []
+    assert missing_weight_problems(load_wen_config(config, check_registries=False)) == []
     for name, tensors in (("test_resnet", resnet), ("legacy_xception", xception)):
         backbone = create_model(name, 2, pretrained=True).backbone
         for key, value in backbone.state_dict().items():
@@ -109,7 +108,7 @@ def test_fetch_failures_exit_1_with_each_reason(
 def test_pre_trial_check_on_the_presets(
     preset: str, backbones: list[str], caches: tuple[Path, Path]
 ) -> None:
-    cfg = load_config(REPO / "configs" / f"{preset}.yaml", model=WenConfig, check_registries=False)
+    cfg = load_wen_config(REPO / "configs" / f"{preset}.yaml", check_registries=False)
     problems = missing_weight_problems(cfg)
     assert [p.split(":")[0] for p in problems] == [f"model.backbone={b}" for b in backbones]
     for name, problem in zip(backbones, problems):
