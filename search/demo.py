@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from search.presets import preset_path
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = [
     "DEMO_CONFIG",
@@ -173,7 +174,7 @@ def run_demo(
     seconds["search"] = time.monotonic() - start
     if outcome.errors:
         raise RuntimeError(
-            f"{outcome.errors} demo trial(s) errored; see {outcome.run.join('results.csv')}"
+            f"{outcome.errors} demo trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}"
         )
     run_dir = out / "run"
 
@@ -189,8 +190,8 @@ def run_demo(
     report = build_report(run_dir, gradcam=gradcam, device="cpu", progress=False, say=say)
     seconds["report"] = time.monotonic() - start
 
-    comparison = pd.read_csv(run_dir / "ensemble" / "comparison.csv")
-    paired_path = run_dir / "ensemble" / "comparisons.csv"
+    comparison = pd.read_csv(run_dir / RUN_LAYOUT.comparison)
+    paired_path = run_dir / RUN_LAYOUT.comparisons
     paired = pd.read_csv(paired_path) if paired_path.is_file() else None
     return DemoResult(
         out=out,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from search.space import trial_overrides
+from trainers.run_layout import RUN_LAYOUT
 
 if TYPE_CHECKING:
     from search.config import WenConfig
@@ -87,8 +88,8 @@ def _trial_row(result: Any, config: WenConfig, run: RunStorage | None) -> dict[s
         "init_weights": last.get("init_weights"),
         "error": _short_error(result.error),
     }
-    if run is not None and trial_id and run.exists(f"predictions/{trial_id}.parquet"):
-        row["predictions"] = run.join("predictions", f"{trial_id}.parquet")
+    if run is not None and trial_id and run.exists(RUN_LAYOUT.prediction(trial_id)):
+        row["predictions"] = run.join(RUN_LAYOUT.prediction(trial_id))
     for key in settings.space:
         row[key] = searched.get(key)
     for name in _METRICS:
@@ -129,7 +130,7 @@ def write_results(frame: pd.DataFrame, run: RunStorage) -> None:
         # searched values may be lists (optim.betas); Parquet needs one type per column
         if frame[column].map(lambda v: isinstance(v, (list, tuple, dict))).any():
             frame[column] = frame[column].map(lambda v: json.dumps(v) if v is not None else None)
-    run.write_text("results.csv", frame.to_csv(index=False))
+    run.write_text(RUN_LAYOUT.results_csv, frame.to_csv(index=False))
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    run.write_bytes("results.parquet", buffer.getvalue())
+    run.write_bytes(RUN_LAYOUT.results_parquet, buffer.getvalue())

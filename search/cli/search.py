@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from search.cli._app import app, fail
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["dashboard", "search"]
 
@@ -147,7 +148,7 @@ def search(
     except (SearchError, StorageError, ConfigError, RayAuthError) as err:
         raise fail(str(err)) from None
     if outcome.errors:
-        raise fail(f"{outcome.errors} trial(s) errored; see {outcome.run.join('results.csv')}", code=1)
+        raise fail(f"{outcome.errors} trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}", code=1)
 
 
 @app.command("dashboard")
@@ -164,9 +165,10 @@ def dashboard(
         root = Path(run).expanduser()
         if not root.is_dir():
             raise fail(f"run folder {run!r} does not exist; pass the RUN folder `wen search` printed")
-        logdir = str(root / "tensorboard") if (root / "tensorboard").is_dir() else str(root)
+        events = root / RUN_LAYOUT.tensorboard
+        logdir = str(events) if events.is_dir() else str(root)
     else:
-        logdir = run.rstrip("/") + "/tensorboard"
+        logdir = run.rstrip("/") + "/" + RUN_LAYOUT.tensorboard
     chosen = free_port(port)
     if chosen != port:
         typer.echo(f"port {port} on 127.0.0.1 is taken; TensorBoard uses {chosen}")
