@@ -9,6 +9,7 @@ trial's checkpoints, ``predictions/<trial_id>.parquet``, ``models/<trial_id>/``,
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from search.space import FOLD_KEY, build_param_space
 from search.storage import RunStorage
 from search.trainable import TrainFn, TrialSpec, fault_epoch_from_env, make_trainable
 from trainers.errors import WenError
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = [
     "SearchError",
@@ -115,27 +117,27 @@ def _prepare_run(config: WenConfig, run: RunStorage, resume: bool, command: str)
         )
     current = config.model_dump(mode="json")
     current["search"]["storage"] = run.storage  # --storage replaces search.storage
-    if resume and run.exists("config.yaml"):
-        saved = yaml.safe_load(run.read_text("config.yaml")) or {}
+    if resume and run.exists(RUN_LAYOUT.config):
+        saved = yaml.safe_load(run.read_text(RUN_LAYOUT.config)) or {}
         changed = resume_differences(saved, current)
         if changed:
             raise SearchError(
                 f"--resume: the config differs from the one the search started with "
-                f"({run.uri}/config.yaml) at {', '.join(changed)}; Tune cannot change a search "
+                f"({posixpath.join(run.uri, RUN_LAYOUT.config)}) at {', '.join(changed)}; Tune cannot change a search "
                 "mid-way: resume with the same config and --set values, or start a new run "
                 "with --name"
             )
     try:
         run.makedirs()
-        run.makedirs("predictions")
+        run.makedirs(RUN_LAYOUT.predictions)
     except OSError as exc:  # checked before Ray starts, so no trial ever runs
         raise SearchError(
             f"search.storage: cannot create the run folder {run.uri} ({exc}): pass a writable "
             "folder (or an s3:// / gs:// URI) with --storage or search.storage"
         ) from None
     if not resume:
-        run.write_text("config.yaml", yaml.safe_dump(current, sort_keys=False))
-    run.append_text("command.txt", command.rstrip("\n") + "\n")
+        run.write_text(RUN_LAYOUT.config, yaml.safe_dump(current, sort_keys=False))
+    run.append_text(RUN_LAYOUT.command, command.rstrip("\n") + "\n")
 
 
 def _check_dataset(config: WenConfig, say: Callable[[str], None]) -> None:
@@ -225,15 +227,10 @@ def _tuner(config: WenConfig, run: RunStorage, trainable: Any, resume: bool) -> 
 
 def _remove_partial_predictions(run: RunStorage) -> list[str]:
     """Delete temp prediction files a killed trial left (every trial has finished now)."""
-    removed = [name for name in run.list("predictions") if _TEMP.match(name)]
+    removed = [name for name in run.list(RUN_LAYOUT.predictions) if _TEMP.match(name)]
     for name in removed:
-        run.delete_file(f"predictions/{name}")
+        run.delete_file(posixpath.join(RUN_LAYOUT.predictions, name))
     return removed
-
-
-#: Where predictions of trials a restored search does not know are moved; readers skip
-#: ``_``-prefixed names, so the ensemble reads only the trials in the results table.
-ORPHANS = "predictions/_orphaned"
 
 
 def _set_aside_orphans(run: RunStorage, frame: pd.DataFrame) -> list[str]:
@@ -244,14 +241,14 @@ def _set_aside_orphans(run: RunStorage, frame: pd.DataFrame) -> list[str]:
     """
     known = set(frame["trial_id"].astype(str)) if not frame.empty else set()
     orphans = [
-        name.removesuffix(".parquet") for name in run.list("predictions")
+        name.removesuffix(".parquet") for name in run.list(RUN_LAYOUT.predictions)
         if name.endswith(".parquet") and not name.startswith((".", "_"))
         and name.removesuffix(".parquet") not in known
     ]
-    if orphans:
-        run.makedirs(ORPHANS)
+    if orphans:  # readers skip ``_``-prefixed names: the ensemble reads the known trials only
+        run.makedirs(RUN_LAYOUT.orphans)
     for trial in orphans:
-        run.fs.move(run.join(f"predictions/{trial}.parquet"), run.join(f"{ORPHANS}/{trial}.parquet"))
+        run.fs.move(run.join(RUN_LAYOUT.prediction(trial)), run.join(RUN_LAYOUT.orphan(trial)))
     return orphans
 
 
@@ -330,10 +327,10 @@ def run_search(
         orphans = _set_aside_orphans(run, frame)
         if orphans:
             say(f"moved {len(orphans)} prediction file(s) of trials the restored search does not "
-                f"know (started after its last snapshot, then re-run) to {run.join(ORPHANS)}: "
+                f"know (started after its last snapshot, then re-run) to {run.join(RUN_LAYOUT.orphans)}: "
                 + ", ".join(orphans))
         errors = int((frame["status"] == "ERROR").sum()) if not frame.empty else 0
-        say(f"results: {run.join('results.csv')} ({len(frame)} trials, {errors} errored)")
+        say(f"results: {run.join(RUN_LAYOUT.results_csv)} ({len(frame)} trials, {errors} errored)")
         return SearchOutcome(run=run, results=frame, errors=errors)
     finally:
         if session.started_here:

@@ -34,6 +34,7 @@ from typing import Any
 from search.space import FOLD_KEY, trial_overrides
 from search.storage import RunStorage
 from trainers.config import TrialConfig, apply_overrides, load_config
+from trainers.run_layout import RUN_LAYOUT, publish_member
 
 __all__ = [
     "FAULT_ENV",
@@ -269,7 +270,7 @@ def _publish(run: RunStorage, result: Any, config: TrialConfig, trial_id: str, p
     from trainers.config import config_hash
 
     if pred_path is not None and not run.local and pred_path.is_file():
-        run.upload_file(pred_path, f"predictions/{trial_id}.parquet")
+        run.upload_file(pred_path, RUN_LAYOUT.prediction(trial_id))
     ckpt = Path(result.checkpoint_dir) if result.checkpoint_dir else None
     weights = ckpt / "model.safetensors" if ckpt else None
     if weights is None or not weights.is_file():
@@ -287,8 +288,7 @@ def _publish(run: RunStorage, result: Any, config: TrialConfig, trial_id: str, p
         "class_names": class_names,
         "config": config.model_dump(mode="json"),
     }
-    run.upload_file(weights, f"models/{trial_id}/model.safetensors")
-    run.write_text(f"models/{trial_id}/config.json", json.dumps(meta, indent=2, default=str))
+    publish_member(run, trial_id, weights, meta)
 
 
 def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn | None) -> None:
@@ -318,11 +318,11 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         work = run.local_path(trial_dir.name, "work") if run.local else scratch / "work"
         _restore_best(checkpoint, record, work)
         if run.local:
-            predictions_dir = run.local_path("predictions")
-            tb_dir = run.local_path("tensorboard", trial_id) if spec.tensorboard else None
-        else:
-            predictions_dir = scratch / "predictions"
-            tb_dir = scratch / "tensorboard" if spec.tensorboard else None
+            predictions_dir = run.local_path(RUN_LAYOUT.predictions)
+            tb_dir = run.local_path(RUN_LAYOUT.tensorboard_dir(trial_id)) if spec.tensorboard else None
+        else:  # the same names in the attempt's scratch, uploaded when the trial ends
+            predictions_dir = scratch / RUN_LAYOUT.predictions
+            tb_dir = scratch / RUN_LAYOUT.tensorboard if spec.tensorboard else None
         predictions_dir.mkdir(parents=True, exist_ok=True)
         fold = config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None
         reporter = TuneReporter(
@@ -349,7 +349,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         finally:
             reporter.close()
             if tb_dir is not None and not run.local and tb_dir.is_dir():
-                run.upload_dir(tb_dir, f"tensorboard/{trial_id}")
+                run.upload_dir(tb_dir, RUN_LAYOUT.tensorboard_dir(trial_id))
         pred = Path(result.predictions_path) if result.predictions_path else None
         _publish(run, result, config, trial_id, pred)
         reporter.flush()

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from search.cli._app import app, fail
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["ensemble_command", "load_settings"]
 
@@ -24,7 +25,7 @@ def load_settings(run: Path, overrides: dict[str, Any]) -> Any:
     from search.checks import load_wen_config
     from trainers.config import ConfigError, format_validation_error
 
-    config_path = run / "config.yaml"
+    config_path = run / RUN_LAYOUT.config
     base: dict[str, Any] = {}
     if config_path.is_file():
         cfg = load_wen_config(config_path, check_registries=False)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from search.cli._app import app, fail
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["load_trial_config", "train_command"]
 
@@ -67,7 +68,7 @@ def train_command(
     except ConfigError as err:
         raise fail(str(err)) from None
     out_dir = out or _default_out(cfg.name)
-    save_config(cfg, out_dir / "config.yaml")
+    save_config(cfg, out_dir / RUN_LAYOUT.config)  # named as in a search run
     typer.echo(f"training {cfg.model.backbone} on {'synthetic data' if cfg.data.synthetic else cfg.data.root}; output: {out_dir}")
 
     from trainers import train
