@@ -1,5 +1,8 @@
 """Optimizers and learning-rate schedules, each a registry entry chosen by name.
 
+An optimizer family is data (:class:`OptimInfo`: class + the keyword arguments it takes);
+:func:`optimizer_kwargs` is the one adapter from config to :func:`create_optimizer_by_name`.
+
 Schedulers are stepped once per batch, so every schedule is expressed in optimizer steps.
 
 >>> import torch
@@ -14,6 +17,7 @@ Schedulers are stepped once per batch, so every schedule is expressed in optimiz
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,63 +31,77 @@ __all__ = [
     "ADAM_FAMILY",
     "OPTIMIZERS",
     "SCHEDULES",
+    "OptimInfo",
     "create_optimizer",
+    "create_optimizer_by_name",
     "create_scheduler",
     "current_lr",
+    "optimizer_kwargs",
 ]
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
-OptimizerFactory = Callable[[Params, OptimizerConfig], Optimizer]
 ScheduleFactory = Callable[[Optimizer, ScheduleConfig, int, int], LRScheduler]
 
-OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", key="optim.name")
+
+@dataclass(frozen=True)
+class OptimInfo:
+    """One optimizer family as data (timm's ``OptimInfo``): its class and the keyword
+    arguments it takes, each named as the :class:`~trainers.config.OptimizerConfig` field."""
+
+    name: str
+    cls: type[Optimizer]
+    kwargs: tuple[str, ...]
+    #: The first moment plays the role of momentum (``betas``, not ``momentum``).
+    adam_family: bool = False
+
+
+_ADAM_KWARGS = ("lr", "betas", "eps", "weight_decay")
+
+OPTIMIZERS: Registry[OptimInfo] = Registry("optimizer", key="optim.name")
+for _info in (
+    OptimInfo("adamax", torch.optim.Adamax, _ADAM_KWARGS, adam_family=True),
+    OptimInfo("adam", torch.optim.Adam, _ADAM_KWARGS, adam_family=True),
+    OptimInfo("adamw", torch.optim.AdamW, _ADAM_KWARGS, adam_family=True),
+    OptimInfo("rmsprop", torch.optim.RMSprop, ("lr", "alpha", "eps", "weight_decay", "momentum")),
+    OptimInfo("sgd", torch.optim.SGD, ("lr", "momentum", "weight_decay")),
+):
+    OPTIMIZERS.register(_info.name)(_info)
+
 SCHEDULES: Registry[ScheduleFactory] = Registry("learning-rate schedule", key="schedule.name")
 
 #: Optimizers whose first moment plays the role of momentum (betas, not ``momentum``).
-ADAM_FAMILY = frozenset({"adamax", "adam", "adamw"})
+ADAM_FAMILY = frozenset(name for name in OPTIMIZERS.names() if OPTIMIZERS.get(name).adam_family)
 
 
-@OPTIMIZERS.register("adamax")
-def _adamax(params: Params, cfg: OptimizerConfig) -> Optimizer:
-    return torch.optim.Adamax(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
+def create_optimizer_by_name(params: Params, name: str, **kwargs: Any) -> Optimizer:
+    """The optimizer ``name`` over ``params`` with exactly the keyword arguments its family takes.
+
+    An unknown name lists the valid ones; a keyword the family does not take is refused, not
+    dropped (``momentum`` means nothing to Adam).
+
+    >>> opt = create_optimizer_by_name([torch.nn.Parameter(torch.zeros(1))], "sgd", lr=0.1)
+    >>> type(opt).__name__, opt.param_groups[0]["lr"]
+    ('SGD', 0.1)
+    """
+    info = OPTIMIZERS.get(name)
+    unknown = sorted(set(kwargs) - set(info.kwargs))
+    if unknown:
+        raise TypeError(
+            f"optimizer {name!r} takes {', '.join(info.kwargs)}, got {', '.join(unknown)} too: "
+            "drop them or pick another optimizer"
+        )
+    return info.cls(params, **kwargs)
 
 
-@OPTIMIZERS.register("adam")
-def _adam(params: Params, cfg: OptimizerConfig) -> Optimizer:
-    return torch.optim.Adam(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
-
-
-@OPTIMIZERS.register("adamw")
-def _adamw(params: Params, cfg: OptimizerConfig) -> Optimizer:
-    return torch.optim.AdamW(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
-
-
-@OPTIMIZERS.register("rmsprop")
-def _rmsprop(params: Params, cfg: OptimizerConfig) -> Optimizer:
-    return torch.optim.RMSprop(
-        params,
-        lr=cfg.lr,
-        alpha=cfg.alpha,
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-    )
-
-
-@OPTIMIZERS.register("sgd")
-def _sgd(params: Params, cfg: OptimizerConfig) -> Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def optimizer_kwargs(cfg: OptimizerConfig) -> dict[str, Any]:
+    """The one adapter from config to :func:`create_optimizer_by_name`: the fields the named
+    family takes (unknown names list the valid ones)."""
+    return {key: getattr(cfg, key) for key in OPTIMIZERS.get(cfg.name).kwargs}
 
 
 def create_optimizer(params: Params, cfg: OptimizerConfig) -> Optimizer:
     """The optimizer named ``cfg.name`` over ``params`` (unknown names list the valid ones)."""
-    return OPTIMIZERS.get(cfg.name)(params, cfg)
+    return create_optimizer_by_name(params, cfg.name, **optimizer_kwargs(cfg))
 
 
 # ------------------------------------------------------------------------------ schedules

@@ -130,3 +130,27 @@ def test_empty_epoch_is_refused() -> None:
     opt = create_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimizerConfig())
     with pytest.raises(ValueError, match="iters_per_epoch=0"):
         create_scheduler(opt, ScheduleConfig(), 0, 3)
+
+
+def test_optimizer_table_names_only_keywords_the_class_takes() -> None:
+    import inspect
+
+    from trainers.optim import ADAM_FAMILY, optimizer_kwargs
+
+    assert ADAM_FAMILY == {"adamax", "adam", "adamw"}
+    for name in OPTIMIZERS.names():
+        info = OPTIMIZERS.get(name)
+        accepted = set(inspect.signature(info.cls).parameters)
+        assert set(info.kwargs) <= accepted, (name, set(info.kwargs) - accepted)
+        assert set(info.kwargs) <= set(OptimizerConfig.model_fields)  # the adapter reads them from the config
+        assert set(optimizer_kwargs(OptimizerConfig(name=name))) == set(info.kwargs)
+
+
+def test_a_keyword_the_family_does_not_take_is_refused() -> None:
+    from trainers.optim import create_optimizer_by_name
+
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(TypeError, match="optimizer 'adam' takes lr, betas, eps, weight_decay, got momentum"):
+        create_optimizer_by_name(p, "adam", lr=0.1, momentum=0.9)
+    with pytest.raises(UnknownNameError, match="unknown optimizer 'adagrad'"):
+        create_optimizer_by_name(p, "adagrad", lr=0.1)
