@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from search.cli._app import data_app, fail
+from trainers.errors import WenError
 
 __all__ = ["check", "manifest", "synth"]
 
@@ -58,7 +59,7 @@ def synth(
             out, spec.layout, spec.subjects_per_class, spec.cells_per_subject, spec.size,
             spec.seed, spec.label_noise,
         )
-    except (ValueError, FileExistsError) as exc:
+    except (WenError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
     info = read_synthetic_info(root) or {}
     typer.echo(
@@ -75,13 +76,11 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Report every problem of a dataset, one per file; exit 1 when there are errors."""
-    from trainers._registry import UnknownNameError
     from trainers.data.check import check_dataset
-    from trainers.data.layouts import LayoutError
 
     try:
         report = check_dataset(root, layout)
-    except (LayoutError, UnknownNameError) as exc:
+    except WenError as exc:
         raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=1))
@@ -100,12 +99,11 @@ def manifest(
     ),
 ) -> None:
     """Build the manifest (one row per image) of a dataset folder."""
-    from trainers._registry import UnknownNameError
-    from trainers.data.layouts import LayoutError, manifest_hash, read_manifest, write_manifest
+    from trainers.data.layouts import manifest_hash, read_manifest, write_manifest
 
     try:
         found = read_manifest(root, layout)
-    except (LayoutError, UnknownNameError) as exc:
+    except WenError as exc:
         raise fail(str(exc)) from None
     frame = found.frame
     summary = (

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from search.cli._app import app, fail
+from trainers.errors import WenError
 
 __all__ = ["demo"]
 
@@ -27,19 +28,12 @@ def demo(
     """Run the whole pipeline on a synthetic C-NMC dataset on this machine (local Ray, CPU):
     search 5 backbones x 2 augmentations with ASHA, fit and compare the ensembles, export the
     chosen one to ONNX, write the report; print the test table and whether the ensembles won."""
-    from ensemble.export import ExportError
-    from ensemble.members import EnsembleInputError
     from search.demo import run_demo
-    from search.run import SearchError
-    from search.storage import StorageError
-    from trainers.config import ConfigError
 
     start = time.monotonic()
     try:
         result = run_demo(out, overrides, gradcam=gradcam, say=typer.echo)
-    except (
-        ConfigError, SearchError, StorageError, EnsembleInputError, ExportError, FileExistsError, RuntimeError
-    ) as err:
+    except (WenError, FileExistsError, RuntimeError) as err:
         raise fail(str(err)) from None
     total = time.monotonic() - start
     typer.echo("")

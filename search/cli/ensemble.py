@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from search.cli._app import app, fail
+from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["ensemble_command", "load_settings"]
@@ -73,9 +74,7 @@ def ensemble_command(
     subject-bootstrap intervals and paired tests, and choose one by held-out validation score.
     Writes RUN/ensemble/ (comparison.csv/.md, comparisons.csv, confusion.csv, weights.json,
     chosen.json, study.db). Re-running resumes the Optuna study."""
-    from ensemble.members import EnsembleInputError
     from ensemble.run import run_ensemble
-    from trainers.config import ConfigError
 
     if not run.is_dir():
         raise fail(f"run folder {str(run)!r} does not exist; pass the folder `wen search` wrote")
@@ -95,5 +94,5 @@ def ensemble_command(
     try:
         settings = load_settings(run, overrides)
         run_ensemble(run, settings, progress=progress, say=typer.echo)
-    except (ConfigError, EnsembleInputError, ValueError) as exc:
+    except (WenError, ValueError) as exc:
         raise fail(str(exc)) from None

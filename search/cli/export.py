@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from search.cli._app import app, fail
+from trainers.errors import WenError
 
 __all__ = ["export_command", "predict_command"]
 
@@ -23,11 +24,11 @@ def export_command(
     """Export an ensemble as one model folder: manifest.json (classes, pre-processing, members,
     weights, metrics with intervals, versions), each member's safetensors, ensemble.onnx
     (dynamic batch) and ensemble.pt (TorchScript), checked against PyTorch within 1e-4."""
-    from ensemble.export import ExportError, export_ensemble
+    from ensemble.export import export_ensemble
 
     try:
         export_ensemble(run, method, out, say=typer.echo)
-    except ExportError as exc:
+    except WenError as exc:
         raise fail(str(exc)) from None
 
 
@@ -46,13 +47,12 @@ def predict_command(
     """One CSV row per image: path, each class's probability, the predicted class and an error
     column. Unreadable images (not an image, truncated, decompression bomb) keep a row with
     the error and make the exit code 1, unless --skip-bad."""
-    from ensemble.export import ExportError
-    from ensemble.predict import PredictInputError, predict_images
+    from ensemble.predict import predict_images
 
     try:
         table = predict_images(model_dir, paths, backend, batch_size=batch_size,
                                skip_bad=False, progress=progress)
-    except (ExportError, PredictInputError, ValueError) as exc:
+    except (WenError, ValueError) as exc:
         raise fail(str(exc)) from None
     bad = table[table["error"].notna()]
     for message in bad["error"]:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from search.cli._app import app, fail
+from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["dashboard", "search"]
@@ -115,10 +116,7 @@ def search(
     ] = False,
 ) -> None:
     """Search the configured space on Ray Tune; write RUN/results.csv and every trial's predictions."""
-    from search.raycluster import RayAuthError
-    from search.run import SearchError, load_search_config, run_search
-    from search.storage import StorageError
-    from trainers.config import ConfigError
+    from search.run import load_search_config, run_search
 
     from search.presets import config_path
 
@@ -127,14 +125,14 @@ def search(
         typer.echo(f"note: {note}")
     try:
         cfg = _load_smoke(config, overrides) if smoke else load_search_config(str(config), overrides)
-    except (ConfigError, ValueError) as err:
+    except (WenError, ValueError) as err:
         raise fail(str(err)) from None
     store = storage or cfg.search.storage
     run_name = name or cfg.name
     if dry_run:
         try:
             _dry_run(cfg, store, run_name)
-        except StorageError as err:
+        except WenError as err:
             raise fail(str(err)) from None
         return
     args = sys.argv[1:]
@@ -145,7 +143,7 @@ def search(
         outcome = run_search(
             cfg, storage=store, name=run_name, address=address, resume=resume, command=command
         )
-    except (SearchError, StorageError, ConfigError, RayAuthError) as err:
+    except WenError as err:
         raise fail(str(err)) from None
     if outcome.errors:
         raise fail(f"{outcome.errors} trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}", code=1)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from search.cli._app import app, fail
+from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["load_trial_config", "train_command"]
@@ -56,7 +57,7 @@ def train_command(
     """Train one trial on this machine; write OUT/config.yaml, OUT/checkpoints/ and OUT/predictions/."""
     from tqdm.auto import tqdm
 
-    from trainers.config import ConfigError, save_config
+    from trainers.config import save_config
 
     from search.presets import config_path
 
@@ -65,15 +66,13 @@ def train_command(
         typer.echo(f"note: {note}")
     try:
         cfg = load_trial_config(config, overrides)
-    except ConfigError as err:
+    except WenError as err:
         raise fail(str(err)) from None
     out_dir = out or _default_out(cfg.name)
     save_config(cfg, out_dir / RUN_LAYOUT.config)  # named as in a search run
     typer.echo(f"training {cfg.model.backbone} on {'synthetic data' if cfg.data.synthetic else cfg.data.root}; output: {out_dir}")
 
     from trainers import train
-    from trainers.checkpoint import CheckpointError
-    from trainers.models import PretrainedWeightsError
 
     bar = tqdm(total=cfg.train.epochs, unit="epoch", dynamic_ncols=True)
 
@@ -90,7 +89,7 @@ def train_command(
 
     try:
         result = train(cfg, report, out_dir=out_dir, trial_id=trial_id, resume_from=resume, on_batch=on_batch)
-    except (ValueError, PretrainedWeightsError, CheckpointError, FloatingPointError) as err:
+    except (WenError, ValueError, FloatingPointError) as err:
         bar.close()
         raise fail(str(err)) from None
     bar.close()
