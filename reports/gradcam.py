@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from trainers.errors import WenError
+from trainers.models import min_input_size
 from trainers.trained import TrainedModelError, load_trained_model
 
 __all__ = [
@@ -85,8 +86,6 @@ def _default_size(model: nn.Module) -> int:
     cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
     if cfg is not None and cfg.input_size:
         return int(cfg.input_size[-1])
-    from trainers.models import min_input_size
-
     return int(min_input_size(name) or _FALLBACK_SIZE)
 
 
@@ -204,7 +203,7 @@ class LoadedModel:
 
     def image(self, sample_id: str) -> np.ndarray:
         """The sample's image pre-processed exactly as in training (``preprocess_image``)."""
-        from trainers.data.cache import preprocess_image
+        from trainers.data.cache import preprocess_image  # lazy: the image stack, only for Grad-CAM
 
         path = self.data_root / sample_id
         if not path.is_file():
@@ -218,7 +217,7 @@ class LoadedModel:
 def _data_root(data: Any) -> Path:
     if data.root is not None:
         return Path(data.root)
-    from trainers.data import ensure_synthetic
+    from trainers.data import ensure_synthetic  # lazy: the data stack, only without data.root
 
     # deterministic for the spec: re-generated into the wen cache when absent
     return Path(ensure_synthetic(data.synthetic, data.synthetic_dir))

@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from search.config import WenConfig
+
 __all__ = ["config_reference", "reference_rows"]
 
 _HEADER = """# Configuration reference
@@ -101,8 +103,6 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[dict[str, s
 
 def config_reference() -> str:
     """The whole reference as Markdown: one table per top-level section."""
-    from search.config import WenConfig
-
     rows = reference_rows(WenConfig)
     sections: dict[str, list[dict[str, str]]] = {}
     for row in rows:

@@ -22,7 +22,9 @@ from typing import Any
 
 from search.checks import load_wen_config
 from search.config import WenConfig
+from search.space import count_trials
 from trainers.config import apply_overrides, parse_overrides
+from trainers.models import _probe_model, create_alnet, min_input_size
 
 __all__ = [
     "SMOKE_MAX_PARAMS",
@@ -60,11 +62,7 @@ class Smoke:
 def backbone_params(name: str) -> int:
     """Parameter count of backbone ``name`` without its classifier (built on the meta device)."""
     if name == "alnet":
-        from trainers.models import create_alnet
-
         return sum(p.numel() for p in create_alnet().parameters())
-    from trainers.models import _probe_model
-
     return sum(p.numel() for p in _probe_model(name).parameters())
 
 
@@ -99,8 +97,6 @@ def _smoke_input_size(backbones: list[str]) -> int:
     """ALNet's fixed 224 px when it is used, else the smallest size >= 64 every backbone runs at."""
     if "alnet" in backbones:
         return 224
-    from trainers.models import min_input_size
-
     sizes = [min_input_size(b, above=SMOKE_INPUT) or SMOKE_INPUT for b in backbones]
     return max([SMOKE_INPUT, *sizes])
 
@@ -232,7 +228,5 @@ def load_smoke_config(source: str, overrides: list[str] | None = None) -> Smoke:
 
 def smoke_trials(config: WenConfig) -> int:
     """How many trials the (smoke) search will run."""
-    from search.space import count_trials
-
     return count_trials(config.search)
 
