@@ -2,8 +2,9 @@
 
 YAML is validated once, at the edge, into these models. Every model rejects unknown keys;
 :func:`load_config` collects every problem (unknown keys with the allowed ones, wrong types,
-out-of-range values, unknown registry names) and raises one :class:`ConfigError` that names
-each key by its full path, the rule it breaks and the fix.
+out-of-range values, and with ``checks=trainers.checks.check_names`` unknown registry names)
+and raises one :class:`ConfigError` that names each key by its full path, the rule it breaks
+and the fix. This module is a leaf: it imports no registry, model or stage of the project.
 
 The search and ensemble stages extend :class:`TrialConfig` with their own sections
 (``search/config.py``); the trainer only ever sees the trial part.
