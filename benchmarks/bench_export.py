@@ -46,10 +46,11 @@ def build_run(root: Path) -> Path:
     """A run folder with ``models/`` and ``ensemble/`` as ``wen search``/``wen ensemble``
     write them, for :data:`BACKBONES` under equal (``sap``) weights."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from trainers.config import TrialConfig
     from trainers.models import create_model
+    from trainers.run_layout import RUN_LAYOUT, publish_member
 
     run = root / "run"
     members = []
@@ -60,22 +61,18 @@ def build_run(root: Path) -> Path:
              "model": {"backbone": backbone}})
         torch.manual_seed(i)
         model = create_model(backbone, len(CLASSES))
-        folder = run / "models" / trial
-        folder.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(folder / "model.safetensors"))
-        (folder / "config.json").write_text(json.dumps(
-            {"trial_id": trial, "class_names": CLASSES, "config": config.model_dump(mode="json")}))
+        publish_member(run, trial, save({k: v.contiguous() for k, v in model.state_dict().items()}),
+                       {"trial_id": trial, "class_names": CLASSES,
+                        "config": config.model_dump(mode="json")})
         members.append({"name": trial, "trial_ids": [trial], "backbone": backbone})
     weights = {m["name"]: 1 / len(members) for m in members}
-    ens = run / "ensemble"
-    ens.mkdir()
-    (ens / "weights.json").write_text(json.dumps(
+    (run / RUN_LAYOUT.ensemble).mkdir()
+    (run / RUN_LAYOUT.ensemble_weights).write_text(json.dumps(
         {"members": members, "methods": {"sap": {"weights": weights, "threshold": None}}}))
-    (ens / "chosen.json").write_text(json.dumps(
+    (run / RUN_LAYOUT.chosen).write_text(json.dumps(
         {"method": "sap", "threshold": None, "class_names": CLASSES,
          "members": [{**m, "weight": weights[m["name"]]} for m in members]}))
-    (ens / "comparison.csv").write_text("method,split,how\nsap,test,benchmark: no metrics\n")
+    (run / RUN_LAYOUT.comparison).write_text("method,split,how\nsap,test,benchmark: no metrics\n")
     return run
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
+import posixpath
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +38,14 @@ import numpy as np
 
 from trainers._atomic import atomic_write_json, staged_folder
 from trainers.errors import WenError
+from trainers.run_layout import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    RUN_LAYOUT,
+    MemberFileError,
+    publish_member,
+    read_member,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,6 +67,8 @@ PARITY_ATOL = 1e-4
 ONNX_FILE = "ensemble.onnx"
 TORCHSCRIPT_FILE = "ensemble.pt"
 MANIFEST_FILE = "manifest.json"
+#: the members' networks, in the models folder's format (trainers.run_layout)
+MEMBERS_DIR = "members"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
 _METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
@@ -97,10 +107,10 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
     chosen one). Members with weight 0 are left out of the graph (``dropped``), except under
     stacking, whose weights are importances and whose coefficients cover every member."""
     run_dir = Path(run_dir)
-    ens = run_dir / "ensemble"
+    ens = run_dir / RUN_LAYOUT.ensemble
     if not run_dir.is_dir():
         raise ExportError(f"run folder {run_dir} does not exist; pass the folder `wen search` wrote")
-    chosen_path, weights_path = ens / "chosen.json", ens / "weights.json"
+    chosen_path, weights_path = run_dir / RUN_LAYOUT.chosen, run_dir / RUN_LAYOUT.ensemble_weights
     if not chosen_path.is_file() or not weights_path.is_file():
         raise ExportError(
             f"{ens} has no chosen.json/weights.json: the ensemble has not been fitted yet; run "
@@ -143,7 +153,7 @@ def _metrics(run_dir: Path, method: str) -> dict[str, Any]:
     """comparison.csv's rows of ``method``: {split: {metric: {value, low, high}}, how}."""
     import pandas as pd
 
-    path = run_dir / "ensemble" / "comparison.csv"
+    path = run_dir / RUN_LAYOUT.comparison
     if not path.is_file():
         raise ExportError(f"{path} is missing; re-run `wen ensemble {run_dir}`")
     table = pd.read_csv(path)
@@ -256,26 +266,25 @@ def _members_manifest(spec: ExportSpec, out: Path, say: Callable[[str], None]) -
     for m in spec.members:
         files, sizes, trained = [], set(), None
         for tid in m["trial_ids"]:
-            src = spec.run_dir / "models" / tid
             try:
-                trained = load_trained_model(src / "config.json", src / "model.safetensors")
-            except TrainedModelError as exc:
+                src = read_member(spec.run_dir, tid)
+                trained = load_trained_model(src.config, src.weights)
+            except (MemberFileError, TrainedModelError) as exc:
                 raise ExportError(f"member {m['name']} (trial {tid}): {exc}") from None
             if trained.class_names != spec.class_names:
                 raise ExportError(
-                    f"{src / 'config.json'}: class names {trained.class_names} differ from the "
+                    f"{src.config}: class names {trained.class_names} differ from the "
                     f"ensemble's {spec.class_names}; export a run whose trials share classes"
                 )
             networks[tid] = trained.model
             data = trained.config.data
             crops[tid] = data.crop.model_dump(mode="json")
             sizes.add(int(data.input_size))
-            dest = out / "members" / tid
-            dest.mkdir(parents=True)
-            shutil.copyfile(src / "model.safetensors", dest / "model.safetensors")
-            shutil.copyfile(src / "config.json", dest / "config.json")
-            files.append({"trial_id": tid, "weights": f"members/{tid}/model.safetensors",
-                          "config": f"members/{tid}/config.json"})
+            # the export's members/ folder has the models folder's format
+            dest = publish_member(out, tid, src.weights, src.config.read_bytes(),
+                                  models=MEMBERS_DIR)
+            files.append({"trial_id": tid, "weights": posixpath.join(dest, MODEL_WEIGHTS),
+                          "config": posixpath.join(dest, MODEL_CONFIG)})
         assert trained is not None
         if len(sizes) != 1:
             raise ExportError(f"member {m['name']}: its fold trials have different input sizes "
@@ -399,7 +408,7 @@ def export_ensemble(
     from trainers.metrics import positive_index
 
     spec = load_export_spec(run_dir, method)
-    out = Path(out_dir) if out_dir is not None else spec.run_dir / "model"
+    out = Path(out_dir) if out_dir is not None else spec.run_dir / RUN_LAYOUT.export
     metrics = _metrics(spec.run_dir, spec.method)
     with _staging(out) as tmp:
         members, crop, size, networks = _members_manifest(spec, tmp, say)
@@ -455,7 +464,7 @@ def export_ensemble(
         opset = {o.domain or "ai.onnx": o.version
                  for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import}
         manifest["files"] = {"onnx": ONNX_FILE, "onnx_exporter": exporter, "onnx_opset": opset,
-                             "torchscript": TORCHSCRIPT_FILE, "members": "members/<trial_id>/"}
+                             "torchscript": TORCHSCRIPT_FILE, "members": f"{MEMBERS_DIR}/<trial_id>/"}
         manifest["parity"] = parity
         atomic_write_json(tmp / MANIFEST_FILE, manifest)
     say(f"exported {spec.method} to {out} (onnxruntime max |diff| {worst['onnxruntime']:.2e}, "

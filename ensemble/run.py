@@ -34,6 +34,7 @@ from ensemble.protocol import SIMPLICITY, ProtocolResult, run_protocol
 from ensemble.stats import bootstrap_metrics, delong_test, mcnemar_test, paired_bootstrap
 from trainers._atomic import atomic_write_json, atomic_write_text
 from trainers.metrics import positive_index
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["BASELINES", "EnsembleResult", "method_options", "run_ensemble"]
 
@@ -112,19 +113,19 @@ def run_ensemble(
     """
     settings = settings or EnsembleSettings()
     run_dir = Path(run_dir)
-    out_dir = run_dir / "ensemble"
+    out_dir = run_dir / RUN_LAYOUT.ensemble
     names = _method_names(settings, say)  # an unknown method fails before any reading
     if not run_dir.is_dir():
         raise EnsembleInputError(
             f"run folder {run_dir} does not exist; pass the folder `wen search` wrote"
         )
     out_dir.mkdir(exist_ok=True)
-    with _exclusive(out_dir, say):
+    with _exclusive(run_dir, say):
         return _run_locked(run_dir, out_dir, names, settings, progress, say)
 
 
 @contextlib.contextmanager
-def _exclusive(out_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
+def _exclusive(run_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
     """Hold ``RUN/ensemble/run.lock`` for a whole run (a lock file, not a temporary one: it stays).
 
     Two runs on one RUN would otherwise add trials to the same Optuna study at once (each
@@ -134,11 +135,11 @@ def _exclusive(out_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(out_dir / "run.lock"))
+    lock = FileLock(str(run_dir / RUN_LAYOUT.ensemble_lock))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        say(f"another `wen ensemble` is running on {out_dir.parent}; waiting for it to finish")
+        say(f"another `wen ensemble` is running on {run_dir}; waiting for it to finish")
         lock.acquire()
     try:
         yield
@@ -155,7 +156,7 @@ def _run_locked(
     say: Callable[[str], None],
 ) -> EnsembleResult:
     """``run_ensemble``'s work, done while holding the run's lock."""
-    sets = load_prediction_sets(run_dir / "predictions", settings.skip_bad_files, say)
+    sets = load_prediction_sets(run_dir / RUN_LAYOUT.predictions, settings.skip_bad_files, say)
     members = build_members(sets, settings.skip_bad_files, say)
     class_names = _class_names(sets, members)
     chosen_members = select_candidates(members, settings.candidates, by="wfs")
@@ -167,7 +168,7 @@ def _run_locked(
     if not has_test:
         say("no test predictions: only validation rows are reported")
 
-    storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    storage = f"sqlite:///{(run_dir / RUN_LAYOUT.study_db).resolve()}"
     options = method_options(settings, class_names, storage,
                              _study_name(settings, chosen_members), progress)
     methods = {n: create_method(n, options) for n in names}
@@ -184,7 +185,7 @@ def _run_locked(
     comparisons = _paired_table(protocol, test, class_names, settings, pos) if test is not None \
         else pd.DataFrame()
     chosen = _chosen(protocol, chosen_members, settings, class_names)
-    _write_outputs(out_dir, members, chosen_members, protocol, comparison, comparisons, chosen,
+    _write_outputs(run_dir, members, chosen_members, protocol, comparison, comparisons, chosen,
                    test, class_names, pos)
     say(f"chosen: {chosen['method']} ({chosen['why']}); tables in {out_dir}")
     return EnsembleResult(out_dir, chosen_members, protocol, comparison, comparisons, chosen)
@@ -398,7 +399,7 @@ def _markdown(comparison: pd.DataFrame, chosen: dict[str, Any], notes: Sequence[
 
 
 def _write_outputs(
-    out_dir: Path,
+    run_dir: Path,
     all_members: Sequence[Member],
     members: Sequence[Member],
     protocol: ProtocolResult,
@@ -412,12 +413,13 @@ def _write_outputs(
     table = pd.DataFrame(member_table(all_members))
     table["candidate"] = table["member"].isin([m.name for m in members])
     table["trial_ids"] = table["trial_ids"].map(";".join)
-    atomic_write_text(out_dir / "members.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False))
-    atomic_write_text(out_dir / "comparison.md", _markdown(comparison, chosen, protocol.notes))
+    atomic_write_text(run_dir / RUN_LAYOUT.members_table, table.to_csv(index=False))
+    atomic_write_text(run_dir / RUN_LAYOUT.comparison, comparison.to_csv(index=False))
+    atomic_write_text(run_dir / RUN_LAYOUT.comparison_md,
+                      _markdown(comparison, chosen, protocol.notes))
     if test is not None:
-        atomic_write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
-        atomic_write_text(out_dir / "confusion.csv",
+        atomic_write_text(run_dir / RUN_LAYOUT.comparisons, comparisons.to_csv(index=False))
+        atomic_write_text(run_dir / RUN_LAYOUT.confusion,
                           _confusion(protocol, test, class_names, pos).to_csv(index=False))
-    atomic_write_json(out_dir / "weights.json", _weights_json(protocol, members))
-    atomic_write_json(out_dir / "chosen.json", chosen)
+    atomic_write_json(run_dir / RUN_LAYOUT.ensemble_weights, _weights_json(protocol, members))
+    atomic_write_json(run_dir / RUN_LAYOUT.chosen, chosen)

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from trainers.run_layout import RUN_LAYOUT
+
 __all__ = ["MethodPredictions", "MissingInput", "RunInputs", "load_run"]
 
 log = logging.getLogger("wen.reports")
@@ -82,7 +84,7 @@ class RunInputs:
     @cached_property
     def config(self) -> dict[str, Any]:
         """The run's resolved config (``RUN/config.yaml``) as a plain dict."""
-        path = self.run_dir / "config.yaml"
+        path = self.run_dir / RUN_LAYOUT.config
         if not path.is_file():
             raise MissingInput(f"{path} does not exist; {SEARCH_HINT}")
         try:
@@ -103,25 +105,25 @@ class RunInputs:
     @cached_property
     def results(self) -> pd.DataFrame:
         """The search's results table, one row per trial (Parquet preferred, else CSV)."""
-        parquet = self.run_dir / "results.parquet"
+        parquet = self.run_dir / RUN_LAYOUT.results_parquet
         if parquet.is_file():
             try:
                 return pd.read_parquet(parquet)
             except (OSError, ValueError) as exc:
                 self.say(f"results.parquet unreadable ({exc}); trying results.csv")
-        return _read_csv(self.run_dir / "results.csv", SEARCH_HINT)
+        return _read_csv(self.run_dir / RUN_LAYOUT.results_csv, SEARCH_HINT)
 
     @cached_property
     def commands(self) -> list[str]:
         """The command lines that produced the run (``RUN/command.txt``, one per invocation)."""
-        path = self.run_dir / "command.txt"
+        path = self.run_dir / RUN_LAYOUT.command
         if not path.is_file():
             raise MissingInput(f"{path} does not exist; the run was not made by `wen search`")
         return [line for line in path.read_text().splitlines() if line.strip()]
 
     def model_meta(self, trial_id: str) -> dict[str, Any]:
         """``RUN/models/<trial_id>/config.json``: the trial's config, class names, best epoch."""
-        path = self.run_dir / "models" / trial_id / "config.json"
+        path = self.run_dir / RUN_LAYOUT.model_config(trial_id)
         if not path.is_file():
             raise MissingInput(
                 f"{path} does not exist; the search stage copies each finished trial's best "
@@ -134,7 +136,7 @@ class RunInputs:
 
     def model_weights(self, trial_id: str) -> Path:
         """``RUN/models/<trial_id>/model.safetensors``."""
-        path = self.run_dir / "models" / trial_id / "model.safetensors"
+        path = self.run_dir / RUN_LAYOUT.model_weights(trial_id)
         if not path.is_file():
             raise MissingInput(f"{path} does not exist; the trial's best weights were not saved")
         return path
@@ -145,7 +147,7 @@ class RunInputs:
         try:
             return [str(t) for t in self.results["trial_id"].dropna()]
         except MissingInput:
-            pred = self.run_dir / "predictions"
+            pred = self.run_dir / RUN_LAYOUT.predictions
             return sorted(p.stem for p in pred.glob("*.parquet") if not p.name.startswith((".", "_")))
 
     def backbone_of(self, trial_id: str) -> str:
@@ -176,7 +178,7 @@ class RunInputs:
                 out[trial_id] = frame
         if not out:
             raise MissingInput(
-                f"no per-epoch history in {self.run_dir / 'tensorboard'} (TensorBoard logs, "
+                f"no per-epoch history in {self.run_dir / RUN_LAYOUT.tensorboard} (TensorBoard logs, "
                 f"search.tensorboard) nor in {self.run_dir}/trial_*/progress.csv"
             )
         return out
@@ -198,7 +200,7 @@ class RunInputs:
     def _tensorboard_scalars(self, trial_id: str) -> dict[str, pd.DataFrame] | None:
         if trial_id in self._tb_cache:
             return self._tb_cache[trial_id]
-        folder = self.run_dir / "tensorboard" / trial_id
+        folder = self.run_dir / RUN_LAYOUT.tensorboard_dir(trial_id)
         result: dict[str, pd.DataFrame] | None = None
         if folder.is_dir() and any(folder.glob("events.out.tfevents.*")):
             from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -246,9 +248,10 @@ class RunInputs:
 
     # ------------------------------------------------------------------------- ensemble
 
-    def ensemble_file(self, name: str) -> Path:
-        """A file of ``RUN/ensemble/`` (MissingInput when the ensemble stage has not run)."""
-        path = self.run_dir / "ensemble" / name
+    def ensemble_file(self, rel: str) -> Path:
+        """A file of ``RUN/ensemble/`` by its ``RUN_LAYOUT`` name (MissingInput when the
+        ensemble stage has not run)."""
+        path = self.run_dir / rel
         if not path.is_file():
             raise MissingInput(f"{path} does not exist; {ENSEMBLE_HINT}")
         return path
@@ -256,13 +259,13 @@ class RunInputs:
     @cached_property
     def comparison(self) -> pd.DataFrame:
         """``comparison.csv``: one row per method and split, metrics with intervals."""
-        return _read_csv(self.run_dir / "ensemble" / "comparison.csv", ENSEMBLE_HINT)
+        return _read_csv(self.run_dir / RUN_LAYOUT.comparison, ENSEMBLE_HINT)
 
     @cached_property
     def comparisons(self) -> pd.DataFrame:
         """``comparisons.csv``: paired tests of every method against the baselines (test)."""
         return _read_csv(
-            self.run_dir / "ensemble" / "comparisons.csv",
+            self.run_dir / RUN_LAYOUT.comparisons,
             f"{ENSEMBLE_HINT} (it is written only when the members have test predictions)",
         )
 
@@ -270,19 +273,19 @@ class RunInputs:
     def confusion(self) -> pd.DataFrame:
         """``confusion.csv``: test confusion counts of every method (long format)."""
         return _read_csv(
-            self.run_dir / "ensemble" / "confusion.csv",
+            self.run_dir / RUN_LAYOUT.confusion,
             f"{ENSEMBLE_HINT} (it is written only when the members have test predictions)",
         )
 
     @cached_property
     def weights(self) -> dict[str, Any]:
         """``weights.json``: members and each method's weights and threshold."""
-        return _read_json(self.ensemble_file("weights.json"))
+        return _read_json(self.ensemble_file(RUN_LAYOUT.ensemble_weights))
 
     @cached_property
     def chosen(self) -> dict[str, Any]:
         """``chosen.json``: the method to export, why, and its members with weights."""
-        return _read_json(self.ensemble_file("chosen.json"))
+        return _read_json(self.ensemble_file(RUN_LAYOUT.chosen))
 
     @cached_property
     def ensemble_settings(self) -> Any:
@@ -303,7 +306,8 @@ class RunInputs:
         from ensemble.members import build_members, load_prediction_sets
 
         try:
-            sets = load_prediction_sets(self.run_dir / "predictions", skip_bad=True, say=self.say)
+            sets = load_prediction_sets(self.run_dir / RUN_LAYOUT.predictions, skip_bad=True,
+                                        say=self.say)
             return build_members(sets, skip_bad=True, say=self.say)
         except (ValueError, OSError) as exc:  # EnsembleInputError / PredictionFileError
             raise MissingInput(f"no usable predictions: {exc}") from None
@@ -377,7 +381,7 @@ class RunInputs:
         of the members, ``ensemble.EnsembleMethod.predict_proba``), stacking re-fitted on val."""
         from trainers.predictions import PredictionFileError, read_predictions
 
-        pred_dir = self.run_dir / "ensemble" / "predictions"
+        pred_dir = self.run_dir / RUN_LAYOUT.ensemble_predictions
         for name, entry in weights.get("methods", {}).items():
             out.thresholds[name] = entry.get("threshold")
             path = pred_dir / f"{name}.parquet"

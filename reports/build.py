@@ -24,6 +24,7 @@ from reports import figures as figs
 from reports._inputs import STUDY_METRICS, MethodPredictions, MissingInput, RunInputs, load_run
 from reports.render import Figure, Heading, Note, Section, Text, render_html, render_markdown
 from reports.tables import Table, format_interval, write_table
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["build_report"]
 
@@ -87,7 +88,7 @@ def _space(run: RunInputs) -> dict[str, dict[str, Any]]:
 def _trials(run: RunInputs) -> pd.DataFrame:
     frame = run.results.copy()
     if "trial_id" not in frame:
-        raise MissingInput(f"{run.run_dir}/results.csv has no trial_id column")
+        raise MissingInput(f"{run.run_dir / RUN_LAYOUT.results_csv} has no trial_id column")
     frame["trial_id"] = frame["trial_id"].astype(str)
     frame.insert(1, "backbone", [run.backbone_of(t) for t in frame["trial_id"]])
     return frame
@@ -751,7 +752,7 @@ def build_report(
     if gradcam_images < 1:
         raise ValueError(f"`gradcam_images >= 1` must hold, got {gradcam_images}")
     run = load_run(run_dir, say)
-    out = Path(out_dir) if out_dir is not None else run.run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else run.run_dir / RUN_LAYOUT.report
     figures_dir, tables_dir = out / "figures", out / "tables"
     for folder in (figures_dir, tables_dir):  # stale files of an earlier build must not linger
         shutil.rmtree(folder, ignore_errors=True)

@@ -38,6 +38,7 @@ from trainers.metrics import score
 from trainers.models import backbone_problem, create_model, model_data_config
 from trainers.optim import create_optimizer, create_scheduler, current_lr
 from trainers.predictions import prediction_frame, write_predictions
+from trainers.run_layout import RUN_LAYOUT
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -915,7 +916,8 @@ def train(
         }
         pred_path, test_metrics = write_trial_predictions(
             parts.model, parts.loaders, data, inputs=parts.inputs,
-            path=Path(predictions_dir or Path(out_dir) / "predictions") / f"{trial_id}.parquet",
+            # a trial's own folder uses the run's name for its predictions
+            path=Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions) / f"{trial_id}.parquet",
             meta=meta, config_json=trial.model_dump_json(),
         )  # fmt: skip
     return TrialResult(

@@ -115,6 +115,16 @@ class RunLayout:
         return self.ensemble_file("comparison.csv")
 
     @property
+    def comparison_md(self) -> str:
+        """The comparison as a Markdown table with the selection's reason."""
+        return self.ensemble_file("comparison.md")
+
+    @property
+    def members_table(self) -> str:
+        """Every member considered, whether it was a candidate, and its trials."""
+        return self.ensemble_file("members.csv")
+
+    @property
     def comparisons(self) -> str:
         """The paired tests between methods."""
         return self.ensemble_file("comparisons.csv")

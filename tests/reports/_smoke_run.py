@@ -5,8 +5,9 @@ assembled here from the stages' own public functions, so the report reads real f
 
 * a synthetic C-NMC-like dataset (``trainers.data.prepare_data``) and its official splits;
 * four trials of three tiny timm backbones: real ``trainers.models.create_model`` networks
-  saved with ``safetensors.torch.save_file`` plus ``config.json`` as the search stage writes
-  them (``search/trainable.py: _publish``);
+  published into ``models/`` with ``trainers.run_layout.publish_member``, the function the
+  search stage writes them with (``search/trainable.py: _publish``); every path comes from
+  ``trainers.run_layout.RUN_LAYOUT``;
 * prediction files written with ``trainers.predictions.write_predictions``. Their
   probabilities are drawn (seeded) so that each member errs on different cells -- an
   untrained tiny network predicts one class everywhere, which would leave no cell where one
@@ -19,7 +20,6 @@ assembled here from the stages' own public functions, so the report reads real f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def _lr_trace(epochs: int) -> list[float]:
 def build_smoke_run(tmp: Path) -> Path:
     """Assemble the run folder ``tmp/runs/smoke`` (see module docs); return it."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from torch.utils.tensorboard import SummaryWriter
 
     from ensemble import EnsembleSettings, run_ensemble
@@ -97,6 +97,7 @@ def build_smoke_run(tmp: Path) -> Path:
     from trainers.data import prepare_data
     from trainers.models import create_model
     from trainers.predictions import prediction_frame, write_predictions
+    from trainers.run_layout import RUN_LAYOUT, publish_member
 
     run = tmp / "runs" / "smoke"
     run.mkdir(parents=True)
@@ -110,10 +111,6 @@ def build_smoke_run(tmp: Path) -> Path:
         config = trial_config(tmp, trial)
         torch.manual_seed(i)
         model = create_model(backbone, len(class_names))
-        folder = run / "models" / trial
-        folder.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(folder / "model.safetensors"))
         frames = []
         for split in ("val", "test"):
             part = manifest[manifest["split"] == split]
@@ -125,15 +122,16 @@ def build_smoke_run(tmp: Path) -> Path:
                 subject_ids=list(part["subject_id"]), labels=labels, logits=np.log(probs),
                 probs=probs))
         frame = pd.concat(frames, ignore_index=True)
-        write_predictions(run / "predictions" / f"{trial}.parquet", frame, class_names, config)
+        write_predictions(run / RUN_LAYOUT.prediction(trial), frame, class_names, config)
         val = frame[frame["split"] == "val"]
         from trainers.metrics import score
 
         metrics = score(val["label"].to_numpy(), np.stack(val["probs"].to_numpy()), class_names)
-        (folder / "config.json").write_text(json.dumps({
+        weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
+        publish_member(run, trial, weights, {
             "trial_id": trial, "best_epoch": EPOCHS_RUN[trial], "best_metrics": metrics,
-            "config_hash": f"h{i}", "class_names": class_names, "config": config}, indent=2))
-        writer = SummaryWriter(str(run / "tensorboard" / trial))
+            "config_hash": f"h{i}", "class_names": class_names, "config": config})
+        writer = SummaryWriter(str(run / RUN_LAYOUT.tensorboard_dir(trial)))
         trace = _lr_trace(EPOCHS_RUN[trial])
         for epoch in range(1, EPOCHS_RUN[trial] + 1):
             writer.add_scalar("train/train_loss", 0.7 / epoch + 0.1 * rng.random(), epoch)
@@ -149,15 +147,15 @@ def build_smoke_run(tmp: Path) -> Path:
             "stopped_early": EPOCHS_RUN[trial] < MAX_EPOCHS, "fold": 0,
             "best_epoch": EPOCHS_RUN[trial], "epochs_run": EPOCHS_RUN[trial],
             "time_total_s": 10.0 + i, "node_ip": "127.0.0.1", "node_id": "node0",
-            "predictions": str(run / "predictions" / f"{trial}.parquet"), "error": None,
+            "predictions": str(run / RUN_LAYOUT.prediction(trial)), "error": None,
             "model.backbone": backbone, "optim.lr": LRS[trial],
             "val_wfs": metrics["wfs"], "val_acc": metrics["acc"], "val_ba": metrics["ba"],
             "val_auc": metrics["auc"], "val_kappa": metrics["kappa"], "val_f1": metrics["f1"],
             "val_loss": metrics["logloss"], "train_loss": 0.3,
         })
     results = pd.DataFrame(rows)
-    results.to_csv(run / "results.csv", index=False)
-    results.to_parquet(run / "results.parquet", index=False)
+    results.to_csv(run / RUN_LAYOUT.results_csv, index=False)
+    results.to_parquet(run / RUN_LAYOUT.results_parquet, index=False)
     whole = dict(base)
     whole["search"] = {
         "space": {"model.backbone": {"type": "choice", "values": sorted(set(BACKBONES.values()))},
@@ -165,8 +163,8 @@ def build_smoke_run(tmp: Path) -> Path:
         "scheduler": {"name": "asha", "grace_cycles": 1}, "seed": 0,
     }
     whole["ensemble"] = {"bootstrap": 50, "n_trials": 10, "crossfit_folds": 2, "seed": 0}
-    (run / "config.yaml").write_text(yaml.safe_dump(whole, sort_keys=False))
-    (run / "command.txt").write_text("wen search configs/smoke.yaml --name smoke\n")
+    (run / RUN_LAYOUT.config).write_text(yaml.safe_dump(whole, sort_keys=False))
+    (run / RUN_LAYOUT.command).write_text("wen search configs/smoke.yaml --name smoke\n")
     settings = EnsembleSettings.model_validate(whole["ensemble"])
     run_ensemble(run, settings, progress=False, say=lambda _msg: None)
     return run

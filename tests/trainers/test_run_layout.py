@@ -127,3 +127,11 @@ def test_the_scan_finds_hand_spelled_paths() -> None:
     assert [n.value for n in _hand_spelled(ast.parse(source))] == ["ensemble", "chosen.json",
                                                                    "models/", "predictions"]
     assert _hand_spelled(ast.parse('"""see RUN/ensemble/chosen.json"""\nx = {"model": 1}\n')) == []
+
+
+def test_no_package_spells_a_run_path_by_hand() -> None:
+    offenders = _offenders()
+    assert not offenders, (
+        "run-folder paths spelled by hand (ARCHITECTURE rule 14); take them from "
+        "trainers.run_layout.RUN_LAYOUT instead:\n" + "\n".join(offenders)
+    )
