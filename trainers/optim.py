@@ -32,6 +32,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "OptimInfo",
+    "ScheduleInfo",
     "create_optimizer",
     "create_optimizer_by_name",
     "create_scheduler",
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
-ScheduleFactory = Callable[[Optimizer, ScheduleConfig, int, int], LRScheduler]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,19 @@ for _info in (
 ):
     OPTIMIZERS.register(_info.name)(_info)
 
-SCHEDULES: Registry[ScheduleFactory] = Registry("learning-rate schedule", key="schedule.name")
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """One learning-rate schedule as data: a keyword factory ``create(optimizer, **kwargs)``
+    and the adapter that turns the config (plus batches per epoch and epochs) into its kwargs."""
+
+    name: str
+    create: Callable[..., LRScheduler]
+    kwargs: Callable[[ScheduleConfig, int, int], dict[str, Any]]
+
+
+SCHEDULES: Registry[ScheduleInfo] = Registry("learning-rate schedule", key="schedule.name")
 
 #: Optimizers whose first moment plays the role of momentum (betas, not ``momentum``).
 ADAM_FAMILY = frozenset(name for name in OPTIMIZERS.names() if OPTIMIZERS.get(name).adam_family)
@@ -107,41 +119,48 @@ def create_optimizer(params: Params, cfg: OptimizerConfig) -> Optimizer:
 # ------------------------------------------------------------------------------ schedules
 
 
-@SCHEDULES.register("cyclic")
-def _cyclic(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
-    # The study's half-cycle is 6 epochs' worth of batches (Keras CLR step_size).
-    step_size_up = max(1, round(cfg.half_cycle_epochs * iters_per_epoch))
+def _create_cyclic(
+    optimizer: Optimizer, *, base_lr: float, max_lr: float, step_size_up: int, mode: str, gamma: float
+) -> LRScheduler:
     # Only the learning rate cycles, as in the Keras CLR callback the study used; cycling
     # momentum would overwrite Adam's beta1 (and optim.momentum for SGD/RMSprop).
     return torch.optim.lr_scheduler.CyclicLR(
-        opt,
-        base_lr=cfg.base_lr,
-        max_lr=cfg.max_lr,
-        step_size_up=step_size_up,
-        mode=cfg.mode,
-        gamma=cfg.gamma,
-        cycle_momentum=False,
-    )
+        optimizer, base_lr=base_lr, max_lr=max_lr, step_size_up=step_size_up, mode=mode,
+        gamma=gamma, cycle_momentum=False,
+    )  # fmt: skip
 
 
-@SCHEDULES.register("exponential")
-def _exponential(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
+def _cyclic_kwargs(cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> dict[str, Any]:
+    # The study's half-cycle is 6 epochs' worth of batches (Keras CLR step_size).
+    step_size_up = max(1, round(cfg.half_cycle_epochs * iters_per_epoch))
+    return {"base_lr": cfg.base_lr, "max_lr": cfg.max_lr, "step_size_up": step_size_up,
+            "mode": cfg.mode, "gamma": cfg.gamma}  # fmt: skip
+
+
+def _create_exponential(optimizer: Optimizer, *, gamma: float, decay_steps: int) -> LRScheduler:
     # Keras ExponentialDecay (staircase=False, Fata et al.): lr0 * gamma ** (step / decay_steps),
     # i.e. x gamma every decay_steps steps, applied smoothly per step.
-    return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma ** (1.0 / cfg.decay_steps))
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma ** (1.0 / decay_steps))
 
 
-@SCHEDULES.register("cosine")
-def _cosine(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
-    return torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=max(1, iters_per_epoch * epochs), eta_min=cfg.min_lr
-    )
+def _create_cosine(optimizer: Optimizer, *, total_steps: int, min_lr: float) -> LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=min_lr)
 
 
-@SCHEDULES.register("constant")
-def _constant(opt: Optimizer, cfg: ScheduleConfig, iters_per_epoch: int, epochs: int) -> LRScheduler:
+def _create_constant(optimizer: Optimizer) -> LRScheduler:
     # ConstantLR with factor 1 keeps the optimizer's lr; unlike LambdaLR its state is plain data.
-    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+for _schedule in (
+    ScheduleInfo("cyclic", _create_cyclic, _cyclic_kwargs),
+    ScheduleInfo("exponential", _create_exponential,
+                 lambda cfg, ipe, epochs: {"gamma": cfg.gamma, "decay_steps": cfg.decay_steps}),
+    ScheduleInfo("cosine", _create_cosine,
+                 lambda cfg, ipe, epochs: {"total_steps": ipe * epochs, "min_lr": cfg.min_lr}),
+    ScheduleInfo("constant", _create_constant, lambda cfg, ipe, epochs: {}),
+):
+    SCHEDULES.register(_schedule.name)(_schedule)
 
 
 def create_scheduler(
@@ -149,14 +168,16 @@ def create_scheduler(
 ) -> LRScheduler:
     """The schedule named ``cfg.name``, to be stepped once per batch.
 
-    ``iters_per_epoch`` (batches per epoch) converts epoch-based settings into steps.
+    ``iters_per_epoch`` (batches per epoch) converts epoch-based settings into steps: the
+    schedule's own ``kwargs`` adapter does, then its keyword factory builds it.
     """
     if iters_per_epoch < 1 or epochs < 1:
         raise ValueError(
             f"`iters_per_epoch >= 1 and epochs >= 1` must hold, got iters_per_epoch="
             f"{iters_per_epoch}, epochs={epochs}: is the training split empty?"
         )
-    return SCHEDULES.get(cfg.name)(optimizer, cfg, iters_per_epoch, epochs)
+    info = SCHEDULES.get(cfg.name)
+    return info.create(optimizer, **info.kwargs(cfg, iters_per_epoch, epochs))
 
 
 def current_lr(optimizer: Optimizer) -> float:

@@ -154,3 +154,12 @@ def test_a_keyword_the_family_does_not_take_is_refused() -> None:
         create_optimizer_by_name(p, "adam", lr=0.1, momentum=0.9)
     with pytest.raises(UnknownNameError, match="unknown optimizer 'adagrad'"):
         create_optimizer_by_name(p, "adagrad", lr=0.1)
+
+
+def test_each_schedule_adapter_gives_exactly_its_factory_keywords() -> None:
+    import inspect
+
+    for name in SCHEDULES.names():
+        info = SCHEDULES.get(name)
+        wanted = {p for p, v in inspect.signature(info.create).parameters.items() if v.kind is v.KEYWORD_ONLY}
+        assert set(info.kwargs(ScheduleConfig(name=name), 10, 3)) == wanted, name
