@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ensemble.config import EnsembleSettings
-from search.storage import StorageError, resolve_storage
+from search._locations import StorageError, resolve_storage
 from trainers.config import StrictModel, TrialConfig
 
 __all__ = [

@@ -17,7 +17,6 @@ leaves a file that looks complete.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 import uuid
@@ -26,48 +25,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from search._locations import StorageError, is_uri, resolve_storage
 from trainers._atomic import atomic_write_bytes
-from trainers.config import ray_job_working_dir
-from trainers.errors import WenError
 
 __all__ = ["RunStorage", "StorageError", "is_uri", "resolve_storage"]
-
-
-class StorageError(WenError, RuntimeError):
-    """The run's storage cannot be used (unknown scheme, not reachable, not shared)."""
-
-
-def is_uri(location: str) -> bool:
-    """True for ``scheme://...`` locations other than ``file://``."""
-    return "://" in location and not location.startswith("file://")
-
-
-def resolve_storage(location: str, key: str = "--storage") -> str:
-    """A URI unchanged; a local path (``file://`` dropped, ``~`` expanded) made absolute.
-
-    Inside a ``ray job submit`` job a relative path is refused: it would resolve inside Ray's
-    temporary copy of the job's working folder, which only the head node has and which Ray
-    deletes, so the run (checkpoints, predictions, results) would be lost.
-
-    >>> resolve_storage("s3://bucket/runs")
-    's3://bucket/runs'
-    >>> resolve_storage("/shared/runs")
-    '/shared/runs'
-    """
-    if is_uri(location):
-        return location
-    local = os.path.expanduser(location.removeprefix("file://"))
-    if not os.path.isabs(local):
-        job_dir = ray_job_working_dir()
-        if job_dir:
-            raise StorageError(
-                f"{key}: the relative storage path {location!r} would resolve inside the Ray "
-                f"job's temporary copy of its working folder ({job_dir}), which only the head "
-                "node has and Ray deletes after the job, so the run would be lost: pass an "
-                "absolute folder every node sees (e.g. --storage /shared/runs) or an s3:// / "
-                "gs:// URI"
-            )
-    return os.path.abspath(local)
 
 
 @dataclass(frozen=True)
