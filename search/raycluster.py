@@ -193,6 +193,12 @@ def cluster_requires_token(address: str) -> bool | None:
         GcsClient(address=gcs).internal_kv_get(b"session_name", b"session", timeout=10)
     except AuthenticationError:
         return True
+    except Exception as exc:  # noqa: BLE001 - Ray raises RpcError, ConnectionError, TimeoutError...
+        raise RayAuthError(
+            f"cannot reach the Ray cluster at {address} (GCS {gcs}) to tell whether it uses "
+            f"token authentication: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "check --address and that the cluster is running"
+        ) from None
     finally:
         _set_auth_mode("token")
     return False

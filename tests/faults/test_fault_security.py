@@ -164,3 +164,21 @@ wait $a; echo "right=$?"; wait $b; echo "none=$?"; wait $c; echo "wrong=$?"
         assert "Unauthenticated" in log and "InvalidAuthToken" in log, log[-3000:]
         assert "REFUSED ConnectionError" in log, log[-3000:]
     assert not (stranger / ".ray").exists()  # the stranger's driver made no token of its own
+
+
+def test_an_unreachable_cluster_is_named_not_a_traceback(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auth probe's own failure (no GCS there) says which cluster and what to check."""
+    import ray._raylet
+
+    from search.raycluster import cluster_requires_token
+
+    class Unreachable:
+        def __init__(self, address: str) -> None:
+            raise ConnectionError(f"failed to connect to GCS at {address}")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", Unreachable)
+    with pytest.raises(RayAuthError, match=r"cannot reach the Ray cluster at 127.0.0.1:6999 .*check --address"):
+        cluster_requires_token("127.0.0.1:6999")
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    assert get_authentication_mode() == AuthenticationMode.TOKEN  # the probe restored token mode
