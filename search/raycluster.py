@@ -236,13 +236,16 @@ def join_auth(address: str, say: Callable[[str], None] = print) -> None:
         if missing is not None or asked == "disabled":
             _set_auth_mode("disabled")
             return
-    elif asked == "disabled":
-        raise RayAuthError(
-            f"{_AUTH_MODE}=disabled is set, but the Ray cluster at {address} requires token "
-            f"authentication: unset {_AUTH_MODE} and provide the cluster's token"
-        )
-    elif missing is not None:
-        raise RayAuthError(f"the Ray cluster at {address} requires token authentication and {missing}")
+    else:
+        why = ("requires token authentication" if needs else "cannot be asked whether it uses "
+               "token authentication (a Ray Client address), so wen sends a token")  # fmt: skip
+        if asked == "disabled":
+            raise RayAuthError(
+                f"{_AUTH_MODE}=disabled is set, but the Ray cluster at {address} {why}: unset "
+                f"{_AUTH_MODE} and provide the cluster's token"
+            )
+        if missing is not None:
+            raise RayAuthError(f"the Ray cluster at {address} {why}, and {missing}")
     enable_token_auth(create=False)
 
 

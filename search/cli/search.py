@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from search.cli._app import app, fail
+from search.presets import config_path
 from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
@@ -117,8 +118,6 @@ def search(
 ) -> None:
     """Search the configured space on Ray Tune; write RUN/results.csv and every trial's predictions."""
     from search.run import load_search_config, run_search
-
-    from search.presets import config_path
 
     config, note = config_path(config)
     if note:

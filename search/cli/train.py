@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from search.cli._app import app, fail
+from search.presets import config_path
 from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
@@ -58,8 +59,6 @@ def train_command(
     from tqdm.auto import tqdm
 
     from trainers.config import save_config
-
-    from search.presets import config_path
 
     config, note = config_path(config)
     if note:
