@@ -317,6 +317,7 @@ def _onnx_probs(config: Any, checkpoint: Path, images: Any, class_names: list[st
     import torch
 
     from ensemble._graph import MemberNet, create_ensemble_module
+    from ensemble.combiners import weighted_average
     from ensemble.export import INPUT_NAME, OUTPUT_NAME, _onnx_export, onnx_session
     from trainers.checkpoint import load_checkpoint
     from trainers.loop import build_model
@@ -327,7 +328,7 @@ def _onnx_probs(config: Any, checkpoint: Path, images: Any, class_names: list[st
     load_checkpoint(checkpoint, net)
     norm = model_data_config(config.model.backbone)
     member = MemberNet([net.eval()], norm["mean"], norm["std"], size, size)
-    module = create_ensemble_module([member], "sap", [1.0], len(class_names))
+    module = create_ensemble_module([member], weighted_average(), [1.0], len(class_names))
     path = tmp / "parity.onnx"
     example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     exporter = _onnx_export(module, example, path, say=lambda _m: None)

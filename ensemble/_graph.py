@@ -5,10 +5,14 @@ Each member normalises with its own backbone's mean/std (and resizes when it was
 another size), each member's fold models' softmax probabilities are averaged (as
 ``ensemble.members._member_test`` averages the folds' test probabilities), then:
 
-* weighted methods mix members as ``EnsembleMethod.predict_proba`` does (Eq. 2):
+the method's combiner (``ensemble.combiners``, stored in ``weights.json``) picks the module
+from :data:`COMBINERS` by its kind, never by the method's name:
+
+* ``weighted_average`` mixes members as ``EnsembleMethod.predict_proba`` does (Eq. 2):
   ``sum_k w_k P_k / sum_k w_k``, rows renormalised;
-* stacking applies the fitted logistic regression to ``Stacking._features``: the members'
-  log-odds of the positive class (binary) or log-probabilities (more classes), clipped at 1e-7.
+* ``logistic_stacker`` applies the fitted logistic regression to ``Stacking._features``: the
+  members' log-odds of the positive class (binary) or log-probabilities (more classes),
+  clipped at 1e-7.
 
 Everything is plain tensor arithmetic so the dynamo ONNX exporter and ``torch.jit.trace`` see
 the same graph.
@@ -16,15 +20,17 @@ the same graph.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["MemberNet", "StackingEnsemble", "WeightedEnsemble", "create_ensemble_module"]
+from ensemble.combiners import LOGISTIC_STACKER, STACKING_CLIP, WEIGHTED_AVERAGE, Combiner
+from trainers._registry import Registry
 
-#: ``Stacking._features`` clips probabilities here before the log.
-STACKING_CLIP = 1e-7
+__all__ = ["COMBINERS", "MemberNet", "StackingEnsemble", "WeightedEnsemble",
+           "create_ensemble_module"]
 
 
 class MemberNet(nn.Module):
@@ -110,20 +116,27 @@ class StackingEnsemble(nn.Module):
         return torch.softmax(z, dim=1)
 
 
+#: The graph of each combiner kind: ``(members, weights, params, n_classes) -> module``.
+COMBINERS: Registry[Callable[[Sequence[MemberNet], Sequence[float], Mapping[str, Any], int],
+                             nn.Module]] = Registry("ensemble combiner", key="combiner.kind")
+COMBINERS.register(WEIGHTED_AVERAGE)(
+    lambda members, weights, _params, _k: WeightedEnsemble(members, weights))
+
+
+@COMBINERS.register(LOGISTIC_STACKER)
+def _stacker(members: Sequence[MemberNet], _weights: Sequence[float], params: Mapping[str, Any],
+             n_classes: int) -> nn.Module:
+    if params.get("coef") is None or params.get("intercept") is None:
+        raise ValueError("the stacker needs its fitted coef and intercept (weights.json)")
+    return StackingEnsemble(members, params["coef"], params["intercept"], n_classes)
+
+
 def create_ensemble_module(
     members: Sequence[MemberNet],
-    method: str,
+    combiner: Combiner,
     weights: Sequence[float],
     n_classes: int,
-    coef: Sequence[Sequence[float]] | None = None,
-    intercept: Sequence[float] | None = None,
 ) -> nn.Module:
-    """The ensemble of ``members`` for ``method`` (stacking needs ``coef``/``intercept``), in
-    eval mode."""
-    if method == "stacking":
-        if coef is None or intercept is None:
-            raise ValueError("stacking needs the stacker's coef and intercept (weights.json)")
-        module: nn.Module = StackingEnsemble(members, coef, intercept, n_classes)
-    else:
-        module = WeightedEnsemble(members, weights)
-    return module.eval()
+    """The ensemble of ``members`` under a method's ``combiner``, in eval mode."""
+    factory = COMBINERS.get(combiner.kind)
+    return factory(members, weights, combiner.params, n_classes).eval()

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ensemble.combiners import Combiner, weighted_average
 from trainers._atomic import atomic_write_json, staged_folder
 from trainers.errors import WenError
 from trainers.run_layout import (
@@ -61,7 +62,8 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMAT_VERSION = 1
+#: 2: the combination rule is ``manifest["combiner"]`` (``ensemble.combiners``)
+FORMAT_VERSION = 2
 #: Largest |probability difference| allowed between onnxruntime / TorchScript and eager PyTorch.
 PARITY_ATOL = 1e-4
 ONNX_FILE = "ensemble.onnx"
@@ -91,8 +93,7 @@ class ExportSpec:
     members: list[dict[str, Any]]  # name, trial_ids, backbone, weight (graph order)
     dropped: list[dict[str, Any]] = field(default_factory=list)
     threshold: float | None = None
-    coef: list[list[float]] | None = None
-    intercept: list[float] | None = None
+    combiner: Combiner = field(default_factory=weighted_average)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -104,8 +105,9 @@ def _read_json(path: Path, what: str) -> Any:
 
 def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSpec:
     """Read ``RUN/ensemble/chosen.json`` and ``weights.json`` for ``method`` (default: the
-    chosen one). Members with weight 0 are left out of the graph (``dropped``), except under
-    stacking, whose weights are importances and whose coefficients cover every member."""
+    chosen one). Members with weight 0 are left out of the graph (``dropped``), unless the
+    method's combiner keeps them (a stacker: its weights are importances and its coefficients
+    cover every member)."""
     run_dir = Path(run_dir)
     ens = run_dir / RUN_LAYOUT.ensemble
     if not run_dir.is_dir():
@@ -128,12 +130,19 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
                 else f"unknown method {name!r}")
         raise ExportError(f"{hint}; methods fitted in {weights_path}: {', '.join(methods)}")
     entry = methods[name]
+    try:
+        combiner = Combiner.from_json(entry["combiner"])
+    except (KeyError, TypeError) as exc:
+        raise ExportError(
+            f"{weights_path}: method {name!r} has no readable combiner ({exc!r} missing); it was "
+            f"written by an older wen: re-run `wen ensemble {run_dir}` (the study resumes)"
+        ) from None
     members, dropped = [], []
     for m in table["members"]:
         weight = float(entry["weights"][m["name"]])
         row = {"name": m["name"], "trial_ids": list(m["trial_ids"]), "backbone": m["backbone"],
                "weight": weight}
-        if weight <= 0 and name != "stacking":
+        if weight <= 0 and not combiner.keeps_zero_weight_members:
             dropped.append({**row, "why": f"weight 0 under {name}: left out of the graph"})
         else:
             members.append(row)
@@ -142,7 +151,7 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
     return ExportSpec(
         run_dir=run_dir, method=name, chosen_method=chosen["method"],
         class_names=list(chosen["class_names"]), members=members, dropped=dropped,
-        threshold=entry.get("threshold"), coef=entry.get("coef"), intercept=entry.get("intercept"),
+        threshold=entry.get("threshold"), combiner=combiner,
     )
 
 
@@ -243,10 +252,9 @@ def _module(manifest: Mapping[str, Any], networks: Mapping[str, nn.Module]) -> n
     size = int(manifest["preprocessing"]["resize"]["size"][0])
     nets = [MemberNet([networks[f["trial_id"]] for f in m["files"]], m["mean"], m["std"],
                       m["input_size"], size) for m in manifest["members"]]
-    stack = manifest.get("stacking") or {}
     return create_ensemble_module(
-        nets, manifest["method"], [m["weight"] for m in manifest["members"]],
-        len(manifest["class_names"]), stack.get("coef"), stack.get("intercept"),
+        nets, Combiner.from_json(manifest["combiner"]), [m["weight"] for m in manifest["members"]],
+        len(manifest["class_names"]),
     )
 
 
@@ -427,10 +435,8 @@ def export_ensemble(
             "decision": (f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the "
                          "other class" if spec.threshold is not None and k == 2
                          else "argmax of probs"),
-            "combine": ("logistic-regression stacker on members' log-odds (binary) or "
-                        "log-probabilities, clipped at 1e-7" if spec.method == "stacking" else
-                        "sum_k w_k P_k / sum_k w_k, rows renormalised (Eq. 2); P_k = mean of "
-                        "member k's fold networks' softmax probabilities"),
+            "combine": spec.combiner.description,
+            "combiner": spec.combiner.to_json(),
             "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
                       "layout": "NCHW", "channel_order": "RGB", "range": [0.0, 1.0]},
             "output": {"name": OUTPUT_NAME, "shape": ["batch", k],
@@ -441,9 +447,6 @@ def export_ensemble(
             "metrics": metrics,
             "versions": _versions(),
         }
-        if spec.method == "stacking":
-            manifest["stacking"] = {"coef": spec.coef, "intercept": spec.intercept,
-                                    "weights_meaning": "share of the stacker's |coef| (importance)"}
         for d in spec.dropped:
             say(f"leaving out {d['name']} ({d['backbone']}): {d['why']}")
         # the networks just loaded from the copied files (load_ensemble_module rebuilds the same)

@@ -5,7 +5,9 @@ Every method is a scikit-learn style estimator (``sklearn.base.BaseEstimator``):
 returns ``self``, ``predict_proba(P)`` and ``predict(P)`` apply it. ``P`` is always
 [n_members, n_samples, n_classes]. ``weights_`` is non-negative and sums to 1; for
 ``stacking`` it is each member's share of the stacker's absolute coefficients (an importance,
-not a mixing weight). Methods are chosen by name from :data:`METHODS`.
+not a mixing weight). After ``fit``, ``combiner()`` is the method's export spec
+(``ensemble.combiners``): what the exported graph, the manifest and the report need, so none of
+them branches on a method's name. Methods are chosen by name from :data:`METHODS`.
 
 >>> import numpy as np
 >>> P = np.array([[[.9, .1], [.2, .8]], [[.6, .4], [.4, .6]]])
@@ -25,6 +27,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ensemble._metrics import LOWER_IS_BETTER, GroupedScorer
+from ensemble.combiners import STACKING_CLIP, Combiner, logistic_stacker, weighted_average
 from ensemble.objective import OBJECTIVE_METRICS, WeightObjective, normalise_weights
 from trainers._registry import Registry
 from trainers.metrics import METRIC_KEYS
@@ -130,10 +133,7 @@ class EnsembleMethod(BaseEstimator):
         raise NotImplementedError
 
     def _check_fitted_P(self, P: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "weights_"):
-            raise RuntimeError(
-                f"{type(self).__name__} is not fitted yet; call fit(P_val, y_val) first"
-            )
+        self._check_fitted()
         P = check_P(P)
         if P.shape[0] != self.n_members_ or P.shape[2] != self.n_classes_:
             raise ValueError(
@@ -142,6 +142,18 @@ class EnsembleMethod(BaseEstimator):
                 "the same order"
             )
         return P
+
+    def combiner(self) -> Combiner:
+        """How the fitted method combines members, as data (``ensemble.combiners``): a
+        weighted average of the members' probabilities unless a subclass says otherwise."""
+        self._check_fitted()
+        return weighted_average()
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "weights_"):
+            raise RuntimeError(
+                f"{type(self).__name__} is not fitted yet; call fit(P_val, y_val) first"
+            )
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
         """Weighted average of members' probabilities, rows renormalised to sum to 1 (Eq. 1/2)."""
@@ -442,7 +454,7 @@ class Stacking(EnsembleMethod):
         self.class_names = class_names
 
     def _features(self, P: np.ndarray) -> np.ndarray:
-        logp = np.log(np.clip(P, 1e-7, 1.0))  # [members, samples, classes]
+        logp = np.log(np.clip(P, STACKING_CLIP, 1.0))  # [members, samples, classes]
         if P.shape[2] == 2:
             return (logp[:, :, 1] - logp[:, :, 0]).T  # [samples, members]
         return np.transpose(logp, (1, 0, 2)).reshape(P.shape[1], -1)
@@ -457,6 +469,11 @@ class Stacking(EnsembleMethod):
         coef = np.abs(self.stacker_.coef_)  # [1 or classes, features]
         per_member = coef.reshape(coef.shape[0], P.shape[0], -1).sum(axis=(0, 2))
         return normalise_weights(per_member)
+
+    def combiner(self) -> Combiner:
+        """The fitted stacker's coefficients and intercept (``ensemble.combiners``)."""
+        self._check_fitted()
+        return logistic_stacker(self.stacker_.coef_.tolist(), self.stacker_.intercept_.tolist())
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
         """The stacker's class probabilities (classes absent from the fit get 0)."""

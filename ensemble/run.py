@@ -3,8 +3,10 @@
 Writes into ``RUN/ensemble/`` (each file atomically): ``members.csv``, ``comparison.csv`` and
 ``comparison.md`` (one row per method and split, with 95% subject-bootstrap intervals),
 ``comparisons.csv`` (paired tests against ``best_single`` and ``wen_kappa``),
-``confusion.csv`` (test), ``weights.json``, ``chosen.json`` and the Optuna study
-``study.db`` (resumed by a re-run).
+``confusion.csv`` (test), ``weights.json`` (each method's weights, parameters and combiner:
+its export spec), ``probabilities.parquet`` (each method's probabilities on val, held-out val and
+test: what the tables scored and the report shows), ``settings.json`` (the settings used),
+``chosen.json`` and the Optuna study ``study.db`` (resumed by a re-run).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ensemble.members import (
     stack_members,
 )
 from ensemble.methods import METHODS, MethodOptions, create_method
+from ensemble.probabilities import method_rows, write_method_probabilities
 from ensemble.protocol import SIMPLICITY, ProtocolResult, run_protocol
 from ensemble.stats import bootstrap_metrics, delong_test, mcnemar_test, paired_bootstrap
 from trainers._atomic import atomic_write_json, atomic_write_text
@@ -186,7 +189,8 @@ def _run_locked(
         else pd.DataFrame()
     chosen = _chosen(protocol, chosen_members, settings, class_names)
     _write_outputs(run_dir, members, chosen_members, protocol, comparison, comparisons, chosen,
-                   test, class_names, pos)
+                   val, test, class_names, pos)
+    atomic_write_json(run_dir / RUN_LAYOUT.ensemble_settings, settings.model_dump(mode="json"))
     say(f"chosen: {chosen['method']} ({chosen['why']}); tables in {out_dir}")
     return EnsembleResult(out_dir, chosen_members, protocol, comparison, comparisons, chosen)
 
@@ -338,12 +342,25 @@ def _weights_json(protocol: ProtocolResult, members: Sequence[Member]) -> dict[s
         for attr in ("best_value_", "n_trials_done_", "study_name_"):
             if hasattr(r.method, attr):
                 entry[attr.rstrip("_")] = getattr(r.method, attr)
-        if name == "stacking":
-            entry["weights_meaning"] = "share of the stacker's absolute coefficients (importance)"
-            entry["coef"] = r.method.stacker_.coef_.tolist()
-            entry["intercept"] = r.method.stacker_.intercept_.tolist()
+        combiner = r.method.combiner()
+        entry["weights_meaning"] = combiner.weights_meaning
+        entry["combiner"] = combiner.to_json()
         out["methods"][name] = entry
     return out
+
+
+def _probability_rows(protocol: ProtocolResult, val: Any, test: Any, pos: int) -> list[pd.DataFrame]:
+    """Each method's probabilities and decisions on every split it was scored on."""
+    rows = []
+    for name, r in protocol.results.items():
+        for split in SPLITS:
+            arrays = test if split == "test" else val
+            probs = r.probs(split)
+            if arrays is None or probs is None:
+                continue
+            rows.append(method_rows(name, split, arrays.sample_ids, arrays.subject_ids,
+                                    arrays.y, probs, r.labels(split, pos)))
+    return rows
 
 
 def _confusion(
@@ -406,6 +423,7 @@ def _write_outputs(
     comparison: pd.DataFrame,
     comparisons: pd.DataFrame,
     chosen: dict[str, Any],
+    val: Any,
     test: Any,
     class_names: Sequence[str],
     pos: int,
@@ -422,4 +440,6 @@ def _write_outputs(
         atomic_write_text(run_dir / RUN_LAYOUT.confusion,
                           _confusion(protocol, test, class_names, pos).to_csv(index=False))
     atomic_write_json(run_dir / RUN_LAYOUT.ensemble_weights, _weights_json(protocol, members))
+    write_method_probabilities(run_dir / RUN_LAYOUT.ensemble_probabilities,
+                               _probability_rows(protocol, val, test, pos), class_names)
     atomic_write_json(run_dir / RUN_LAYOUT.chosen, chosen)

@@ -289,10 +289,13 @@ class RunInputs:
 
     @cached_property
     def ensemble_settings(self) -> Any:
-        """The run's ``ensemble:`` settings (defaults when the config has none)."""
+        """The settings ``wen ensemble`` ran with (``RUN/ensemble/settings.json``); before it
+        has run, the config's ``ensemble:`` section (defaults when the config has none)."""
         from ensemble import EnsembleSettings
 
-        raw = self.config_or_empty().get("ensemble") or {}
+        used = self.run_dir / RUN_LAYOUT.ensemble_settings
+        raw = _read_json(used) if used.is_file() else \
+            self.config_or_empty().get("ensemble") or {}
         try:
             return EnsembleSettings.model_validate(raw)
         except ValueError:
@@ -370,60 +373,23 @@ class RunInputs:
         except MissingInput as exc:
             out.notes.append(f"ensemble methods are not shown: {exc}")
         else:
-            self._add_methods(out, weights, arrays, members)
+            self._add_methods(out, weights)
         self._method_cache[split] = out
         return out
 
-    def _add_methods(self, out: MethodPredictions, weights: dict[str, Any], arrays: Any,
-                     members: list[Any]) -> None:
-        """Each method's probabilities: its own prediction file when the ensemble stage wrote
-        one, else rebuilt from weights.json (every method but stacking is a weighted average
-        of the members, ``ensemble.EnsembleMethod.predict_proba``), stacking re-fitted on val."""
-        from trainers.predictions import PredictionFileError, read_predictions
+    def _add_methods(self, out: MethodPredictions, weights: dict[str, Any]) -> None:
+        """Each method's probabilities as ``wen ensemble`` computed and scored them
+        (``RUN/ensemble/probabilities.parquet``); the report never refits a method."""
+        from ensemble.probabilities import MethodProbabilitiesError, read_method_probabilities
 
-        pred_dir = self.run_dir / RUN_LAYOUT.ensemble_predictions
-        for name, entry in weights.get("methods", {}).items():
-            out.thresholds[name] = entry.get("threshold")
-            path = pred_dir / f"{name}.parquet"
-            if path.is_file():
-                try:
-                    pset = read_predictions(path)
-                    rows = pset.split(out.split).set_index("sample_id").loc[out.sample_ids]
-                    out.methods[name] = np.stack(rows["probs"].to_numpy()).astype(np.float64)
-                    continue
-                except (PredictionFileError, KeyError) as exc:
-                    out.notes.append(f"{path} unusable ({exc}); rebuilt from weights.json")
-            if name == "stacking":
-                probs = self._refit_stacking(arrays, members)
-                if probs is not None:
-                    out.methods[name] = probs
-                    out.notes.append(
-                        "stacking's probabilities were re-fitted here on the members' validation "
-                        "predictions (logistic regression, deterministic): weights.json holds "
-                        "only its coefficients' shares"
-                    )
-                continue
-            w = np.array([float(entry["weights"].get(m.name, 0.0)) for m in members])
-            if w.sum() <= 0:
-                out.notes.append(f"{name}: weights sum to 0 in weights.json; left out")
-                continue
-            mix = np.tensordot(w, arrays.P.astype(np.float64), axes=1)
-            out.methods[name] = mix / mix.sum(axis=1, keepdims=True)
-
-    def _refit_stacking(self, arrays: Any, members: list[Any]) -> np.ndarray | None:
-        from ensemble import MethodOptions, create_method
-        from ensemble.members import stack_members
-
-        settings = self.ensemble_settings
-        val = stack_members(members, "val")
-        options = MethodOptions(class_names=tuple(self.class_names), seed=settings.seed,
-                                stacking_C=settings.stacking_C)
         try:
-            method = create_method("stacking", options).fit(val.P, val.y)
-        except ValueError as exc:
-            self.say(f"stacking could not be re-fitted: {exc}")
-            return None
-        return np.asarray(method.predict_proba(arrays.P), dtype=np.float64)
+            table = read_method_probabilities(self.run_dir / RUN_LAYOUT.ensemble_probabilities)
+            for name, entry in weights.get("methods", {}).items():
+                out.thresholds[name] = entry.get("threshold")
+                out.methods[name] = table.probs(name, out.split, list(out.sample_ids))
+        except MethodProbabilitiesError as exc:
+            out.methods.clear()
+            out.notes.append(f"ensemble methods are not shown: {exc}")
 
 
 def load_run(run_dir: str | Path, say: Callable[[str], None] = log.info) -> RunInputs:

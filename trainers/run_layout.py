@@ -150,9 +150,15 @@ class RunLayout:
         return self.ensemble_file("run.lock")
 
     @property
-    def ensemble_predictions(self) -> str:
-        """The ensembles' own prediction files."""
-        return self.ensemble_file("predictions")
+    def ensemble_probabilities(self) -> str:
+        """Every method's probabilities on val, held-out val and test
+        (``ensemble.probabilities``)."""
+        return self.ensemble_file("probabilities.parquet")
+
+    @property
+    def ensemble_settings(self) -> str:
+        """The ensemble settings ``wen ensemble`` ran with (config, flags and ``--set``)."""
+        return self.ensemble_file("settings.json")
 
 
 RUN_LAYOUT = RunLayout()

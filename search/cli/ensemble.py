@@ -14,29 +14,52 @@ from trainers.run_layout import RUN_LAYOUT
 __all__ = ["ensemble_command", "load_settings"]
 
 
-def load_settings(run: Path, overrides: dict[str, Any]) -> Any:
-    """``RUN/config.yaml``'s ``ensemble:`` section (defaults when absent), then ``overrides``.
+def load_settings(run: Path, flags: dict[str, Any], sets: list[str] | None = None) -> Any:
+    """The ensemble settings of one ``wen ensemble`` run, built here and nowhere else:
+    ``RUN/config.yaml``'s ``ensemble:`` section (defaults when absent), then the flags that
+    were given, then ``--set KEY=VALUE`` (a key of the section, with or without ``ensemble.``).
 
-    The file is validated as a whole run config (``search.config.WenConfig``); overrides are
-    validated with the section, so a bad flag value names its key and the rule.
+    The file is validated as a whole run config (``search.config.WenConfig``); the result is
+    validated with the section, so a bad value names its key and the rule. ``wen ensemble``
+    writes what it used to ``RUN/ensemble/settings.json``, which the report reads.
     """
     from pydantic import ValidationError
 
     from ensemble.config import EnsembleSettings
     from search.checks import load_wen_config
-    from trainers.config import ConfigError, format_validation_error
+    from trainers.config import ConfigError, apply_overrides, format_validation_error, parse_overrides
 
     config_path = run / RUN_LAYOUT.config
     base: dict[str, Any] = {}
     if config_path.is_file():
         cfg = load_wen_config(config_path, check_registries=False)
         base = cfg.ensemble.model_dump()
-    merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
+    merged = apply_overrides(merged, _section_keys(parse_overrides(sets)))
     try:
         return EnsembleSettings.model_validate(merged)
     except ValidationError as err:
         problems = [f"ensemble.{p}" for p in format_validation_error(err, EnsembleSettings)]
-        raise ConfigError(problems, "wen ensemble flags / RUN/config.yaml") from None
+        raise ConfigError(problems, "wen ensemble flags / --set / RUN/config.yaml") from None
+
+
+def _section_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` keys relative to the ``ensemble:`` section; other sections are refused."""
+    from trainers.config import ConfigError
+
+    out, problems = {}, []
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head == "ensemble" and rest:
+            key = rest
+        elif head in ("data", "model", "train", "search", "name", "ensemble"):
+            problems.append(f"--set {key}: `wen ensemble` takes keys of the ensemble: section "
+                            "(e.g. --set ensemble.n_trials=50); the trials are already trained")
+            continue
+        out[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 @app.command("ensemble")
@@ -69,16 +92,22 @@ def ensemble_command(
         help="Binary: tune the decision threshold on validation predictions.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    overrides: list[str] | None = typer.Option(
+        None, "--set",
+        help="Override a key of the ensemble: section, e.g. --set ensemble.greedy_rounds=20 "
+        "(repeatable; applies after the flags).",
+    ),
 ) -> None:
     """Fit every ensemble method on validation predictions, report them on test with 95%
     subject-bootstrap intervals and paired tests, and choose one by held-out validation score.
     Writes RUN/ensemble/ (comparison.csv/.md, comparisons.csv, confusion.csv, weights.json,
-    chosen.json, study.db). Re-running resumes the Optuna study."""
+    probabilities.parquet, settings.json, chosen.json, study.db). Re-running resumes the
+    Optuna study."""
     from ensemble.run import run_ensemble
 
     if not run.is_dir():
         raise fail(f"run folder {str(run)!r} does not exist; pass the folder `wen search` wrote")
-    overrides = {
+    flags = {
         "candidates": candidates,
         "objective": objective,
         "n_trials": n_trials,
@@ -92,7 +121,7 @@ def ensemble_command(
         "tune_threshold": tune_threshold,
     }
     try:
-        settings = load_settings(run, overrides)
+        settings = load_settings(run, flags, overrides)
         run_ensemble(run, settings, progress=progress, say=typer.echo)
     except (WenError, ValueError) as exc:
         raise fail(str(exc)) from None

@@ -81,6 +81,22 @@ def test_wen_ensemble_end_to_end(synthetic_run: Path) -> None:
     assert mcnemar["test"].str.startswith("McNemar").all()
     assert (comparisons["diff_low"] <= comparisons["diff_high"]).all()
 
+    # each method's stored probabilities are the ones the comparison table scored
+    from ensemble.probabilities import read_method_probabilities
+    from trainers.metrics import score
+
+    table = read_method_probabilities(out / "probabilities.parquet")
+    assert set(table.methods()) == names and table.class_names == ["hem", "all"]
+    for (method, split), rows in table.frame.groupby(["method", "split"]):
+        probs = np.stack(rows["probs"].to_numpy())
+        row = comparison[(comparison["method"] == method) & (comparison["split"] == split)]
+        if split != "val_crossfit":  # held-out rows pool per-fold decisions
+            assert score(rows["label"].to_numpy(), probs, ["hem", "all"])["auc"] == \
+                pytest.approx(row["auc"].iloc[0]), (method, split)
+        assert (rows["pred"].to_numpy() == probs.argmax(axis=1)).all()
+    used = json.loads((out / "settings.json").read_text())
+    assert used["n_trials"] == 12 and used["bootstrap"] == 60 and used["seed"] == 1
+
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     storage = f"sqlite:///{out / 'study.db'}"
     (summary,) = optuna.get_all_study_summaries(storage)
@@ -136,3 +152,21 @@ def test_tuned_threshold_is_reported(synthetic_run: Path) -> None:
     assert comparison["how"].str.contains("tuned threshold").all()
     chosen = json.loads((synthetic_run / "ensemble" / "chosen.json").read_text())
     assert chosen["threshold"] is not None and np.isfinite(chosen["threshold"])
+
+
+def test_wen_ensemble_set_overrides_the_section(synthetic_run: Path) -> None:
+    """``--set`` takes keys of the ensemble: section (with or without the prefix), after the
+    flags; keys of other sections and unknown keys are refused by name."""
+    result = _invoke(str(synthetic_run), "--methods", "sap,greedy", "--bootstrap", "50",
+                     "--set", "ensemble.greedy_rounds=3", "--set", "bootstrap=20",
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
+    used = json.loads((synthetic_run / "ensemble" / "settings.json").read_text())
+    assert used["greedy_rounds"] == 3 and used["bootstrap"] == 20  # --set beats the flag
+    comparison = pd.read_csv(synthetic_run / "ensemble" / "comparison.csv")
+    assert comparison["how"].str.contains("n=20").all()
+    other = _invoke(str(synthetic_run), "--set", "train.epochs=3", "--no-progress")
+    assert other.exit_code == 2 and "ensemble: section" in other.output
+    unknown = _invoke(str(synthetic_run), "--set", "ensemble.rounds=3", "--no-progress")
+    assert unknown.exit_code == 2 and "ensemble.rounds" in unknown.output
+    assert "unknown key" in unknown.output

@@ -25,10 +25,11 @@ import torch
 from typer.testing import CliRunner
 
 from ensemble import EnsembleSettings, ExportError, export_ensemble, predict_images, run_ensemble
-from ensemble._graph import MemberNet, StackingEnsemble, WeightedEnsemble
+from ensemble._graph import MemberNet, StackingEnsemble, WeightedEnsemble, create_ensemble_module
+from ensemble.combiners import Combiner
 from ensemble.export import load_ensemble_module, load_export_spec
 from ensemble.members import build_members, load_prediction_sets
-from ensemble.methods import Stacking, create_method
+from ensemble.methods import METHODS, MethodOptions, Stacking, create_method
 from ensemble.predict import prob_column
 from search.cli import app
 from trainers.models import create_model
@@ -176,6 +177,30 @@ def test_graph_matches_the_fitted_methods(n_classes: int) -> None:
         StackingEnsemble(nets, [[1.0]], [0.0], n_classes)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_every_method_exports_through_its_combiner(n_classes: int) -> None:
+    """Each registered method's graph, built from its combiner alone (as weights.json and the
+    manifest store it, never from its name), equals its fitted ``predict_proba``."""
+    nets = _member_nets(3, n_classes)
+    x = torch.rand(40, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        P = torch.stack([m(x) for m in nets]).double().numpy()
+    y = np.arange(40) % n_classes
+    options = MethodOptions(class_names=None, n_trials=12, greedy_rounds=5)
+    kinds = set()
+    for name in METHODS:
+        method = create_method(name, options).fit(P, y)
+        spec = Combiner.from_json(json.loads(json.dumps(method.combiner().to_json())))
+        kinds.add(spec.kind)
+        graph = create_ensemble_module(nets, spec, method.weights_.tolist(), n_classes)
+        with torch.no_grad():
+            np.testing.assert_allclose(graph(x).numpy(), method.predict_proba(P), atol=1e-5,
+                                       err_msg=name)
+    assert kinds == {"weighted_average", "logistic_stacker"}
+    with pytest.raises(ValueError, match="unknown ensemble combiner 'magic'"):
+        create_ensemble_module(nets, Combiner("magic", "", ""), [1.0] * 3, n_classes)
+
+
 def test_wrong_weights_file_is_refused(tmp_path: Path) -> None:
     """Weights of another backbone under a trial's config: the error names file and tensors."""
     from safetensors.torch import save_file
@@ -219,7 +244,7 @@ def test_spec_defaults_to_chosen_and_drops_zero_weights(trained_run: Path) -> No
     assert len(best.members) == 1 and len(best.dropped) == 1
     assert best.dropped[0]["weight"] == 0 and "left out of the graph" in best.dropped[0]["why"]
     stacking = load_export_spec(trained_run, "stacking")
-    assert len(stacking.members) == 2 and stacking.coef is not None  # importances, never dropped
+    assert len(stacking.members) == 2 and stacking.combiner.params["coef"]  # importances, never dropped
 
 
 @pytest.mark.slow
@@ -347,8 +372,10 @@ def test_predict_stacking_equals_the_fitted_stacker(trained_run: Path, stacking_
     got = _predicted(table, ["hem", "all"], dataset)
     P = np.stack([tests[m["name"]].P[0] for m in manifest["members"]])
     lr = LogisticRegression()
-    lr.coef_ = np.array(manifest["stacking"]["coef"])
-    lr.intercept_ = np.array(manifest["stacking"]["intercept"])
+    stacker = manifest["combiner"]
+    assert stacker["kind"] == "logistic_stacker" and stacker["keeps_zero_weight_members"]
+    lr.coef_ = np.array(stacker["params"]["coef"])
+    lr.intercept_ = np.array(stacker["params"]["intercept"])
     lr.classes_ = np.array([0, 1])
     expected = lr.predict_proba(Stacking()._features(P))
     np.testing.assert_allclose(got.loc[ids].to_numpy(), expected, atol=ATOL, rtol=0)

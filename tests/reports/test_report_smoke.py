@@ -193,3 +193,26 @@ def test_wen_report_command(smoke_run: Path, tmp_path: Path) -> None:
     assert "switched off" in (out / "report.md").read_text()
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_report_shows_the_stored_probabilities_and_never_refits(smoke_run: Path,
+                                                                tmp_path: Path) -> None:
+    """Every method's probabilities in the report are the ones `wen ensemble` stored and
+    scored (stacking included); without that file the report says so instead of refitting."""
+    import shutil
+
+    from ensemble.probabilities import read_method_probabilities
+    from reports import load_run
+
+    stored = read_method_probabilities(smoke_run / "ensemble" / "probabilities.parquet")
+    for split in ("val", "test"):
+        shown = load_run(smoke_run).predictions(split)
+        assert sorted(shown.methods) == sorted(METHODS)
+        for name, probs in shown.methods.items():
+            np.testing.assert_array_equal(probs, stored.probs(name, split, list(shown.sample_ids)))
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("report", "tensorboard"))
+    (copy / "ensemble" / "probabilities.parquet").unlink()
+    test = load_run(copy).predictions("test")
+    assert test.methods == {} and len(test.members) == MEMBERS
+    assert any("ensemble methods are not shown" in n and "wen ensemble" in n for n in test.notes)
