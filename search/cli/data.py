@@ -99,7 +99,8 @@ def manifest(
     ),
 ) -> None:
     """Build the manifest (one row per image) of a dataset folder."""
-    from trainers.data.layouts import manifest_hash, read_manifest, write_manifest
+    from trainers.data.layouts import read_manifest
+    from trainers.data.manifest import manifest_hash, write_manifest
 
     try:
         found = read_manifest(root, layout)

@@ -12,17 +12,15 @@ and fold, size, content hash); everything downstream works from that table. No R
 
 from pathlib import Path  # noqa: F401 - used by the doctest above
 
-# --- layouts, manifests, synthetic data, checks (layouts.py, synth.py, check.py) ---------
+# --- layouts, manifests, synthetic data, checks (layouts.py, manifest.py, synth.py, check.py)
 from trainers.data.check import CheckReport, check_dataset, check_manifest
-from trainers.data.layouts import (
-    LAYOUTS,
-    LayoutError,
+from trainers.data.errors import LayoutError
+from trainers.data.layouts import LAYOUTS, detect_layout, read_manifest
+from trainers.data.manifest import (
     Manifest,
     Problem,
-    detect_layout,
     load_manifest_file,
     manifest_hash,
-    read_manifest,
     write_manifest,
 )
 from trainers.data.synth import ensure_synthetic, read_synthetic_info, synthesize

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import pandas as pd
 from PIL import Image
 
-from trainers.data.layouts import Manifest, Problem, read_manifest
+from trainers.data.layouts import read_manifest
+from trainers.data.manifest import Manifest, Problem
 
 __all__ = ["CheckReport", "check_dataset", "check_manifest"]
 

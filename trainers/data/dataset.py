@@ -370,7 +370,7 @@ def _refuse(root: Path, problems: Sequence[Any]) -> DataError:
 
 def _data_key(frame: pd.DataFrame) -> list[str]:
     """Cache key parts: the manifest hash, which covers the row order the store keeps."""
-    from trainers.data.layouts import manifest_hash
+    from trainers.data.manifest import manifest_hash
 
     return [manifest_hash(frame)]
 
@@ -383,7 +383,7 @@ def _file_errors(manifest: Any, cache_dir: Path | None) -> list[Any]:
     cache folder it is stored under that key and a later trial on the same data reads it back.
     """
     from trainers.data.check import check_manifest
-    from trainers.data.layouts import Problem, manifest_hash
+    from trainers.data.manifest import Problem, manifest_hash
 
     record = None
     if cache_dir is not None:

@@ -2,7 +2,8 @@
 
 Each layout is a reader ``(root: Path) -> Manifest`` registered in :data:`LAYOUTS`. A reader
 walks the folders the layout defines, parses labels, subjects and folds from names, folders and
-CSV files, and reads each file's pixel size (header only) and content hash. Problems it meets
+CSV files; ``trainers.data.manifest`` (the table's schema and file) reads each file's pixel size
+(header only) and content hash. Problems it meets
 with individual files (a name that does not parse, a class folder that disagrees with the
 name, a CSV row without a file...) are collected in :attr:`Manifest.problems` instead of
 stopping the read, so ``wen data check`` can list all of them at once. A folder that does not
@@ -19,24 +20,26 @@ look like the layout at all raises :class:`LayoutError`.
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
-import json
 import os
 import re
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any
 
-import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
-from trainers._atomic import atomic_write
 from trainers._registry import Registry
-from trainers.data.errors import DataError
+from trainers.data.errors import LayoutError
+from trainers.data.manifest import (
+    COLUMNS,
+    Manifest,
+    Problem,
+    load_manifest_file,
+    manifest_from_entries,
+    manifest_hash,
+    write_manifest,
+)
+from trainers.data.manifest import ManifestEntry as _Entry
 
 __all__ = [
     "COLUMNS",
@@ -52,20 +55,6 @@ __all__ = [
     "write_manifest",
 ]
 
-COLUMNS = [
-    "sample_id",
-    "path",
-    "label",
-    "class_name",
-    "subject_id",
-    "source_split",
-    "fold",
-    "width",
-    "height",
-    "content_hash",
-]
-_INT_COLUMNS = ("label", "fold", "width", "height")
-
 IMAGE_EXTENSIONS = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 
 CNMC_CLASSES = ["hem", "all"]  # hem = 0, all = 1, matching the prelim CSV's 1 = ALL
@@ -80,50 +69,6 @@ _CNMC_NAME = re.compile(
     r"^UID_(?P<subject>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<cls>all|hem)$", re.IGNORECASE
 )
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
-
-
-class LayoutError(DataError):
-    """A folder does not have the structure of the requested (or any known) layout."""
-
-
-@dataclass
-class Problem:
-    """One problem with one file (``path`` relative to the dataset root, POSIX separators)."""
-
-    path: str
-    problem: str
-    severity: Literal["error", "warning"] = "error"
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "problem": self.problem, "severity": self.severity}
-
-
-@dataclass
-class Manifest:
-    """Every image of a dataset, one row each (columns :data:`COLUMNS`), plus what went wrong.
-
-    ``subjects`` says where subject ids come from: ``filename``, ``csv`` or ``none``.
-    """
-
-    frame: pd.DataFrame
-    layout: str
-    class_names: list[str]
-    subjects: str
-    problems: list[Problem] = field(default_factory=list)
-    root: str = ""
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Entry:
-    """An image a reader found, before its header and bytes are read."""
-
-    rel: str
-    label: int
-    class_name: str | None
-    subject_id: str | None
-    source_split: str
-    fold: int = -1
 
 
 LAYOUTS: Registry[Callable[[Path], Manifest]] = Registry("dataset layout", key="data.layout")
@@ -186,98 +131,6 @@ def _walk_images(
                 )
             )
     return found
-
-
-def _probe(path: Path) -> tuple[int, int, str, str | None]:
-    """Pixel size (from the header), sha1 of the bytes, and why the header is unreadable."""
-    data = path.read_bytes()
-    digest = hashlib.sha1(data).hexdigest()
-    if not data:
-        return -1, -1, digest, "empty file (0 bytes): re-copy or delete it"
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
-        return -1, -1, digest, f"decompression bomb refused by PIL ({exc})"
-    except UnidentifiedImageError:
-        return -1, -1, digest, (
-            f"not an image: PIL cannot identify the content of this {path.suffix} file "
-            "(a non-image file with an image extension?)"
-        )
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a reportable problem
-        return -1, -1, digest, f"unreadable image header: {type(exc).__name__}: {exc}"
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and width * height > limit:
-        return -1, -1, digest, (
-            f"decompression bomb: {width}x{height} = {width * height} pixels exceeds PIL's "
-            f"Image.MAX_IMAGE_PIXELS={limit}"
-        )
-    return width, height, digest, None
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def _empty_frame() -> pd.DataFrame:
-    return _normalise_frame(pd.DataFrame({c: [] for c in COLUMNS}))
-
-
-def _normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fix column order and dtypes: int64 numbers, object strings with None (not NaN) missing."""
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise LayoutError(
-            f"a manifest needs the columns {COLUMNS}; missing {missing}: rebuild it with "
-            "`wen data manifest`"
-        )
-    out = pd.DataFrame(index=range(len(frame)))
-    for col in COLUMNS:
-        values = frame[col].tolist()
-        if col in _INT_COLUMNS:
-            out[col] = np.asarray(values, dtype=np.int64)
-        else:
-            out[col] = pd.Series([None if _missing(v) else str(v) for v in values], dtype=object)
-    return out
-
-
-def _finish(
-    root: Path,
-    layout: str,
-    entries: list[_Entry],
-    class_names: list[str],
-    subjects: str,
-    problems: list[Problem],
-) -> Manifest:
-    """Read each entry's header and bytes (threads: hashing and I/O release the GIL)."""
-    entries = sorted(entries, key=lambda e: e.rel)
-    paths = [root / e.rel for e in entries]
-    workers = max(1, min(8, 2 * (os.cpu_count() or 1)))
-    if len(paths) > 64:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            probes = list(pool.map(_probe, paths, chunksize=16))
-    else:
-        probes = [_probe(p) for p in paths]
-    rows = []
-    for entry, path, (width, height, digest, why) in zip(entries, paths, probes):
-        if why is not None:
-            problems.append(Problem(entry.rel, why, "error"))
-        rows.append(
-            {
-                "sample_id": entry.rel,
-                "path": str(path.resolve()),
-                "label": entry.label,
-                "class_name": entry.class_name,
-                "subject_id": entry.subject_id,
-                "source_split": entry.source_split,
-                "fold": entry.fold,
-                "width": width,
-                "height": height,
-                "content_hash": digest,
-            }
-        )
-    frame = _normalise_frame(pd.DataFrame(rows, columns=COLUMNS)) if rows else _empty_frame()
-    return Manifest(frame, layout, list(class_names), subjects, problems, str(root.resolve()))
 
 
 def _parse_cnmc_name(name: str) -> tuple[str, str] | None:
@@ -382,6 +235,28 @@ def _read_cnmc_prelim(
             )
         )
         return []
+    by_name = _prelim_files_by_name(files, root, problems)
+    table = _read_prelim_csv(csv_path, root, problems)
+    if table is None:
+        return []
+    entries: list[_Entry] = []
+    listed: set[str] = set()
+    csv_rel = _rel(csv_path, root)
+    for i, row in enumerate(table.itertuples(index=False), start=2):  # row 1 is the header
+        entry = _prelim_row(row, f"{csv_rel} line {i}", prelim_dir, by_name, listed, root,
+                            problems)
+        if entry is not None:
+            entries.append(entry)
+    for name, path in by_name.items():
+        if name not in listed:
+            problems.append(
+                Problem(_rel(path, root), f"file has no row in {csv_rel}; it is left out")
+            )
+    return entries
+
+
+def _prelim_files_by_name(files: list[Path], root: Path, problems: list[Problem]) -> dict[str, Path]:
+    """The preliminary test images by file name (the CSV names them); repeats are warned."""
     by_name: dict[str, Path] = {}
     for path in files:
         if path.name in by_name:
@@ -395,12 +270,17 @@ def _read_cnmc_prelim(
             )
             continue
         by_name[path.name] = path
+    return by_name
+
+
+def _read_prelim_csv(csv_path: Path, root: Path, problems: list[Problem]) -> pd.DataFrame | None:
+    """The labels CSV with its three columns, or None (and a problem) when it cannot be used."""
     csv_rel = _rel(csv_path, root)
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - a broken CSV is a reportable problem
         problems.append(Problem(csv_rel, f"cannot read the labels CSV: {exc}"))
-        return []
+        return None
     table.columns = [c.strip() for c in table.columns]
     need = {"Patient_ID", "new_names", "labels"}
     if not need <= set(table.columns):
@@ -411,60 +291,59 @@ def _read_cnmc_prelim(
                 f"{','.join(table.columns)}",
             )
         )
-        return []
-    entries: list[_Entry] = []
-    listed: set[str] = set()
-    for i, row in enumerate(table.itertuples(index=False), start=2):  # row 1 is the header
-        new_name = str(row.new_names).strip()
-        original = str(row.Patient_ID).strip()
-        where = f"{csv_rel} line {i}"
-        if new_name in listed:
-            problems.append(
-                Problem(_rel(prelim_dir, root) + "/" + new_name,
-                        f"{where}: {new_name!r} is listed a second time; the row is ignored")
+        return None
+    return table
+
+
+def _prelim_row(
+    row: Any,
+    where: str,
+    prelim_dir: Path,
+    by_name: dict[str, Path],
+    listed: set[str],
+    root: Path,
+    problems: list[Problem],
+) -> _Entry | None:
+    """One CSV row as an entry, or None with the reason in ``problems``; adds it to ``listed``."""
+    new_name = str(row.new_names).strip()
+    original = str(row.Patient_ID).strip()
+    if new_name in listed:
+        problems.append(
+            Problem(_rel(prelim_dir, root) + "/" + new_name,
+                    f"{where}: {new_name!r} is listed a second time; the row is ignored")
+        )
+        return None
+    listed.add(new_name)
+    path = by_name.get(new_name)
+    if path is None:
+        problems.append(
+            Problem(_rel(prelim_dir, root) + "/" + new_name,
+                    f"listed in {where} but the file does not exist")
+        )
+        return None
+    rel = _rel(path, root)
+    label_text = str(row.labels).strip()
+    if label_text not in {"0", "1"}:
+        problems.append(Problem(rel, f"{where}: label {label_text!r} is not 0 (hem) or 1 (ALL)"))
+        return None
+    label = int(label_text)
+    parsed = _parse_cnmc_name(original)
+    if parsed is None:
+        problems.append(
+            Problem(rel, f"{where}: Patient_ID {original!r} does not parse: {_NAME_RULE}")
+        )
+        return None
+    subject, name_cls = parsed
+    if CNMC_CLASSES.index(name_cls) != label:
+        problems.append(
+            Problem(
+                rel,
+                f"{where}: label {label} ({CNMC_CLASSES[label]}) disagrees with the class "
+                f"suffix of Patient_ID {original!r}; the label column is used",
+                "warning",
             )
-            continue
-        listed.add(new_name)
-        path = by_name.get(new_name)
-        if path is None:
-            problems.append(
-                Problem(
-                    _rel(prelim_dir, root) + "/" + new_name,
-                    f"listed in {where} but the file does not exist",
-                )
-            )
-            continue
-        rel = _rel(path, root)
-        label_text = str(row.labels).strip()
-        if label_text not in {"0", "1"}:
-            problems.append(
-                Problem(rel, f"{where}: label {label_text!r} is not 0 (hem) or 1 (ALL)")
-            )
-            continue
-        label = int(label_text)
-        parsed = _parse_cnmc_name(original)
-        if parsed is None:
-            problems.append(
-                Problem(rel, f"{where}: Patient_ID {original!r} does not parse: {_NAME_RULE}")
-            )
-            continue
-        subject, name_cls = parsed
-        if CNMC_CLASSES.index(name_cls) != label:
-            problems.append(
-                Problem(
-                    rel,
-                    f"{where}: label {label} ({CNMC_CLASSES[label]}) disagrees with the class "
-                    f"suffix of Patient_ID {original!r}; the label column is used",
-                    "warning",
-                )
-            )
-        entries.append(_Entry(rel, label, CNMC_CLASSES[label], subject, "test"))
-    for name, path in by_name.items():
-        if name not in listed:
-            problems.append(
-                Problem(_rel(path, root), f"file has no row in {csv_rel}; it is left out")
-            )
-    return entries
+        )
+    return _Entry(rel, label, CNMC_CLASSES[label], subject, "test")
 
 
 def _read_cnmc_final(final_dir: Path, root: Path, problems: list[Problem]) -> list[_Entry]:
@@ -486,7 +365,7 @@ def _read_cnmc(
     csv_path = _find_prelim_csv([root / c for c in prelim_csvs], root / prelim)
     entries += _read_cnmc_prelim(root / prelim, csv_path, root, problems)
     entries += _read_cnmc_final(root / final, root, problems)
-    return _finish(root, layout, entries, CNMC_CLASSES, "filename", problems)
+    return manifest_from_entries(root, layout, entries, CNMC_CLASSES, "filename", problems)
 
 
 @LAYOUTS.register("cnmc-tcia")
@@ -564,7 +443,7 @@ def read_all4(root: Path) -> Manifest:
                 ))  # fmt: skip
                 continue
             entries.append(_Entry(_rel(path, root), label, child.name, None, "train"))
-    return _finish(root, "all4", entries, ALL4_CLASSES, "none", problems)
+    return manifest_from_entries(root, "all4", entries, ALL4_CLASSES, "none", problems)
 
 
 # ------------------------------------------------------------------------ imagefolder
@@ -654,7 +533,7 @@ def read_imagefolder(root: Path) -> Manifest:
                 problems.append(
                     Problem(rel, f"listed in {SUBJECTS_CSV} but the file does not exist")
                 )
-    return _finish(
+    return manifest_from_entries(
         root, "imagefolder", entries, class_names, "csv" if mapping is not None else "none",
         problems,
     )
@@ -763,69 +642,3 @@ def read_manifest(root: Path, layout: str = "auto") -> Manifest:
         manifest.notes.append(note)
     return manifest
 
-
-def manifest_hash(frame: pd.DataFrame) -> str:
-    """Short stable hash of (sample_id, content_hash, label, subject_id), in row order.
-
-    Row order is part of the hash on purpose: the decoded-image cache stores images by row
-    position, so a reordered manifest must not reuse it.
-    """
-    h = hashlib.sha256()
-    for sample_id, digest, label, subject in zip(
-        frame["sample_id"], frame["content_hash"], frame["label"], frame["subject_id"]
-    ):
-        subject_text = "" if _missing(subject) else str(subject)
-        h.update(f"{sample_id}\x1f{digest}\x1f{int(label)}\x1f{subject_text}\x1e".encode())
-    return h.hexdigest()[:16]
-
-
-def write_manifest(manifest: Manifest, path: Path) -> Path:
-    """Write a manifest as Parquet; layout, root, class names and subjects go in the metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = _normalise_frame(manifest.frame)
-    schema = pa.schema(
-        [(c, pa.int64()) if c in _INT_COLUMNS else (c, pa.string()) for c in COLUMNS]
-    )
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    meta = {
-        b"layout": manifest.layout.encode(),
-        b"root": manifest.root.encode(),
-        b"class_names": json.dumps(manifest.class_names).encode(),
-        b"subjects": manifest.subjects.encode(),
-        b"problems": json.dumps([p.to_dict() for p in manifest.problems]).encode(),
-    }
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    atomic_write(path, lambda fh: pq.write_table(table, fh), what="manifest")
-    return path
-
-
-def load_manifest_file(path: Path) -> Manifest:
-    """Read a manifest written by :func:`write_manifest`."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"manifest file {str(path)!r} does not exist; write one with `wen data manifest`"
-        )
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
-    if b"layout" not in meta or b"class_names" not in meta:
-        raise LayoutError(
-            f"{str(path)!r} is not a wen manifest (no layout/class_names metadata); "
-            "write one with `wen data manifest ROOT --out FILE.parquet`"
-        )
-    frame = _normalise_frame(table.to_pandas())
-    problems = [Problem(**p) for p in json.loads(meta.get(b"problems", b"[]").decode())]
-    return Manifest(
-        frame,
-        meta[b"layout"].decode(),
-        json.loads(meta[b"class_names"].decode()),
-        meta.get(b"subjects", b"none").decode(),
-        problems,
-        meta.get(b"root", b"").decode(),
-    )
