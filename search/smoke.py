@@ -117,9 +117,20 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
     """
     raw = config.model_dump(mode="json")
     notes: list[str] = []
-    space = raw["search"]["space"]
+    backbones = _smoke_backbone_space(config, raw, max_params, notes)
+    _smoke_data(config, raw["data"], backbones, notes)
+    _smoke_training(raw)
+    raw["name"] = f"{config.name}-smoke"
+    _smoke_search(raw["search"])
+    raw["ensemble"].update(n_trials=20, bootstrap=100, crossfit_folds=2)
+    return Smoke(load_wen_config(raw), notes)
 
-    # ---- backbones: real ones where they fit, tiny stand-ins (loudly) where they do not
+
+def _smoke_backbone_space(config: WenConfig, raw: dict[str, Any], max_params: int,
+                          notes: list[str]) -> list[str]:
+    """Real backbones where they fit, tiny stand-ins (loudly) where they do not; returns every
+    backbone the smoke run can pick. Edits ``raw``'s model and backbone grid."""
+    space = raw["search"]["space"]
     base_backbone = config.model.backbone
     spec = space.get("model.backbone")
     grid = list(spec["values"]) if spec else []
@@ -133,22 +144,27 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
             f"a CPU smoke run; it is REPLACED by the tiny timm model {tiny}. Results say nothing "
             f"about {big}."
         )
-    backbones = list(dict.fromkeys([new_base, *(spec["values"] if spec else [])]))
+    raw["model"].update(backbone=new_base, pretrained=False, pretrained_path=None)
+    return list(dict.fromkeys([new_base, *(spec["values"] if spec else [])]))
 
-    # ---- data: a small synthetic set in the preset's own layout
-    data = raw["data"]
-    layout = data.get("layout", "auto")
+
+def _smoke_layout(config: WenConfig, layout: str, notes: list[str]) -> str:
+    """The synthetic set's layout: the preset's own where the generator writes it."""
     if config.data.synthetic is not None:
-        synth_layout = config.data.synthetic.layout
-    elif layout in _SYNTH_LAYOUTS:
-        synth_layout = layout
-    else:
-        synth_layout = "cnmc-kaggle"
-        notes.append(
-            f"SMOKE: data.layout={layout!r} names no layout the generator writes; using a "
-            "cnmc-kaggle synthetic set (set data.layout in the preset to smoke its own layout)"
-        )
-    input_size = _smoke_input_size(backbones)
+        return config.data.synthetic.layout
+    if layout in _SYNTH_LAYOUTS:
+        return layout
+    notes.append(
+        f"SMOKE: data.layout={layout!r} names no layout the generator writes; using a "
+        "cnmc-kaggle synthetic set (set data.layout in the preset to smoke its own layout)"
+    )
+    return "cnmc-kaggle"
+
+
+def _smoke_data(config: WenConfig, data: dict[str, Any], backbones: list[str],
+                notes: list[str]) -> None:
+    """A small synthetic set in the preset's own layout, small inputs, no caches."""
+    synth_layout = _smoke_layout(config, data.get("layout", "auto"), notes)
     data.update(
         root=None,
         layout="auto",
@@ -161,22 +177,21 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
             "seed": 0,
         },
         synthetic_dir=None,
-        input_size=input_size,
+        input_size=_smoke_input_size(backbones),
         batch_size=8 if "alnet" in backbones else min(int(data["batch_size"]), 16),
         eval_batch_size=None,
         num_workers=0,
         cache_dir=None,
     )
-
     split = data["split"]
     if split["method"] == "group_holdout":
         # a few synthetic subjects: small shares would leave one class out of val or test
         split["val_fraction"] = max(float(split["val_fraction"]), 0.25)
         split["test_fraction"] = max(float(split["test_fraction"]), 0.25)
 
-    # ---- model, optimizer, schedule, loop
-    raw["name"] = f"{config.name}-smoke"
-    raw["model"].update(backbone=new_base, pretrained=False, pretrained_path=None)
+
+def _smoke_training(raw: dict[str, Any]) -> None:
+    """Optimizer schedule and loop: two short epochs on one CPU thread."""
     if raw["schedule"]["name"] == "cyclic":
         raw["schedule"]["half_cycle_epochs"] = 0.5  # one whole LR cycle per epoch
     raw["schedule"]["decay_steps"] = 1
@@ -189,9 +204,10 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
         checkpoint_every=1,
     )
 
-    # ---- search: few values, few folds, one sample, one CPU per trial, no GPU
-    search = raw["search"]
-    for key, dim in space.items():
+
+def _smoke_search(search: dict[str, Any]) -> None:
+    """Few values, few folds, one sample, one CPU per trial, no GPU."""
+    for key, dim in search["space"].items():
         if key == "model.backbone" or dim["type"] not in ("grid", "choice"):
             continue
         if key == "train.epochs":
@@ -206,10 +222,6 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
         search["scheduler"].update(grace_cycles=1, reduction_factor=2.0)
     if search["algorithm"] == "optuna":
         search["num_samples"] = 2
-    raw["ensemble"].update(n_trials=20, bootstrap=100, crossfit_folds=2)
-
-    smoke = load_wen_config(raw)
-    return Smoke(smoke, notes)
 
 
 def load_smoke_config(source: str, overrides: list[str] | None = None) -> Smoke:
