@@ -95,60 +95,72 @@ def _batch_augmented_per_second(dataset: Any, rows: list[int]) -> float:
 
 def run() -> list[dict[str, Any]]:
     """Time (a) decode + augment and (b) cache + augment; loading's share of a step."""
-    import numpy as np
     import torch
-
-    from trainers.config import CropConfig
-    from trainers.data.augment import create_augmentation
-    from trainers.data.cache import DecodedStore
-    from trainers.data.dataset import PreparedData
-    from trainers.data.layouts import manifest_hash, read_manifest
-    from trainers.data.synth import synthesize
 
     quick = os.environ.get("WEN_BENCH_QUICK") == "1"
     n = 300 if quick else 2000
     subjects = 4 if quick else 13
     # C-NMC layouts: ALL subjects give `cells`, hem subjects half as many, plus a final subject
     cells = math.ceil(n / (1.5 * subjects)) + 2
-    crop = CropConfig()  # 2/3 of the shorter side: 450 -> 300
-    threads = torch.get_num_threads()
-
     with tempfile.TemporaryDirectory(prefix="wen-bench-") as tmp:
-        root = synthesize(Path(tmp) / "data", "cnmc-kaggle", subjects, cells, 450, seed=0)
-        frame = read_manifest(root, "cnmc-kaggle").frame
-        frame = frame[frame["label"] >= 0].iloc[:n].reset_index(drop=True)
-        if len(frame) < n:
-            raise RuntimeError(f"synthesised {len(frame)} labelled images, wanted {n}")
-        frame["split"] = "train"
-        paths = frame["path"].tolist()
-        rows = list(range(n))
-        aug = create_augmentation("paper", SIZE)
+        t = _measure(Path(tmp), n, subjects, cells, quick)
+    return _rows(t, n, torch.get_num_threads())
 
-        decoded = PreparedData(frame, ["hem", "all"], SIZE, crop=crop, store=None)
-        for p in paths:  # read every file once so (a) is timed from the page cache, like (b)
-            Path(p).read_bytes()
-        a = _images_per_second(decoded.dataset(aug), rows)
-        a_raw = _images_per_second(decoded.dataset(None), rows)
 
-        start = time.perf_counter()
-        store = DecodedStore.open_or_build(
-            paths, [manifest_hash(frame)], crop, SIZE, Path(tmp) / "cache", progress=False
-        )
-        build = time.perf_counter() - start
-        cached = PreparedData(frame, ["hem", "all"], SIZE, crop=crop, store=store)
-        _ = np.asarray(store.array).sum()  # fault the map in once, as a second epoch would find it
-        b = _images_per_second(cached.dataset(aug), rows)
-        b_raw = _images_per_second(cached.dataset(None), rows)
-        c = _batch_augmented_per_second(cached.dataset(None), rows)
+def _measure(tmp: Path, n: int, subjects: int, cells: int, quick: bool) -> dict[str, float]:
+    """Every timing of the benchmark, on ``n`` synthetic 450 px C-NMC images under ``tmp``."""
+    import numpy as np
 
-        step = _step_seconds(repeats=2 if quick else 3)
-        batches = 3 if quick else 8
-        load_cache = _batch_seconds(cached.loader("train", train=True, batch_size=BATCH, seed=0),
-                                    batches)
-        load_decode = _batch_seconds(
-            decoded.loader("train", train=True, batch_size=BATCH, seed=0), batches
-        )
+    from trainers.config import CropConfig
+    from trainers.data.augment import create_augmentation
+    from trainers.data.cache import DecodedStore
+    from trainers.data.dataset import PreparedData
+    from trainers.data.layouts import read_manifest
+    from trainers.data.manifest import manifest_hash
+    from trainers.data.synth import synthesize
 
+    crop = CropConfig()  # 2/3 of the shorter side: 450 -> 300
+    root = synthesize(tmp / "data", "cnmc-kaggle", subjects, cells, 450, seed=0)
+    frame = read_manifest(root, "cnmc-kaggle").frame
+    frame = frame[frame["label"] >= 0].iloc[:n].reset_index(drop=True)
+    if len(frame) < n:
+        raise RuntimeError(f"synthesised {len(frame)} labelled images, wanted {n}")
+    frame["split"] = "train"
+    paths = frame["path"].tolist()
+    rows = list(range(n))
+    aug = create_augmentation("paper", SIZE)
+    t: dict[str, float] = {}
+
+    decoded = PreparedData(frame, ["hem", "all"], SIZE, crop=crop, store=None)
+    for p in paths:  # read every file once so (a) is timed from the page cache, like (b)
+        Path(p).read_bytes()
+    t["a"] = _images_per_second(decoded.dataset(aug), rows)
+    t["a_raw"] = _images_per_second(decoded.dataset(None), rows)
+
+    start = time.perf_counter()
+    store = DecodedStore.open_or_build(
+        paths, [manifest_hash(frame)], crop, SIZE, tmp / "cache", progress=False
+    )
+    t["build"] = time.perf_counter() - start
+    cached = PreparedData(frame, ["hem", "all"], SIZE, crop=crop, store=store)
+    _ = np.asarray(store.array).sum()  # fault the map in once, as a second epoch would find it
+    t["b"] = _images_per_second(cached.dataset(aug), rows)
+    t["b_raw"] = _images_per_second(cached.dataset(None), rows)
+    t["c"] = _batch_augmented_per_second(cached.dataset(None), rows)
+
+    t["step"] = _step_seconds(repeats=2 if quick else 3)
+    batches = 3 if quick else 8
+    t["load_cache"] = _batch_seconds(
+        cached.loader("train", train=True, batch_size=BATCH, seed=0), batches)
+    t["load_decode"] = _batch_seconds(
+        decoded.loader("train", train=True, batch_size=BATCH, seed=0), batches)
+    return t
+
+
+def _rows(t: dict[str, float], n: int, threads: int) -> list[dict[str, Any]]:
+    """The benchmark's table rows from the timings of :func:`_measure`."""
+    a, a_raw, b, b_raw, c = t["a"], t["a_raw"], t["b"], t["b_raw"], t["c"]
+    build, step, load_cache, load_decode = t["build"], t["step"], t["load_cache"], t["load_decode"]
     share_cache = 100 * load_cache / (load_cache + step)
     share_decode = 100 * load_decode / (load_decode + step)
     setting = f"{n} images 450x450 BMP, crop 300, resize {SIZE}, {threads} torch threads"

@@ -410,43 +410,14 @@ def export_ensemble(
 ) -> Path:
     """Export ``method`` (default: ``chosen.json``'s) of ``RUN/ensemble/`` to ``out_dir``
     (default ``RUN/model``); return the model folder. See the module docs for its contents."""
-    import onnx
     import torch
-
-    from trainers.metrics import positive_index
 
     spec = load_export_spec(run_dir, method)
     out = Path(out_dir) if out_dir is not None else spec.run_dir / RUN_LAYOUT.export
     metrics = _metrics(spec.run_dir, spec.method)
     with _staging(out) as tmp:
         members, crop, size, networks = _members_manifest(spec, tmp, say)
-        k = len(spec.class_names)
-        pos = positive_index(spec.class_names, k)
-        manifest: dict[str, Any] = {
-            "format": "wen-ensemble",
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "run": str(spec.run_dir.resolve()),
-            "method": spec.method,
-            "chosen_method": spec.chosen_method,
-            "class_names": spec.class_names,
-            "positive_class": spec.class_names[pos] if k == 2 else None,
-            "threshold": spec.threshold,
-            "decision": (f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the "
-                         "other class" if spec.threshold is not None and k == 2
-                         else "argmax of probs"),
-            "combine": spec.combiner.description,
-            "combiner": spec.combiner.to_json(),
-            "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
-                      "layout": "NCHW", "channel_order": "RGB", "range": [0.0, 1.0]},
-            "output": {"name": OUTPUT_NAME, "shape": ["batch", k],
-                       "meaning": "ensemble class probabilities in class_names order"},
-            "preprocessing": _preprocessing(crop, size),
-            "members": members,
-            "dropped_members": spec.dropped,
-            "metrics": metrics,
-            "versions": _versions(),
-        }
+        manifest = _manifest(spec, members, crop, size, metrics)
         for d in spec.dropped:
             say(f"leaving out {d['name']} ({d['backbone']}): {d['why']}")
         # the networks just loaded from the copied files (load_ensemble_module rebuilds the same)
@@ -456,20 +427,66 @@ def export_ensemble(
         exporter = _onnx_export(module, example, tmp / ONNX_FILE, say)
         say("tracing TorchScript")
         _trace(module, example, tmp / TORCHSCRIPT_FILE)
-        parity = _parity(module, tmp, size, (1, 5))
-        worst = parity["max_abs_diff_vs_eager"]
-        bad = {k: v for k, v in worst.items() if not v <= PARITY_ATOL}
-        if bad:
-            raise ExportError(
-                f"exported graph differs from eager PyTorch by {bad} (must be <= {PARITY_ATOL}); "
-                "this is a bug in the exporter or a backbone op: report it with the run"
-            )
-        opset = {o.domain or "ai.onnx": o.version
-                 for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import}
-        manifest["files"] = {"onnx": ONNX_FILE, "onnx_exporter": exporter, "onnx_opset": opset,
-                             "torchscript": TORCHSCRIPT_FILE, "members": f"{MEMBERS_DIR}/<trial_id>/"}
-        manifest["parity"] = parity
+        manifest["files"] = _files(tmp, exporter)
+        manifest["parity"] = _checked_parity(module, tmp, size)
         atomic_write_json(tmp / MANIFEST_FILE, manifest)
+    worst = manifest["parity"]["max_abs_diff_vs_eager"]
     say(f"exported {spec.method} to {out} (onnxruntime max |diff| {worst['onnxruntime']:.2e}, "
         f"TorchScript {worst['torchscript']:.2e})")
     return out
+
+
+def _manifest(spec: ExportSpec, members: list[dict[str, Any]], crop: Mapping[str, Any],
+              size: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The manifest, less the files and parity the export adds once they exist."""
+    from trainers.metrics import positive_index
+
+    k = len(spec.class_names)
+    pos = positive_index(spec.class_names, k)
+    return {
+        "format": "wen-ensemble",
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": str(spec.run_dir.resolve()),
+        "method": spec.method,
+        "chosen_method": spec.chosen_method,
+        "class_names": spec.class_names,
+        "positive_class": spec.class_names[pos] if k == 2 else None,
+        "threshold": spec.threshold,
+        "decision": (f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the "
+                     "other class" if spec.threshold is not None and k == 2
+                     else "argmax of probs"),
+        "combine": spec.combiner.description,
+        "combiner": spec.combiner.to_json(),
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
+                  "layout": "NCHW", "channel_order": "RGB", "range": [0.0, 1.0]},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", k],
+                   "meaning": "ensemble class probabilities in class_names order"},
+        "preprocessing": _preprocessing(crop, size),
+        "members": members,
+        "dropped_members": spec.dropped,
+        "metrics": metrics,
+        "versions": _versions(),
+    }
+
+
+def _files(folder: Path, exporter: str) -> dict[str, Any]:
+    """The manifest's ``files``: the graphs, how the ONNX one was made and its opsets."""
+    import onnx
+
+    opset = {o.domain or "ai.onnx": o.version
+             for o in onnx.load(str(folder / ONNX_FILE), load_external_data=False).opset_import}
+    return {"onnx": ONNX_FILE, "onnx_exporter": exporter, "onnx_opset": opset,
+            "torchscript": TORCHSCRIPT_FILE, "members": f"{MEMBERS_DIR}/<trial_id>/"}
+
+
+def _checked_parity(module: nn.Module, folder: Path, size: int) -> dict[str, Any]:
+    """The measured parity of both exported graphs; an error when one is off by > 1e-4."""
+    parity = _parity(module, folder, size, (1, 5))
+    bad = {k: v for k, v in parity["max_abs_diff_vs_eager"].items() if not v <= PARITY_ATOL}
+    if bad:
+        raise ExportError(
+            f"exported graph differs from eager PyTorch by {bad} (must be <= {PARITY_ATOL}); "
+            "this is a bug in the exporter or a backbone op: report it with the run"
+        )
+    return parity

@@ -179,25 +179,40 @@ def build_members(
     and labels in every member. The majority is taken as the reference.
     """
     ref_classes = _majority([tuple(s.class_names) for s in sets])
+    sets = _checked_sets(sets, ref_classes, skip_bad, say)
+    members = _grouped_members(sets, skip_bad, say)
+    members = _aligned_members(members, sets, skip_bad, say)
+    for m in members:
+        m.val_scores = score(m.val.y, m.val.P[0], list(ref_classes))
+    return members
+
+
+def _checked_sets(sets: list[PredictionSet], ref_classes: tuple[str, ...], skip_bad: bool,
+                  say: Callable[[str], None]) -> list[PredictionSet]:
+    """The sets with the majority's class names, validation rows and test samples."""
     bad = [([s], f"class names {s.class_names} differ from {list(ref_classes)}")
            for s in sets if tuple(s.class_names) != ref_classes]
     bad += [([s], "has no validation ('val') predictions; the ensemble is fitted on them")
             for s in sets if s.split("val").empty]
     dropped = _reject(bad, skip_bad, say)
     sets = [s for s in sets if id(s) not in dropped]
-
     with_test = [s for s in sets if not s.split("test").empty]
-    if with_test:
-        keys = {id(s): tuple(sorted(s.split("test")["sample_id"])) for s in with_test}
-        ref = _majority(list(keys.values()))
-        bad = [([s], f"predicts {len(keys[id(s)])} test samples that differ from the "
-                f"{len(ref)} most trials predict; ensemble only trials of the same data split")
-               for s in with_test if keys[id(s)] != ref]
-        bad += [([s], "has no test predictions while other trials have")
-                for s in sets if s.split("test").empty]
-        dropped = _reject(bad, skip_bad, say)
-        sets = [s for s in sets if id(s) not in dropped]
+    if not with_test:
+        return sets
+    keys = {id(s): tuple(sorted(s.split("test")["sample_id"])) for s in with_test}
+    ref = _majority(list(keys.values()))
+    bad = [([s], f"predicts {len(keys[id(s)])} test samples that differ from the "
+            f"{len(ref)} most trials predict; ensemble only trials of the same data split")
+           for s in with_test if keys[id(s)] != ref]
+    bad += [([s], "has no test predictions while other trials have")
+            for s in sets if s.split("test").empty]
+    dropped = _reject(bad, skip_bad, say)
+    return [s for s in sets if id(s) not in dropped]
 
+
+def _grouped_members(sets: list[PredictionSet], skip_bad: bool,
+                     say: Callable[[str], None]) -> list[Member]:
+    """One member per configuration: its folds' out-of-fold validation and mean test rows."""
     members: list[Member] = []
     bad_groups: list[tuple[list[PredictionSet], str]] = []
     for group in _group(sets):
@@ -219,7 +234,12 @@ def build_members(
     _reject(bad_groups, skip_bad, say)
     if not members:
         raise EnsembleInputError("no ensemble members are left after checking the predictions")
+    return members
 
+
+def _aligned_members(members: list[Member], sets: list[PredictionSet], skip_bad: bool,
+                     say: Callable[[str], None]) -> list[Member]:
+    """The members that cover the majority's validation samples with the same labels."""
     ref_ids = _majority([tuple(m.val.sample_ids) for m in members])
     ref_member = next(m for m in members if tuple(m.val.sample_ids) == ref_ids)
     bad_members = []
@@ -236,11 +256,7 @@ def build_members(
     dropped_names = {m.name for m, _ in bad_members}
     by_trial = {s.trial_id: s for s in sets}
     _reject([([by_trial[t] for t in m.trial_ids], why) for m, why in bad_members], skip_bad, say)
-    members = [m for m in members if m.name not in dropped_names]
-    class_names = list(ref_classes)
-    for m in members:
-        m.val_scores = score(m.val.y, m.val.P[0], class_names)
-    return members
+    return [m for m in members if m.name not in dropped_names]
 
 
 def stack_members(members: Sequence[Member], split: str) -> SplitArrays:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -135,6 +136,18 @@ def demo_config(out: Path, overrides: list[str] | None = None, source: Path = DE
     return load_search_config(str(source), sets)
 
 
+def _stopwatch(seconds: dict[str, float]) -> Callable[..., Any]:
+    """``timed(stage, fn, *args, **kwargs)``: ``fn``'s result, its wall time in ``seconds``."""
+    def timed(stage: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds[stage] = time.monotonic() - start
+
+    return timed
+
+
 def run_demo(
     out: str | Path,
     overrides: list[str] | None = None,
@@ -159,36 +172,22 @@ def run_demo(
     config = demo_config(out, overrides, source)
     assert isinstance(config, WenConfig)
     seconds: dict[str, float] = {}
+    timed = _stopwatch(seconds)
 
-    start = time.monotonic()
     assert config.data.synthetic is not None, "the demo config needs data.synthetic"
-    data = ensure_synthetic(config.data.synthetic, config.data.synthetic_dir)
-    seconds["data"] = time.monotonic() - start
+    data = timed("data", ensure_synthetic, config.data.synthetic, config.data.synthetic_dir)
     say(f"[demo] synthetic C-NMC dataset: {data}")
-
-    start = time.monotonic()
-    outcome = run_search(
-        config, storage=str(out), name="run", num_cpus=num_cpus,
-        command=f"wen demo --out {out}", say=say,
-    )
-    seconds["search"] = time.monotonic() - start
+    outcome = timed("search", run_search, config, storage=str(out), name="run",
+                    num_cpus=num_cpus, command=f"wen demo --out {out}", say=say)
     if outcome.errors:
         raise RuntimeError(
             f"{outcome.errors} demo trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}"
         )
     run_dir = out / "run"
-
-    start = time.monotonic()
-    run_ensemble(run_dir, config.ensemble, say=say)
-    seconds["ensemble"] = time.monotonic() - start
-
-    start = time.monotonic()
-    onnx = Path(export_ensemble(run_dir, say=say)) / "ensemble.onnx"
-    seconds["export"] = time.monotonic() - start
-
-    start = time.monotonic()
-    report = build_report(run_dir, gradcam=gradcam, device="cpu", progress=False, say=say)
-    seconds["report"] = time.monotonic() - start
+    timed("ensemble", run_ensemble, run_dir, config.ensemble, say=say)
+    onnx = Path(timed("export", export_ensemble, run_dir, say=say)) / "ensemble.onnx"
+    report = timed("report", build_report, run_dir, gradcam=gradcam, device="cpu",
+                   progress=False, say=say)
 
     comparison = pd.read_csv(run_dir / RUN_LAYOUT.comparison)
     paired_path = run_dir / RUN_LAYOUT.comparisons

@@ -291,6 +291,20 @@ def _publish(run: RunStorage, result: Any, config: TrialConfig, trial_id: str, p
     publish_member(run, trial_id, weights, meta)
 
 
+def _output_dirs(run: RunStorage, spec: TrialSpec, trial_id: str,
+                 scratch: Path) -> tuple[Path, Path | None]:
+    """Where the trainer writes predictions and TensorBoard events: in RUN for local storage,
+    else under the same names in the attempt's scratch (uploaded when the trial ends)."""
+    if run.local:
+        predictions_dir = run.local_path(RUN_LAYOUT.predictions)
+        tb_dir = run.local_path(RUN_LAYOUT.tensorboard_dir(trial_id)) if spec.tensorboard else None
+    else:
+        predictions_dir = scratch / RUN_LAYOUT.predictions
+        tb_dir = scratch / RUN_LAYOUT.tensorboard if spec.tensorboard else None
+    predictions_dir.mkdir(parents=True, exist_ok=True)
+    return predictions_dir, tb_dir
+
+
 def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn | None) -> None:
     import logging
 
@@ -317,13 +331,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         # racing the trainer's temporary files and copying every checkpoint twice.
         work = run.local_path(trial_dir.name, "work") if run.local else scratch / "work"
         _restore_best(checkpoint, record, work)
-        if run.local:
-            predictions_dir = run.local_path(RUN_LAYOUT.predictions)
-            tb_dir = run.local_path(RUN_LAYOUT.tensorboard_dir(trial_id)) if spec.tensorboard else None
-        else:  # the same names in the attempt's scratch, uploaded when the trial ends
-            predictions_dir = scratch / RUN_LAYOUT.predictions
-            tb_dir = scratch / RUN_LAYOUT.tensorboard if spec.tensorboard else None
-        predictions_dir.mkdir(parents=True, exist_ok=True)
+        predictions_dir, tb_dir = _output_dirs(run, spec, trial_id, scratch)
         fold = config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None
         reporter = TuneReporter(
             spec,

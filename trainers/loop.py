@@ -907,19 +907,10 @@ def train(
                 report(metrics)
         best_dir = _checkpoint_path(ckpt_root, progress.best_epoch)
         load_checkpoint(best_dir, parts.model)
-        meta = {
-            "trial_id": trial_id,
-            "backbone": trial.model.backbone,
-            "config_hash": chash,
-            "fold": trial.data.split.fold if trial.data.split.method != "group_holdout" else -1,
-            "epoch": progress.best_epoch,
-        }
-        pred_path, test_metrics = write_trial_predictions(
-            parts.model, parts.loaders, data, inputs=parts.inputs,
-            # a trial's own folder uses the run's name for its predictions
-            path=Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions) / f"{trial_id}.parquet",
-            meta=meta, config_json=trial.model_dump_json(),
-        )  # fmt: skip
+        # a trial's own folder uses the run's name for its predictions
+        pred_dir = Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions)
+        pred_path, test_metrics = _best_predictions(parts, data, trial, trial_id, chash,
+                                                    progress.best_epoch, pred_dir)
     return TrialResult(
         trial_id=trial_id,
         best_epoch=progress.best_epoch,
@@ -929,6 +920,22 @@ def train(
         checkpoint_dir=best_dir,
         config_hash=chash,
         test_metrics=test_metrics,
+    )
+
+
+def _best_predictions(parts: _Parts, data: PreparedData, trial: TrialConfig, trial_id: str, chash: str,
+                      best_epoch: int, pred_dir: Path) -> tuple[Path, dict[str, float]]:
+    """The best epoch's predictions (already loaded into ``parts.model``) as the trial's file."""
+    meta = {
+        "trial_id": trial_id,
+        "backbone": trial.model.backbone,
+        "config_hash": chash,
+        "fold": trial.data.split.fold if trial.data.split.method != "group_holdout" else -1,
+        "epoch": best_epoch,
+    }
+    return write_trial_predictions(
+        parts.model, parts.loaders, data, inputs=parts.inputs,
+        path=pred_dir / f"{trial_id}.parquet", meta=meta, config_json=trial.model_dump_json(),
     )
 
 

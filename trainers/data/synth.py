@@ -367,6 +367,15 @@ def _save(image: np.ndarray, path: Path) -> None:
         pil.save(path, format="BMP")
 
 
+def _write_subjects_csv(out: Path, cells: list[_Cell], subjects: list[_Subject]) -> None:
+    """The imagefolder layout's ``subjects.csv``: each image's subject."""
+    with (out / SUBJECTS_CSV).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "subject_id"])
+        for cell in cells:
+            writer.writerow([cell.rel, subjects[cell.subject].name])
+
+
 def synthesize(
     out: Path,
     layout: str,
@@ -414,11 +423,7 @@ def synthesize(
     if layout.startswith("cnmc"):
         _write_prelim_csv(out, layout, cells)
     if layout == "imagefolder":
-        with (out / SUBJECTS_CSV).open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "subject_id"])
-            for cell in cells:
-                writer.writerow([cell.rel, subjects[cell.subject].name])
+        _write_subjects_csv(out, cells, subjects)
 
     flipped = sorted(c.rel for c in cells if c.split != "final" and c.label != c.true_class)
     info = {
