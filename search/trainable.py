@@ -33,6 +33,7 @@ from typing import Any
 
 from search.space import FOLD_KEY, trial_overrides
 from search.storage import RunStorage
+from trainers._atomic import atomic_write_json
 from trainers.config import TrialConfig, apply_overrides, load_config
 from trainers.run_layout import RUN_LAYOUT, publish_member
 
@@ -161,7 +162,7 @@ class TuneReporter:
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if ckpt is not None:
             record = {"epoch": epoch, "best": self.best, "trainer_best_epoch": out.get("best_epoch")}
-            (ckpt / _BEST_FILE).write_text(json.dumps(record))
+            atomic_write_json(ckpt / _BEST_FILE, record, what="best-epoch record")
         if epoch >= self.final_epoch:
             # A scheduler stops a trial at its last epoch (max_t) as soon as it reports it,
             # which would cut off the predictions written after training: the last report is

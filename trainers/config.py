@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainers._atomic import atomic_write_text
 from trainers.errors import WenError
 
 __all__ = [
@@ -550,7 +551,5 @@ def config_hash(config: BaseModel) -> str:
 
 def save_config(config: BaseModel, path: str | Path) -> Path:
     """Write the resolved config as YAML next to a run's outputs."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return p
+    return atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
+                             what="config")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from search.cli._app import data_app, fail
+from trainers._atomic import atomic_write_text
 from trainers.errors import WenError
 
 __all__ = ["check", "manifest", "synth"]
@@ -118,8 +119,7 @@ def manifest(
         typer.echo(summary, err=True)
         return
     if out.suffix.lower() == ".csv":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False)
+        atomic_write_text(out, frame.to_csv(index=False), what="manifest CSV")
     elif out.suffix.lower() == ".parquet":
         write_manifest(found, out)
     else:

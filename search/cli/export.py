@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from search.cli._app import app, fail
+from trainers._atomic import atomic_write_text
 from trainers.errors import WenError
 
 __all__ = ["export_command", "predict_command"]
@@ -63,8 +64,7 @@ def predict_command(
     if out is None:
         table.to_csv(sys.stdout, index=False)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        atomic_write_text(out, table.to_csv(index=False), what="predictions CSV")
         typer.echo(f"{len(table) - (0 if skip_bad else len(bad))} image(s) predicted -> {out}",
                    err=True)
     if len(bad) and not skip_bad:
