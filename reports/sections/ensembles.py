@@ -1,0 +1,226 @@
+"""Section 2, members and ensembles: the study's Tables 4 (test) and 5 (validation) extended
+with every ensemble method, the confusion matrices and the paired comparisons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble.stats import bootstrap_metrics
+from reports import figures as figs
+from reports._inputs import STUDY_METRICS, MethodPredictions, MissingInput, RunInputs
+from reports.render import Note, Text
+from reports.sections._common import (
+    HEADERS,
+    ReportContext,
+    SubsectionTable,
+    metric_table,
+    positive_class,
+)
+from reports.tables import write_table
+
+__all__ = ["KEY", "LABEL", "SUBSECTIONS", "TITLE", "confusion_matrices", "intro",
+           "paired_comparisons", "table4_test", "table5_validation"]
+
+TITLE = "Members and ensembles (the study's Tables 4 and 5, extended)"
+KEY = "ensembles"
+LABEL = "tables"
+
+
+def _member_rows(run: RunInputs, preds: MethodPredictions) -> list[dict[str, Any]]:
+    """Members' metrics with subject-bootstrap intervals (ensemble.stats, the same resampling
+    the ensemble stage uses for the methods)."""
+    settings = run.ensemble_settings
+    rows = []
+    for name, probs in preds.members.items():
+        boot = bootstrap_metrics(preds.y, probs, preds.subject_ids, run.class_names,
+                                 n_boot=settings.bootstrap, seed=settings.seed)
+        ci = boot.interval()
+        row: dict[str, Any] = {"model": name, "kind": "member", "chosen": False}
+        for key in STUDY_METRICS:
+            row[key] = boot.point[key]
+            row[f"{key}_low"], row[f"{key}_high"] = ci[key]
+        rows.append(row)
+    return rows
+
+
+def _method_rows(run: RunInputs, split: str) -> list[dict[str, Any]]:
+    comparison = run.comparison
+    part = comparison[comparison["split"] == split]
+    rows = []
+    for _, r in part.iterrows():
+        row: dict[str, Any] = {"model": str(r["method"]), "kind": "ensemble",
+                               "chosen": bool(r.get("chosen", False))}
+        for key in STUDY_METRICS:
+            row[key] = r.get(key)
+            row[f"{key}_low"], row[f"{key}_high"] = r.get(f"{key}_low"), r.get(f"{key}_high")
+        rows.append(row)
+    return rows
+
+
+def _crop_text(run: RunInputs) -> str:
+    data = run.config_or_empty().get("data", {})
+    crop = data.get("crop") or {}
+    size = data.get("input_size", "?")
+    if crop.get("size"):
+        what = f"a centre crop of {crop['size']} px"
+    elif crop.get("fraction"):
+        what = f"a centre crop of {float(crop['fraction']):.3g} of the shorter side"
+    else:
+        what = "no crop"
+    return f"{what}, resized to {size} px"
+
+
+def intro(ctx: ReportContext) -> list[Any]:
+    """The chosen method, how the intervals are made, and which split is which table."""
+    run = ctx.run
+    n_boot = run.ensemble_settings.bootstrap
+    blocks: list[Any] = []
+    try:
+        chosen = run.chosen
+        blocks.append(Text(
+            f"Chosen method: **{chosen.get('method')}** ({chosen.get('why', '')}). Members "
+            "are the configurations the ensemble stage combined; intervals are 95% "
+            f"subject-bootstrap percentiles ({n_boot} resamples, stratified by class), "
+            "`*` marks the chosen method."))
+    except MissingInput as exc:
+        blocks.append(Note(f"ensemble methods are not shown: {exc}"))
+    blocks.append(Text(
+        f"The study's Table 4 reports centre-cropped 300x300 inputs and its Table 5 the "
+        f"original 450x450; this run used {_crop_text(run)} -- compare runs with both crops "
+        "(`data.crop`) to reproduce that contrast. Here Table 4 is the test split and "
+        "Table 5 the validation split."))
+    return blocks
+
+
+def table4_test(ctx: ReportContext) -> list[Any]:
+    """Table 4 (extended): every member and ensemble method on test, with intervals."""
+    run = ctx.run
+    test = run.predictions("test")
+    rows = _member_rows(run, test)
+    blocks: list[Any] = [Note(n) for n in test.notes]
+    try:
+        rows += _method_rows(run, "test")
+    except MissingInput as exc:
+        blocks.append(Note(f"ensemble rows are missing: {exc}"))
+    blocks.append(metric_table(ctx, rows, "table4_test",
+                               f"Table 4 (extended): members and ensembles on test "
+                               f"({len(test.y)} cells, {len(set(test.subject_ids))} subjects)"))
+    return blocks
+
+
+def table5_validation(ctx: ReportContext) -> list[Any]:
+    """Table 5 (extended): the members and the cross-fitted ensemble methods on validation."""
+    run = ctx.run
+    val = run.predictions("val")
+    rows = _member_rows(run, val)
+    blocks: list[Any] = []
+    try:
+        rows += _method_rows(run, "val_crossfit")
+        blocks.append(Text(
+            "Ensemble rows are cross-fitted: each validation fold is predicted by the "
+            "method fitted on the other folds (held out), so they are comparable with the "
+            "members' out-of-fold validation predictions."))
+    except MissingInput as exc:
+        blocks.append(Note(f"ensemble rows are missing: {exc}"))
+    blocks.append(metric_table(ctx, rows, "table5_validation",
+                               f"Table 5 (extended): members and ensembles on validation "
+                               f"({len(val.y)} cells)"))
+    return blocks
+
+
+def _confusion_matrix(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    keep = y >= 0
+    return np.bincount(y[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
+
+
+def _method_matrices(run: RunInputs) -> dict[str, np.ndarray]:
+    """The ensemble stage's confusion matrices on test (``confusion.csv``), per method."""
+    names = run.class_names
+    k = len(names)
+    matrices = {}
+    for method, part in run.confusion.groupby("method", sort=False):
+        cm = np.zeros((k, k), dtype=np.int64)
+        for _, r in part.iterrows():
+            cm[names.index(str(r["true"])), names.index(str(r["predicted"]))] = int(r["count"])
+        matrices[str(method)] = cm
+    return matrices
+
+
+def _confusion_frames(matrices: dict[str, np.ndarray], kinds: dict[str, str],
+                      names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one shown row per model, one long CSV row per model and cell) of the matrices."""
+    k = len(names)
+    rows, display = [], []
+    for model, cm in matrices.items():
+        shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        cells = {"model": model, "kind": kinds[model]}
+        for i in range(k):
+            for j in range(k):
+                rows.append({"model": model, "kind": kinds[model], "true": names[i],
+                             "predicted": names[j], "count": int(cm[i, j]),
+                             "percent_of_true": 100 * shares[i, j]})
+                cells[f"{names[i]} -> {names[j]}"] = f"{int(cm[i, j])} ({100 * shares[i, j]:.1f}%)"
+        display.append(cells)
+    return pd.DataFrame(display), pd.DataFrame(rows)
+
+
+def confusion_matrices(ctx: ReportContext) -> list[Any]:
+    """Every member's and method's confusion matrix on test, as a table and a figure."""
+    run = ctx.run
+    test = run.predictions("test")
+    names = run.class_names
+    pos = positive_class(run)
+    matrices: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for name, probs in test.members.items():
+        matrices[name] = _confusion_matrix(test.y, probs.argmax(axis=1), len(names))
+        kinds[name] = "member"
+    notes = []
+    try:
+        for method, cm in _method_matrices(run).items():
+            matrices[method], kinds[method] = cm, "ensemble"
+    except MissingInput as exc:
+        notes.append(Note(f"ensemble confusion matrices are missing: {exc}"))
+    shown, long = _confusion_frames(matrices, kinds, names)
+    fig = figs.confusion_figure(matrices, names)
+    table = write_table(shown, "confusion", ctx.tables,
+                        "Confusion on test: count (share of the true class)", long)
+    return notes + [table, ctx.figure(fig, "confusion", "Confusion matrices on test "
+                                      f"(positive class: {names[pos]})")]
+
+
+def paired_comparisons(ctx: ReportContext) -> list[Any]:
+    """Each method against each baseline on test: differences, intervals and p-values."""
+    comp = ctx.run.comparisons
+    if comp.empty:
+        raise MissingInput("comparisons.csv is empty (no test predictions)")
+    metrics = [m for m in ("wfs", "ba", "auc", "acc", "kappa") if m in set(comp["metric"])]
+    display = []
+    for (base, method), part in comp.groupby(["baseline", "method"], sort=False):
+        cells: dict[str, Any] = {"baseline": base, "method": method}
+        for m in metrics:
+            r = part[part["metric"] == m]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            p = r.get("p_value", r.get("p_bootstrap"))
+            cells[f"d{HEADERS[m]}"] = (f"{r['diff']:+.3f} [{r['diff_low']:+.3f}, "
+                                       f"{r['diff_high']:+.3f}] p={p:.3g}")
+        display.append(cells)
+    text = ("Differences method - baseline on test with 95% paired subject-bootstrap "
+            "intervals. p-values: AUC by DeLong's test, ACC by McNemar's exact test, the "
+            "others by the paired bootstrap (the full table, with every test, is the CSV).")
+    return [Text(text), write_table(pd.DataFrame(display), "paired_comparisons", ctx.tables,
+                                    "Paired comparisons against the baselines", comp)]
+
+
+SUBSECTIONS: SubsectionTable = (
+    (None, intro),
+    ("Table 4 (extended): test", table4_test),
+    ("Table 5 (extended): validation", table5_validation),
+    ("Confusion matrices", confusion_matrices),
+    ("Paired comparisons", paired_comparisons),
+)
