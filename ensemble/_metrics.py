@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainers.metrics import METRIC_KEYS, positive_index
+from trainers.metrics import METRIC_KEYS, ovr_scores, positive_index
 
 __all__ = ["GroupedScorer", "confusion_metrics", "labels_from_probs", "LOWER_IS_BETTER"]
 
@@ -127,8 +127,9 @@ class GroupedScorer:
         self._count = np.bincount(g, minlength=G).astype(np.float64)
         # AUC: binary -> the positive class only; more classes -> one-vs-rest per class (macro)
         classes = [self.pos] if k == 2 else list(range(k))
-        # more classes: trainers.metrics renormalises rows first, which can break near-ties
-        auc_p = p if k == 2 else p / p.sum(axis=1, keepdims=True)
+        # more classes: the scores trainers.metrics uses (rows renormalised only when they do
+        # not already sum to 1, so exact ties stay ties)
+        auc_p = p if k == 2 else ovr_scores(p)
         self._auc_parts = [self._sorted_scores(auc_p[:, c], y == c, g) for c in classes]
 
     @staticmethod

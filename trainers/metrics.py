@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["METRIC_KEYS", "labelled_rows", "positive_index", "score"]
+__all__ = ["METRIC_KEYS", "labelled_rows", "ovr_scores", "positive_index", "score"]
 
 METRIC_KEYS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
 POSITIVE_CLASS = "all"
@@ -93,6 +93,22 @@ def score(
     return {key: float(out[key]) for key in METRIC_KEYS}
 
 
+def ovr_scores(probs: np.ndarray) -> np.ndarray:
+    """Scores for the one-vs-rest AUC of more than two classes.
+
+    ``probs`` unchanged when every row already sums to 1 (scikit-learn's own test,
+    ``np.allclose(1, rows)``), else each row divided by its sum. Dividing rows that already
+    sum to 1 moves some values by an ulp (0.7 + 0.2 + 0.1 is 1 - 2**-53) and so breaks exact
+    ties between cells, which the AUC counts one half.
+
+    >>> bool(ovr_scores(np.array([[0.7, 0.2, 0.1]]))[0, 0] == 0.7)
+    True
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    rows = p.sum(axis=1, keepdims=True)
+    return p if np.allclose(1.0, rows) else p / rows
+
+
 def _auc(y: np.ndarray, p: np.ndarray, pos: int) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -105,4 +121,4 @@ def _auc(y: np.ndarray, p: np.ndarray, pos: int) -> float:
     if len(present) < k:
         # sklearn's multi-class AUC needs every class present; average the present ones
         return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present]))
-    return float(roc_auc_score(y, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro"))
+    return float(roc_auc_score(y, ovr_scores(p), multi_class="ovr", average="macro"))
