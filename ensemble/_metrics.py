@@ -128,7 +128,8 @@ class GroupedScorer:
         # AUC: binary -> the positive class only; more classes -> one-vs-rest per class (macro)
         classes = [self.pos] if k == 2 else list(range(k))
         # more classes: the scores trainers.metrics uses (rows renormalised only when they do
-        # not already sum to 1, so exact ties stay ties)
+        # not already sum to 1, so exact ties stay ties); a class absent from the (weighted)
+        # truth gets NaN and is left out of the macro mean, as there
         auc_p = p if k == 2 else ovr_scores(p)
         self._auc_parts = [self._sorted_scores(auc_p[:, c], y == c, g) for c in classes]
 

@@ -118,7 +118,10 @@ def _auc(y: np.ndarray, p: np.ndarray, pos: int) -> float:
     k = p.shape[1]
     if k == 2:
         return float(roc_auc_score(y == pos, p[:, pos]))
+    scores = ovr_scores(p)
     if len(present) < k:
-        # sklearn's multi-class AUC needs every class present; average the present ones
-        return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present]))
-    return float(roc_auc_score(y, ovr_scores(p), multi_class="ovr", average="macro"))
+        # A class absent from the truth has no AUC (no positives): the macro mean runs over the
+        # classes present, on the same scores as when all are (ensemble._metrics does the same).
+        # scikit-learn's multi-class AUC refuses this case, so the mean is taken here.
+        return float(np.mean([roc_auc_score(y == c, scores[:, c]) for c in present]))
+    return float(roc_auc_score(y, scores, multi_class="ovr", average="macro"))

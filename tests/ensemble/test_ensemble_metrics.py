@@ -114,3 +114,15 @@ def test_grouped_multiclass_auc_keeps_exact_ties(seed: int) -> None:
     got = GroupedScorer(y, p, np.arange(60)).scores(np.ones((1, 60)))["auc"][0]
     assert got == pytest.approx(want, abs=1e-12)
 
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_and_score_agree_when_a_class_is_absent(seed: int) -> None:
+    """Both average the one-vs-rest AUC over the classes present in the truth, on the same
+    scores: rows renormalised only when they do not already sum to 1."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, 70)  # class 3 of 4 absent
+    p = rng.dirichlet(np.ones(4), 70) * rng.uniform(0.5, 2.0, (70, 1))
+    if seed % 2:
+        p = np.round(p / p.sum(axis=1, keepdims=True), 1)  # ties, rows near but not at 1
+    got = GroupedScorer(y, p, np.arange(70)).scores(np.ones((1, 70)))["auc"][0]
+    assert got == pytest.approx(score(y, p)["auc"], abs=1e-12)

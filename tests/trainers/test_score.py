@@ -97,3 +97,13 @@ def test_multiclass_auc_keeps_exact_ties(seed: int) -> None:
     want = skm.roc_auc_score(y, p, multi_class="ovr", average="macro")
     assert score(y, p)["auc"] == pytest.approx(want, abs=1e-12)
 
+
+def test_multiclass_auc_with_an_absent_class_averages_the_present_ones() -> None:
+    """A class nobody has gets no AUC; the macro mean runs over the classes present, on the
+    same scores as when every class is present (rows renormalised only if they do not sum to 1)."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 80)  # class 3 of 4 absent
+    p = rng.dirichlet(np.ones(4), 80) * rng.uniform(0.5, 2.0, (80, 1))  # rows do not sum to 1
+    norm = p / p.sum(axis=1, keepdims=True)
+    want = np.mean([skm.roc_auc_score(y == c, norm[:, c]) for c in range(3)])
+    assert score(y, p)["auc"] == pytest.approx(want, abs=1e-12)
