@@ -225,9 +225,26 @@ def _structural_components(
     return aucs, v10, v01
 
 
+def _binary_labels(labels: np.ndarray, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """(known, positive) masks of binary ``labels``: 1 positive, 0 negative, -1 unknown.
+
+    Unknown cells are left out (as ``trainers.metrics.score`` does); any other value is refused
+    rather than read as a truth value, which would count -1 as a positive.
+    """
+    y = np.asarray(labels)
+    bad = ~np.isin(y, (-1, 0, 1))
+    if bad.any():
+        raise ValueError(
+            f"{caller}: labels must be 1 (positive), 0 (negative) or -1 (unknown, left out), got "
+            f"{np.unique(y[bad])[:5].tolist()}; map the positive class to 1 and the others to 0"
+        )
+    return y >= 0, y == 1
+
+
 def _delong_covariance(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels).astype(bool)
-    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    known, positive = _binary_labels(labels, "DeLong")
+    y = positive[known]
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))[:, known]
     m, n = int(y.sum()), int((~y).sum())
     if m < 2 or n < 2:
         raise ValueError(
@@ -240,13 +257,15 @@ def _delong_covariance(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarr
 
 
 def delong_auc_variance(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """AUC of ``scores`` for binary ``labels`` (1 = positive) and DeLong's variance of it."""
+    """AUC of ``scores`` for binary ``labels`` (1 = positive, -1 = unknown, left out) and DeLong's
+    variance of it."""
     aucs, cov = _delong_covariance(labels, scores)
     return float(aucs[0]), float(cov[0, 0])
 
 
 def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> DeLongResult:
-    """Two-sided DeLong test of AUC(a) = AUC(b) on the same cells (labels: 1 = positive)."""
+    """Two-sided DeLong test of AUC(a) = AUC(b) on the same cells (labels: 1 = positive,
+    0 = negative, -1 = unknown: left out)."""
     aucs, cov = _delong_covariance(labels, np.vstack([scores_a, scores_b]))
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])

@@ -173,3 +173,21 @@ def test_paired_bootstrap_uses_the_same_resamples() -> None:
     assert d["diff"] == pytest.approx(5 / 40)
     # with shared resamples the difference is exactly 5 * (times a0 drawn) / 40 >= 0
     assert d["low"] >= 0.0 and d["high"] <= 1.0
+
+
+def test_delong_leaves_out_unknown_labels() -> None:
+    """Label -1 (unknown) is no positive: the test equals the one on the labelled cells."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 80)
+    a = labels + rng.normal(0, 1, 80)
+    b = labels + rng.normal(0, 1.5, 80)
+    masked = labels.copy()
+    masked[:15] = -1
+    keep = masked >= 0
+    want = delong_test(labels[keep], a[keep], b[keep])
+    got = delong_test(masked, a, b)
+    assert (got.auc_a, got.auc_b, got.se) == pytest.approx((want.auc_a, want.auc_b, want.se))
+    auc, var = delong_auc_variance(masked, a)
+    assert (auc, var) == pytest.approx(delong_auc_variance(labels[keep], a[keep]))
+    with pytest.raises(ValueError, match="labels must be 1 .positive., 0 .negative. or -1"):
+        delong_test(np.r_[labels[:-1], 2], a, b)
