@@ -23,9 +23,11 @@ from ensemble._metrics import GroupedScorer
 
 __all__ = [
     "BootstrapResult",
+    "ClusteredAUCResult",
     "DeLongResult",
     "McNemarResult",
     "bootstrap_metrics",
+    "clustered_auc_test",
     "delong_auc_variance",
     "delong_test",
     "draw_subject_counts",
@@ -268,15 +270,112 @@ def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) 
     0 = negative, -1 = unknown: left out)."""
     aucs, cov = _delong_covariance(labels, np.vstack([scores_a, scores_b]))
     diff = float(aucs[0] - aucs[1])
-    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se, z, p = _normal_test(diff, float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+    return DeLongResult(float(aucs[0]), float(aucs[1]), diff, se, z, p)
+
+
+def _normal_test(diff: float, var: float) -> tuple[float, float, float]:
+    """(se, z, two-sided p) of ``diff`` with variance ``var`` under a normal approximation."""
     if var <= 0:
         # identical scores (or a perfect pair): no evidence of a difference
-        z, p = 0.0, 1.0
-    else:
-        z = diff / np.sqrt(var)
-        p = float(2 * sps.norm.sf(abs(z)))
-    se = float(np.sqrt(max(var, 0.0)))
-    return DeLongResult(float(aucs[0]), float(aucs[1]), diff, se, float(z), p)
+        return 0.0, 0.0, 1.0
+    se = float(np.sqrt(var))
+    z = diff / se
+    return se, float(z), float(2 * sps.norm.sf(abs(z)))
+
+
+# ------------------------------------------------------------------- clustered AUC (Obuchowski)
+
+
+@dataclass(frozen=True)
+class ClusteredAUCResult:
+    """Obuchowski's (1997) test of two correlated AUCs with clusters (subjects) as the unit."""
+
+    auc_a: float
+    auc_b: float
+    diff: float
+    se: float
+    z: float
+    p: float
+    n_clusters: int
+
+
+def _cluster_codes(clusters: Sequence[object] | np.ndarray, n: int, caller: str) -> np.ndarray:
+    """Integer cluster code per cell (``encode_subjects``: a missing id is a cluster of its own)."""
+    if len(clusters) != n:
+        raise ValueError(
+            f"{caller}: clusters must give one cluster (subject) id per cell, got {len(clusters)} "
+            f"ids for {n} cells; pass the subject id of every cell"
+        )
+    return encode_subjects(clusters)[0]
+
+
+def _cluster_sums(values: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Per-row sums of ``values`` [r, cells] over each cluster: [r, n_clusters]."""
+    return np.stack([np.bincount(codes, weights=row, minlength=n_clusters) for row in values])
+
+
+def _obuchowski_covariance(
+    positive: np.ndarray, scores: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """AUCs [r] and their covariance [r, r] by Obuchowski (1997, Biometrics 53:567), eqs. for
+    S10, S01, S11 with cluster sums of DeLong's placement values; and the number of clusters.
+
+    Written by hand (no library has it): V10 of a cluster is the sum of its positives' placement
+    values, V01 that of its negatives'; with m_i, n_i positives and negatives in cluster i,
+    X_i = V10_i - m_i AUC and Y_i = V01_i - n_i AUC, and over I clusters (I10 with a positive,
+    I01 with a negative), M positives and N negatives:
+    cov = I10/(I10-1) X X'/M^2 + I01/(I01-1) Y Y'/N^2 + I/(I-1) (X Y' + Y X')/(M N).
+    """
+    _, codes = np.unique(codes, return_inverse=True)
+    n_clusters = int(codes.max()) + 1 if len(codes) else 0
+    m_i = np.bincount(codes[positive], minlength=n_clusters)
+    n_i = np.bincount(codes[~positive], minlength=n_clusters)
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    if i10 < 2 or i01 < 2:
+        raise ValueError(
+            f"clustered_auc_test: needs at least 2 clusters with a positive cell and 2 with a "
+            f"negative one, got {i10} and {i01}; pass the subject id of every cell as clusters"
+        )
+    aucs, v10, v01 = _structural_components(scores[:, positive], scores[:, ~positive])
+    x = _cluster_sums(v10, codes[positive], n_clusters) - m_i * aucs[:, None]
+    y = _cluster_sums(v01, codes[~positive], n_clusters) - n_i * aucs[:, None]
+    m, n, i = float(m_i.sum()), float(n_i.sum()), n_clusters
+    cov = (
+        i10 / (i10 - 1) * (x @ x.T) / m**2
+        + i01 / (i01 - 1) * (y @ y.T) / n**2
+        + i / (i - 1) * (x @ y.T + y @ x.T) / (m * n)
+    )
+    return aucs, cov, n_clusters
+
+
+def clustered_auc_test(
+    y: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    clusters: Sequence[object] | np.ndarray,
+) -> ClusteredAUCResult:
+    """Two-sided test of AUC(a) = AUC(b) on the same cells, grouped in clusters (subjects).
+
+    Obuchowski NA (1997). Nonparametric analysis of clustered ROC curve data. Biometrics
+    53:567-578. The *cluster* is the independent unit: cells of one subject may be correlated
+    in any way, clusters are independent, and a cluster may hold positives, negatives or both.
+    The AUC is the usual Mann-Whitney AUC over all cells; only its variance differs from
+    DeLong's, to which it reduces when every cluster holds one cell. ``y``: 1 positive,
+    0 negative, -1 unknown (left out). z = diff / se, p from ``scipy.stats.norm``.
+    """
+    known, positive = _binary_labels(y, "clustered_auc_test")
+    s = np.vstack([np.asarray(score_a, np.float64), np.asarray(score_b, np.float64)])
+    if s.shape[1] != len(known):
+        raise ValueError(
+            f"clustered_auc_test: score_a and score_b must hold one score per cell of y "
+            f"({len(known)}), got shapes {np.shape(score_a)} and {np.shape(score_b)}"
+        )
+    codes = _cluster_codes(clusters, len(known), "clustered_auc_test")
+    aucs, cov, n_clusters = _obuchowski_covariance(positive[known], s[:, known], codes[known])
+    diff = float(aucs[0] - aucs[1])
+    se, z, p = _normal_test(diff, float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+    return ClusteredAUCResult(float(aucs[0]), float(aucs[1]), diff, se, z, p, n_clusters)
 
 
 # ----------------------------------------------------------------------------------- McNemar

@@ -8,6 +8,7 @@ from scipy import stats as sps
 
 from ensemble.stats import (
     bootstrap_metrics,
+    clustered_auc_test,
     delong_auc_variance,
     delong_test,
     draw_subject_counts,
@@ -191,3 +192,104 @@ def test_delong_leaves_out_unknown_labels() -> None:
     assert (auc, var) == pytest.approx(delong_auc_variance(labels[keep], a[keep]))
     with pytest.raises(ValueError, match="labels must be 1 .positive., 0 .negative. or -1"):
         delong_test(np.r_[labels[:-1], 2], a, b)
+
+
+# --------------------------------------------------------------- clustered AUC (Obuchowski)
+
+
+def _psi(x: float, y: float) -> float:
+    return 1.0 if x > y else 0.5 if x == y else 0.0
+
+
+def _obuchowski_by_hand(
+    labels: np.ndarray, a: np.ndarray, b: np.ndarray, clusters: np.ndarray
+) -> tuple[float, float, float]:
+    """Obuchowski (1997, Biometrics 53:567), section 2, straight from the formulas: a loop over
+    clusters and over every (positive, negative) pair. Returns AUC(a), AUC(b), se(a - b)."""
+    ids = sorted(set(clusters[labels >= 0].tolist()))
+    big_i = len(ids)
+    m_i = [int(((clusters == c) & (labels == 1)).sum()) for c in ids]
+    n_i = [int(((clusters == c) & (labels == 0)).sum()) for c in ids]
+    big_m, big_n = sum(m_i), sum(n_i)
+    i10, i01 = sum(m > 0 for m in m_i), sum(n > 0 for n in n_i)
+    thetas, xs, ys = [], [], []
+    for s in (a, b):
+        pos, neg = s[labels == 1], s[labels == 0]
+        theta = sum(_psi(x, y) for x in pos for y in neg) / (big_m * big_n)
+        v10 = [sum(sum(_psi(x, y) for y in neg) / big_n for x in s[(clusters == c) & (labels == 1)])
+               for c in ids]
+        v01 = [sum(sum(_psi(x, y) for x in pos) / big_m for y in s[(clusters == c) & (labels == 0)])
+               for c in ids]
+        thetas.append(theta)
+        xs.append([v10[i] - m_i[i] * theta for i in range(big_i)])
+        ys.append([v01[i] - n_i[i] * theta for i in range(big_i)])
+
+    def cov(r: int, t: int) -> float:
+        s10 = i10 / ((i10 - 1) * big_m) * sum(xs[r][i] * xs[t][i] for i in range(big_i))
+        s01 = i01 / ((i01 - 1) * big_n) * sum(ys[r][i] * ys[t][i] for i in range(big_i))
+        s11_rt = big_i / (big_i - 1) * sum(xs[r][i] * ys[t][i] for i in range(big_i))
+        s11_tr = big_i / (big_i - 1) * sum(xs[t][i] * ys[r][i] for i in range(big_i))
+        return s10 / big_m + s01 / big_n + (s11_rt + s11_tr) / (big_m * big_n)
+
+    return thetas[0], thetas[1], float(np.sqrt(cov(0, 0) + cov(1, 1) - 2 * cov(0, 1)))
+
+
+def _clustered_data(seed: int, n_clusters: int = 14) -> tuple[np.ndarray, ...]:
+    """Clusters of 1-8 cells with mixed labels, a cluster effect in each score, and ties."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 9, n_clusters)
+    clusters = np.repeat([f"s{i:02d}" for i in range(n_clusters)], sizes).astype(object)
+    prevalence = np.repeat(rng.uniform(0.1, 0.9, n_clusters), sizes)
+    labels = (rng.random(len(clusters)) < prevalence).astype(int)
+    effect_a = np.repeat(rng.normal(0, 0.8, n_clusters), sizes)
+    effect_b = np.repeat(rng.normal(0, 0.8, n_clusters), sizes)
+    a = np.round(labels + effect_a + rng.normal(0, 0.7, len(labels)), 1)
+    b = np.round(0.6 * labels + effect_b + rng.normal(0, 0.7, len(labels)), 1)
+    return labels, a, b, clusters
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clustered_auc_equals_obuchowski_by_hand(seed: int) -> None:
+    labels, a, b, clusters = _clustered_data(seed)
+    labels[:3] = -1  # unknown cells are left out by both
+    auc_a, auc_b, se = _obuchowski_by_hand(labels, a, b, clusters)
+    r = clustered_auc_test(labels, a, b, clusters)
+    assert (r.auc_a, r.auc_b, r.se) == pytest.approx((auc_a, auc_b, se), abs=1e-12)
+    assert r.diff == pytest.approx(auc_a - auc_b, abs=1e-12)
+    assert r.z == pytest.approx(r.diff / se)
+    assert r.p == pytest.approx(2 * sps.norm.sf(abs(r.diff / se)))
+    assert r.n_clusters == len(set(clusters[labels >= 0]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clustered_auc_with_one_cell_per_cluster_is_delong(seed: int) -> None:
+    labels, a, b, _ = _clustered_data(seed, n_clusters=30)
+    r = clustered_auc_test(labels, a, b, np.arange(len(labels)))
+    d = delong_test(labels, a, b)
+    assert r.n_clusters == len(labels)
+    for key in ("auc_a", "auc_b", "diff", "se", "z", "p"):
+        assert abs(getattr(r, key) - getattr(d, key)) < 1e-10, key
+
+
+def test_clustered_auc_se_grows_with_subject_effects() -> None:
+    """C-NMC-like: one label per subject, 30 subjects x 20 cells, a subject effect in each
+    method's score. Cells of a subject move together, so the subject-level se is far larger
+    than DeLong's, which counts 600 independent cells."""
+    rng = np.random.default_rng(7)
+    subjects = np.repeat(np.arange(30), 20)
+    labels = np.repeat(np.arange(30) % 2, 20)
+    a = labels + np.repeat(rng.normal(0, 1, 30), 20) + rng.normal(0, 0.3, 600)
+    b = labels + np.repeat(rng.normal(0, 1, 30), 20) + rng.normal(0, 0.3, 600)
+    r = clustered_auc_test(labels, a, b, subjects)
+    d = delong_test(labels, a, b)
+    assert r.diff == pytest.approx(d.diff)
+    assert r.se > 2 * d.se
+    assert r.p > d.p
+
+
+def test_clustered_auc_refuses_too_few_clusters() -> None:
+    labels = np.array([1, 1, 0, 0])
+    with pytest.raises(ValueError, match="at least 2 clusters with a positive"):
+        clustered_auc_test(labels, np.arange(4.0), np.arange(4.0), ["x", "x", "y", "z"])
+    with pytest.raises(ValueError, match="one cluster .subject. id per cell"):
+        clustered_auc_test(labels, np.arange(4.0), np.arange(4.0), ["x", "y"])
