@@ -9,6 +9,7 @@ from scipy import stats as sps
 from ensemble.stats import (
     bootstrap_metrics,
     clustered_auc_test,
+    clustered_mcnemar_test,
     delong_auc_variance,
     delong_test,
     draw_subject_counts,
@@ -293,3 +294,70 @@ def test_clustered_auc_refuses_too_few_clusters() -> None:
         clustered_auc_test(labels, np.arange(4.0), np.arange(4.0), ["x", "x", "y", "z"])
     with pytest.raises(ValueError, match="one cluster .subject. id per cell"):
         clustered_auc_test(labels, np.arange(4.0), np.arange(4.0), ["x", "y"])
+
+
+# ------------------------------------------------------------- clustered McNemar (Durkalski)
+
+
+def _mcnemar_cells(only_a: int, only_b: int, both: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.r_[np.ones(only_a), np.zeros(only_b), np.ones(both)].astype(bool)
+    b = np.r_[np.zeros(only_a), np.ones(only_b), np.ones(both)].astype(bool)
+    return a, b
+
+
+def test_clustered_mcnemar_worked_example() -> None:
+    """Three subjects, worked by hand from Durkalski et al. (2003), X^2 = [sum d_k]^2 / sum d_k^2
+    with d_k = (b_k - c_k) / n_k:
+    s1: 4 cells, 2 only a right, 2 concordant  -> d = 2/4 = 0.5
+    s2: 2 cells, 1 only b right, 1 concordant  -> d = -1/2 = -0.5
+    s3: 5 cells, 3 only a right, 2 concordant  -> d = 3/5 = 0.6
+    X^2 = 0.6^2 / (0.25 + 0.25 + 0.36) = 0.36 / 0.86 = 18/43.
+    """
+    parts = [_mcnemar_cells(2, 0, 2), _mcnemar_cells(0, 1, 1), _mcnemar_cells(3, 0, 2)]
+    a = np.concatenate([p[0] for p in parts])
+    b = np.concatenate([p[1] for p in parts])
+    clusters = np.repeat(["s1", "s2", "s3"], [4, 2, 5]).astype(object)
+    r = clustered_mcnemar_test(a, b, clusters)
+    assert (r.only_a, r.only_b, r.n_clusters) == (5, 1, 3)
+    assert r.statistic == pytest.approx(18 / 43)
+    assert r.p == pytest.approx(sps.chi2.sf(18 / 43, 1))
+
+
+def test_clustered_mcnemar_equals_a_loop_over_clusters() -> None:
+    rng = np.random.default_rng(2)
+    clusters = rng.integers(0, 12, 150)
+    a, b = rng.random(150) < 0.7, rng.random(150) < 0.6
+    num = den = 0.0
+    for k in np.unique(clusters):
+        cells = clusters == k
+        d = ((a & ~b)[cells].sum() - (b & ~a)[cells].sum()) / cells.sum()
+        num, den = num + d, den + d**2
+    r = clustered_mcnemar_test(a, b, clusters)
+    assert r.statistic == pytest.approx(num**2 / den)
+    assert r.p == pytest.approx(sps.chi2.sf(num**2 / den, 1))
+
+
+def test_clustered_mcnemar_with_one_cell_per_cluster_is_mcnemar() -> None:
+    a, b = _mcnemar_cells(14, 6, 30)
+    r = clustered_mcnemar_test(a, b, np.arange(len(a)))
+    assert r.statistic == pytest.approx((14 - 6) ** 2 / (14 + 6))
+    assert r.p == pytest.approx(sps.chi2.sf(3.2, 1))
+
+
+def test_clustered_mcnemar_one_cell_per_cluster_matches_statsmodels() -> None:
+    contingency = pytest.importorskip("statsmodels.stats.contingency_tables")
+    rng = np.random.default_rng(4)
+    a, b = rng.random(200) < 0.75, rng.random(200) < 0.65
+    table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+    want = contingency.mcnemar(table, exact=False, correction=False)
+    r = clustered_mcnemar_test(a, b, np.arange(200))
+    assert r.statistic == pytest.approx(want.statistic)
+    assert r.p == pytest.approx(want.pvalue)
+
+
+def test_clustered_mcnemar_no_discordance_and_bad_input() -> None:
+    a, b = _mcnemar_cells(0, 0, 10)
+    r = clustered_mcnemar_test(a, b, np.repeat([0, 1], 5))
+    assert (r.statistic, r.p) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="correct_b must be one flag per cell"):
+        clustered_mcnemar_test(a, np.full(10, 2), np.zeros(10))
