@@ -168,17 +168,26 @@ class GroupedScorer:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN, as intended
             return np.nanmean(stacked, axis=0)
 
-    def scores(self, W: np.ndarray) -> dict[str, np.ndarray]:
-        """Every metric in ``trainers.metrics.METRIC_KEYS`` for each row of ``W`` [B, n_groups]."""
+    def scores(
+        self, W: np.ndarray, keys: Sequence[str] = METRIC_KEYS
+    ) -> dict[str, np.ndarray]:
+        """Each metric in ``keys`` (default: all of ``trainers.metrics.METRIC_KEYS``) for each
+        row of ``W`` [B, n_groups]; leaving out ``auc`` skips its cell-level sums."""
         W = np.atleast_2d(np.asarray(W, dtype=np.float64))
         if W.shape[1] != self.n_groups:
             raise ValueError(
                 f"GroupedScorer.scores: W must have one column per group ({self.n_groups}), "
                 f"got shape {W.shape}"
             )
+        unknown = sorted(set(keys) - set(METRIC_KEYS))
+        if unknown:
+            raise ValueError(
+                f"GroupedScorer.scores: keys must be among {METRIC_KEYS}, got {unknown}"
+            )
         cm = (W @ self._cm).reshape(len(W), self.k, self.k)
         out = confusion_metrics(cm, self.pos)
         with np.errstate(invalid="ignore", divide="ignore"):
             out["logloss"] = (W @ self._ll) / (W @ self._count)
-        out["auc"] = self._auc(W)
-        return {key: out[key] for key in METRIC_KEYS}
+        if "auc" in keys:
+            out["auc"] = self._auc(W)
+        return {key: out[key] for key in keys}

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats as sps
 
 from ensemble._metrics import GroupedScorer
+from trainers.metrics import METRIC_KEYS
 
 __all__ = [
     "BootstrapResult",
@@ -27,6 +28,7 @@ __all__ = [
     "ClusteredMcNemarResult",
     "DeLongResult",
     "McNemarResult",
+    "PermutationResult",
     "bootstrap_metrics",
     "clustered_auc_test",
     "clustered_mcnemar_test",
@@ -37,6 +39,7 @@ __all__ = [
     "interval",
     "mcnemar_test",
     "paired_bootstrap",
+    "subject_permutation_test",
 ]
 
 
@@ -461,3 +464,96 @@ def clustered_mcnemar_test(
     stat = float(d_k.sum() ** 2 / den) if den > 0 else 0.0
     p = float(sps.chi2.sf(stat, df=1)) if den > 0 else 1.0
     return ClusteredMcNemarResult(int(only_a.sum()), int(only_b.sum()), stat, p, len(n_k))
+
+
+# ------------------------------------------------------------- subject permutation test
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Paired permutation test of metric(a) = metric(b), subjects as the exchangeable unit."""
+
+    metric: str
+    a: float
+    b: float
+    diff: float  # a - b
+    p: float  # two-sided: (1 + #|perm diff| >= |diff|) / (1 + n_perm)
+    n_perm: int
+    n_subjects: int
+
+
+def _swap_scorer(
+    y: np.ndarray, probs: tuple[np.ndarray, np.ndarray], preds: tuple[np.ndarray, np.ndarray],
+    codes: np.ndarray, class_names: Sequence[str] | None,
+) -> GroupedScorer:
+    """One scorer over both methods' cells: group s is subject s under a, group G + s under b,
+    so a batch of swaps is a batch of 0/1 group weights (the vectorised ``GroupedScorer``)."""
+    n_subjects = int(codes.max()) + 1
+    return GroupedScorer(
+        np.r_[y, y], np.vstack(probs), np.r_[codes, codes + n_subjects], class_names,
+        np.r_[preds[0], preds[1]],
+    )
+
+
+def _permutation_inputs(
+    y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, metric: str,
+    pred_a: np.ndarray | None, pred_b: np.ndarray | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    if metric not in METRIC_KEYS:
+        raise ValueError(
+            f"subject_permutation_test: metric must be one of {METRIC_KEYS}, got {metric!r}"
+        )
+    pa, pb = np.asarray(probs_a, np.float64), np.asarray(probs_b, np.float64)
+    if pa.shape != pb.shape or pa.ndim != 2 or len(pa) != len(y):
+        raise ValueError(
+            f"subject_permutation_test: probs_a and probs_b must both be [cells, classes] with "
+            f"one row per label ({len(y)}), got {pa.shape} and {pb.shape}"
+        )
+    ya = pa.argmax(axis=1) if pred_a is None else np.asarray(pred_a, np.int64)
+    yb = pb.argmax(axis=1) if pred_b is None else np.asarray(pred_b, np.int64)
+    return (pa, pb), (ya, yb)
+
+
+def subject_permutation_test(
+    y: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    subjects: Sequence[object] | np.ndarray,
+    metric: str,
+    class_names: Sequence[str] | None = None,
+    n_perm: int = 1000,
+    seed: int = 0,
+    pred_a: np.ndarray | None = None,
+    pred_b: np.ndarray | None = None,
+) -> PermutationResult:
+    """Paired permutation test over subjects of any ``trainers.metrics`` metric.
+
+    Fisher RA (1935), The Design of Experiments, sec. 21 (the paired randomisation test); the
+    p-value with the observed arrangement counted, (1 + #extreme) / (1 + n_perm), as Phipson B,
+    Smyth GK (2010), Statistical Applications in Genetics and Molecular Biology 9(1):39. The
+    *subject* is the exchangeable unit: under the null that a and b are interchangeable per
+    subject, each permutation swaps a's and b's predictions on all cells of a subject
+    together, with probability 1/2 (``rng.integers(0, 2, (n_perm, n_subjects))`` with
+    ``np.random.default_rng(seed)``), and the metric of the whole set is recomputed. Cells
+    without a subject id swap alone. ``pred_a``/``pred_b`` override argmax (tuned thresholds);
+    labels -1 are left out, as in ``trainers.metrics.score``.
+    """
+    y = np.asarray(y, np.int64)
+    probs, preds = _permutation_inputs(y, probs_a, probs_b, metric, pred_a, pred_b)
+    codes = _cluster_codes(subjects, len(y), "subject_permutation_test")
+    scorer = _swap_scorer(y, probs, preds, codes, class_names)
+    n_subjects = scorer.n_groups // 2
+    swaps = np.random.default_rng(seed).integers(0, 2, (n_perm, n_subjects)).astype(bool)
+    swaps = np.vstack([np.zeros((1, n_subjects), bool), swaps])  # row 0: as observed
+    # statistic by hand: metric(a') - metric(b') for each arrangement, from 0/1 group weights
+    w_a = np.hstack([~swaps, swaps]).astype(np.float64)
+    a = scorer.scores(w_a, (metric,))[metric]
+    b = scorer.scores(1.0 - w_a, (metric,))[metric]
+    diffs = a - b
+    observed, perm = diffs[0], diffs[1:]
+    # an arrangement as extreme up to rounding counts (swapping every subject gives -observed)
+    extreme = np.abs(perm) >= np.abs(observed) - 1e-12 * max(1.0, abs(observed))
+    p = (1 + int(extreme.sum())) / (1 + n_perm) if np.isfinite(observed) else float("nan")
+    return PermutationResult(
+        metric, float(a[0]), float(b[0]), float(observed), float(p), n_perm, n_subjects
+    )

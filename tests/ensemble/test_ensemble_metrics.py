@@ -126,3 +126,16 @@ def test_grouped_and_score_agree_when_a_class_is_absent(seed: int) -> None:
         p = np.round(p / p.sum(axis=1, keepdims=True), 1)  # ties, rows near but not at 1
     got = GroupedScorer(y, p, np.arange(70)).scores(np.ones((1, 70)))["auc"][0]
     assert got == pytest.approx(score(y, p)["auc"], abs=1e-12)
+
+
+def test_grouped_scorer_scores_a_subset_of_metrics() -> None:
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 2, 50), rng.dirichlet([1, 1], 50)
+    scorer = GroupedScorer(y, p, rng.integers(0, 5, 50))
+    W = rng.integers(0, 3, (4, scorer.n_groups))
+    full = scorer.scores(W)
+    some = scorer.scores(W, ("wfs", "auc"))
+    assert set(some) == {"wfs", "auc"}
+    assert np.array_equal(some["wfs"], full["wfs"]) and np.array_equal(some["auc"], full["auc"])
+    with pytest.raises(ValueError, match="keys must be among"):
+        scorer.scores(W, ("f2",))

@@ -16,7 +16,9 @@ from ensemble.stats import (
     encode_subjects,
     mcnemar_test,
     paired_bootstrap,
+    subject_permutation_test,
 )
+from trainers.metrics import score
 
 
 # ----------------------------------------------------------------------------------- DeLong
@@ -361,3 +363,105 @@ def test_clustered_mcnemar_no_discordance_and_bad_input() -> None:
     assert (r.statistic, r.p) == (0.0, 1.0)
     with pytest.raises(ValueError, match="correct_b must be one flag per cell"):
         clustered_mcnemar_test(a, np.full(10, 2), np.zeros(10))
+
+
+# ------------------------------------------------------------- subject permutation test
+
+
+def _subject_data(
+    rng: np.random.Generator, n_subjects: int, cells: int, shift_b: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One label per subject (as C-NMC), a subject effect per method: a and b exchangeable
+    within a subject unless ``shift_b`` moves b away from the truth."""
+    subjects = np.repeat(np.arange(n_subjects), cells)
+    labels = np.repeat(np.arange(n_subjects) % 2, cells)
+    sign = 2 * labels - 1
+
+    def probs(shift: float) -> np.ndarray:
+        effect = np.repeat(rng.normal(0, 1.0, n_subjects), cells)
+        logit = sign * (1.0 - shift) + effect + rng.normal(0, 0.5, len(labels))
+        return np.stack([1 / (1 + np.exp(logit)), 1 / (1 + np.exp(-logit))], axis=1)
+
+    return labels, probs(0.0), probs(shift_b), subjects
+
+
+def test_permutation_identical_methods_give_p_one() -> None:
+    labels, pa, _, subjects = _subject_data(np.random.default_rng(0), 10, 6)
+    for metric in ("wfs", "auc", "logloss"):
+        r = subject_permutation_test(labels, pa, pa, subjects, metric, ["hem", "all"], 200, 0)
+        assert (r.diff, r.p, r.n_subjects) == (0.0, 1.0, 10)
+
+
+def test_permutation_equals_a_loop_over_the_same_swaps() -> None:
+    """The p-value by definition: score() of each swapped data set, swaps drawn as documented."""
+    rng = np.random.default_rng(1)
+    labels, pa, pb, subjects = _subject_data(rng, 8, 5, shift_b=0.5)
+    labels[:3] = -1
+    preds = (pa.argmax(axis=1), (pb[:, 1] >= 0.3).astype(int))  # a tuned threshold for b
+    for metric in ("ba", "auc", "kappa"):
+        r = subject_permutation_test(
+            labels, pa, pb, subjects, metric, ["hem", "all"], 40, 5, pred_b=preds[1]
+        )
+        swaps = np.random.default_rng(5).integers(0, 2, (40, 8)).astype(bool)
+        observed = _swapped_diff(labels, (pa, pb), preds, subjects, np.zeros(8, bool), metric)
+        extreme = 0
+        for swap in swaps:
+            d = _swapped_diff(labels, (pa, pb), preds, subjects, swap, metric)
+            extreme += abs(d) >= abs(observed) - 1e-12
+        assert r.diff == pytest.approx(observed, abs=1e-12)
+        assert r.p == pytest.approx((1 + extreme) / 41)
+
+
+def _swapped_diff(
+    labels: np.ndarray, probs: tuple, preds: tuple, subjects: np.ndarray, swap: np.ndarray,
+    metric: str,
+) -> float:
+    """metric(a') - metric(b') where the subjects flagged in ``swap`` trade a's and b's cells."""
+    cell = swap[subjects]
+    (pa, pb), (ya, yb) = probs, preds
+    a = _score_with_pred(labels, np.where(cell[:, None], pb, pa), np.where(cell, yb, ya), metric)
+    b = _score_with_pred(labels, np.where(cell[:, None], pa, pb), np.where(cell, ya, yb), metric)
+    return a - b
+
+
+def _score_with_pred(labels: np.ndarray, probs: np.ndarray, pred: np.ndarray, metric: str) -> float:
+    """score() of the probabilities whose argmax is ``pred`` (for threshold metrics) or of
+    ``probs`` themselves (AUC, log-loss do not depend on the decision)."""
+    if metric in ("auc", "logloss"):
+        return score(labels, probs, ["hem", "all"])[metric]
+    one_hot = np.eye(2)[pred]
+    return score(labels, one_hot, ["hem", "all"])[metric]
+
+
+def test_permutation_better_on_every_subject_is_significant() -> None:
+    labels, pa, _, subjects = _subject_data(np.random.default_rng(2), 30, 8)
+    worse = pa.copy()
+    for s in range(30):  # b gets two more cells of every subject wrong than a
+        cells = np.flatnonzero(subjects == s)
+        right = cells[pa[cells].argmax(axis=1) == labels[cells]][:2]
+        worse[right] = worse[right][:, ::-1]
+    r = subject_permutation_test(labels, pa, worse, subjects, "acc", ["hem", "all"], 999, 0)
+    assert r.diff > 0
+    assert r.p < 0.01
+
+
+def test_permutation_null_rejection_rate_near_nominal() -> None:
+    """200 simulated studies where a and b are exchangeable per subject, with strong subject
+    effects: the subject test rejects at 5% about 5% of the time; the same test with cells as
+    the unit (no subject ids) rejects far more often."""
+    rng = np.random.default_rng(3)
+    by_subject, by_cell = [], []
+    for _ in range(200):
+        labels, pa, pb, subjects = _subject_data(rng, 12, 10)
+        seed = int(rng.integers(1 << 30))
+        for out, ids in ((by_subject, subjects), (by_cell, np.full(len(labels), None))):
+            r = subject_permutation_test(labels, pa, pb, ids, "ba", ["hem", "all"], 99, seed)
+            out.append(r.p <= 0.05)
+    assert np.mean(by_subject) <= 0.09
+    assert np.mean(by_cell) > 2 * np.mean(by_subject)
+
+
+def test_permutation_refuses_unknown_metric() -> None:
+    labels, pa, pb, subjects = _subject_data(np.random.default_rng(0), 4, 3)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        subject_permutation_test(labels, pa, pb, subjects, "f2")
