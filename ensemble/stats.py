@@ -36,6 +36,7 @@ __all__ = [
     "delong_test",
     "draw_subject_counts",
     "encode_subjects",
+    "holm_adjust",
     "interval",
     "mcnemar_test",
     "paired_bootstrap",
@@ -557,3 +558,34 @@ def subject_permutation_test(
     return PermutationResult(
         metric, float(a[0]), float(b[0]), float(observed), float(p), n_perm, n_subjects
     )
+
+
+# ------------------------------------------------------------------------ multiple testing
+
+
+def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values of one family of tests, NaN-safe.
+
+    Holm S (1979). A simple sequentially rejective multiple test procedure. Scandinavian
+    Journal of Statistics 6:65-70. The *test* is the unit: the adjustment holds whatever the
+    dependence between the tests. NaN p-values (a test that could not be run) stay NaN and
+    are not counted in the family. The step itself is ``statsmodels.stats.multitest.
+    multipletests(method="holm")``; statsmodels is imported here, on first use.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    finite = ~np.isnan(p)
+    if ((p[finite] < 0) | (p[finite] > 1)).any():
+        raise ValueError(
+            f"holm_adjust: p_values must lie in [0, 1] (or be NaN for a test not run), got "
+            f"{p[finite][(p[finite] < 0) | (p[finite] > 1)][:5].tolist()}"
+        )
+    try:
+        from statsmodels.stats.multitest import multipletests
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "holm_adjust needs statsmodels; install it with `pip install statsmodels`"
+        ) from err
+    out = np.full(p.shape, np.nan)
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
+    return out

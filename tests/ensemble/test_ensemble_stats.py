@@ -14,6 +14,7 @@ from ensemble.stats import (
     delong_test,
     draw_subject_counts,
     encode_subjects,
+    holm_adjust,
     mcnemar_test,
     paired_bootstrap,
     subject_permutation_test,
@@ -465,3 +466,23 @@ def test_permutation_refuses_unknown_metric() -> None:
     labels, pa, pb, subjects = _subject_data(np.random.default_rng(0), 4, 3)
     with pytest.raises(ValueError, match="metric must be one of"):
         subject_permutation_test(labels, pa, pb, subjects, "f2")
+
+
+# ------------------------------------------------------------------------ multiple testing
+
+
+def test_holm_by_hand_with_a_nan() -> None:
+    """Family of 4 (the NaN is left out): sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 =
+    0.02, 0.03, 0.06, 0.04, then made non-decreasing: 0.02, 0.03, 0.06, 0.06."""
+    pytest.importorskip("statsmodels")
+    got = holm_adjust([0.01, 0.04, 0.03, np.nan, 0.005])
+    assert np.isnan(got[3])
+    assert got[[0, 1, 2, 4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.4, 0.9]) == pytest.approx([0.8, 0.9])  # 0.4 x 2, 0.9 x 1
+    assert holm_adjust([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 1.2 capped at 1
+    assert np.isnan(holm_adjust([np.nan])).all() and holm_adjust([]).shape == (0,)
+
+
+def test_holm_refuses_values_outside_zero_one() -> None:
+    with pytest.raises(ValueError, match=r"p_values must lie in \[0, 1\]"):
+        holm_adjust([0.2, 1.5])
