@@ -4,6 +4,9 @@ Cells (images) of one subject are correlated, so intervals resample *subjects* w
 replacement and take all their cells (the unit the study splits by). DeLong's and McNemar's
 tests treat cells as independent; they are reported as the conventional tests beside the
 subject-bootstrap interval of the same difference, which is the more honest of the two.
+Their clustered counterparts take the subject as the unit: ``clustered_auc_test``
+(Obuchowski 1997), ``clustered_mcnemar_test`` (Durkalski et al. 2003) and
+``subject_permutation_test`` (any metric); ``holm_adjust`` adjusts a family of p-values.
 
 >>> import numpy as np
 >>> auc, var = delong_auc_variance(np.array([1, 1, 1, 0, 0]), np.array([.9, .8, .4, .7, .3]))
