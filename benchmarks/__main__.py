@@ -70,8 +70,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = []
     for k, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i != 1 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i != 1 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -82,9 +85,7 @@ def run_benchmarks(names: list[str]) -> list[dict[str, Any]]:
     known = available()
     unknown = [n for n in names if n.removeprefix("bench_") not in known]
     if unknown:
-        raise SystemExit(
-            f"unknown benchmark(s) {unknown}; valid names: {', '.join(known)}"
-        )
+        raise SystemExit(f"unknown benchmark(s) {unknown}; valid names: {', '.join(known)}")
     rows: list[dict[str, Any]] = []
     for name in [n.removeprefix("bench_") for n in names] or known:
         start = time.perf_counter()
@@ -93,15 +94,25 @@ def run_benchmarks(names: list[str]) -> list[dict[str, Any]]:
             rows.extend(module.run())
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
             traceback.print_exc()
-            rows.append({"name": f"{name}: FAILED", "value": float("nan"), "unit": "",
-                         "target": "", "note": f"{type(exc).__name__}: {exc}"})
+            rows.append(
+                {
+                    "name": f"{name}: FAILED",
+                    "value": float("nan"),
+                    "unit": "",
+                    "target": "",
+                    "note": f"{type(exc).__name__}: {exc}",
+                }
+            )
         print(f"[{name}: {time.perf_counter() - start:.1f} s]", file=sys.stderr)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("names", nargs="*", help=f"benchmarks to run ({', '.join(available())})")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)

@@ -44,18 +44,34 @@ def run() -> list[dict[str, Any]]:
         start = time.perf_counter()
         proc = subprocess.run(
             [*_wen(), "demo", "--out", str(Path(tmp) / "demo"), *extra],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
         )
         seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"wen demo failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise RuntimeError(
+            f"wen demo failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
     load = f"load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-    rows: list[dict[str, Any]] = [{
-        "name": "wen demo wall time" + (" (quick)" if quick else ""),
-        "value": seconds, "unit": "s", "target": f"<= {TARGET_S:g}", "note": load,
-    }]
+    rows: list[dict[str, Any]] = [
+        {
+            "name": "wen demo wall time" + (" (quick)" if quick else ""),
+            "value": seconds,
+            "unit": "s",
+            "target": f"<= {TARGET_S:g}",
+            "note": load,
+        }
+    ]
     for stage, value in stage_times(proc.stdout).items():
-        rows.append({"name": f"wen demo: {stage}", "value": value, "unit": "s", "target": "",
-                     "note": "the demo's own timing"})
+        rows.append(
+            {
+                "name": f"wen demo: {stage}",
+                "value": value,
+                "unit": "s",
+                "target": "",
+                "note": "the demo's own timing",
+            }
+        )
     return rows

@@ -44,10 +44,17 @@ def _row(name: str, value: float, unit: str, target: str = "", note: str = "") -
     return {"name": name, "value": float(value), "unit": unit, "target": target, "note": note}
 
 
-def _time_study(P: np.ndarray, y: np.ndarray, n_trials: int, sampler: str,
-                storage: str | None = None) -> float:
-    method = OptunaWeights(objective="logloss", n_trials=n_trials, sampler=sampler, seed=0,
-                           storage=storage, study_name="bench" if storage else None)
+def _time_study(
+    P: np.ndarray, y: np.ndarray, n_trials: int, sampler: str, storage: str | None = None
+) -> float:
+    method = OptunaWeights(
+        objective="logloss",
+        n_trials=n_trials,
+        sampler=sampler,
+        seed=0,
+        storage=storage,
+        study_name="bench" if storage else None,
+    )
     start = time.perf_counter()
     method.fit(P, y)
     return time.perf_counter() - start
@@ -62,16 +69,27 @@ def bench_optuna() -> list[dict[str, Any]]:
             try:
                 import cmaes  # noqa: F401
             except ImportError:
-                rows.append(_row(f"optuna_{n_trials}_trials_5x10000_cmaes", float("nan"), "s",
-                                 "<= 10", "not run: the `cmaes` package is not installed"))
+                rows.append(
+                    _row(
+                        f"optuna_{n_trials}_trials_5x10000_cmaes",
+                        float("nan"),
+                        "s",
+                        "<= 10",
+                        "not run: the `cmaes` package is not installed",
+                    )
+                )
                 continue
         seconds = _time_study(P, y, n_trials, sampler)
-        rows.append(_row(
-            f"optuna_{n_trials}_trials_5x10000_{sampler}", seconds, "s",
-            "<= 10" if n_trials == 1000 else "",
-            f"{sampler} sampler, in-memory study, logloss objective; "
-            f"{1e3 * seconds / n_trials:.1f} ms/trial",
-        ))
+        rows.append(
+            _row(
+                f"optuna_{n_trials}_trials_5x10000_{sampler}",
+                seconds,
+                "s",
+                "<= 10" if n_trials == 1000 else "",
+                f"{sampler} sampler, in-memory study, logloss objective; "
+                f"{1e3 * seconds / n_trials:.1f} ms/trial",
+            )
+        )
     return rows
 
 
@@ -88,14 +106,26 @@ def bench_growth() -> list[dict[str, Any]]:
                     start = time.perf_counter()
                     objective.score(w)
                     times.append(time.perf_counter() - start)
-                rows.append(_row(f"objective_eval_{metric}_{k}x{n}", 1e3 * np.median(times), "ms",
-                                 note="one weight vector scored, median of 15 (vectorised numpy)"))
+                rows.append(
+                    _row(
+                        f"objective_eval_{metric}_{k}x{n}",
+                        1e3 * np.median(times),
+                        "ms",
+                        note="one weight vector scored, median of 15 (vectorised numpy)",
+                    )
+                )
     n_trials = 50 if QUICK else 200
     for k in (5, 20, 50):
         P, y = _members(k, 10_000)
         seconds = _time_study(P, y, n_trials, "tpe")
-        rows.append(_row(f"optuna_{n_trials}_trials_{k}x10000_tpe", seconds, "s",
-                         note=f"growth with members; {1e3 * seconds / n_trials:.1f} ms/trial"))
+        rows.append(
+            _row(
+                f"optuna_{n_trials}_trials_{k}x10000_tpe",
+                seconds,
+                "s",
+                note=f"growth with members; {1e3 * seconds / n_trials:.1f} ms/trial",
+            )
+        )
     return rows
 
 
@@ -111,16 +141,21 @@ def bench_storage() -> list[dict[str, Any]]:
     study.optimize(WeightObjective(P, y, "logloss"), n_trials=n_trials)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        stored = optuna.create_study(storage=open_storage(f"sqlite:///{Path(tmp) / 's.db'}"),
-                                     study_name="bench")
+        stored = optuna.create_study(
+            storage=open_storage(f"sqlite:///{Path(tmp) / 's.db'}"), study_name="bench"
+        )
         opened = time.perf_counter() - start
         start = time.perf_counter()
         stored.add_trials(study.trials)
         copied = time.perf_counter() - start
     return [
         _row("optuna_sqlite_open", opened, "s", note="create the SQLite study (schema, WAL)"),
-        _row("optuna_sqlite_copy_per_trial", 1e3 * copied / n_trials, "ms",
-             note=f"copying {n_trials} finished trials into SQLite (done every 50 trials)"),
+        _row(
+            "optuna_sqlite_copy_per_trial",
+            1e3 * copied / n_trials,
+            "ms",
+            note=f"copying {n_trials} finished trials into SQLite (done every 50 trials)",
+        ),
     ]
 
 
@@ -132,9 +167,15 @@ def bench_bootstrap() -> list[dict[str, Any]]:
     start = time.perf_counter()
     bootstrap_metrics(y, P[0], subjects, ["hem", "all"], n_boot=n_boot, seed=0)
     seconds = time.perf_counter() - start
-    return [_row(f"subject_bootstrap_{n_boot}_all_metrics", seconds, "s",
-                 "<= 5" if n_boot == 1000 else "",
-                 "10,000 cells of 100 subjects, all 9 metrics incl. AUC, stratified")]
+    return [
+        _row(
+            f"subject_bootstrap_{n_boot}_all_metrics",
+            seconds,
+            "s",
+            "<= 5" if n_boot == 1000 else "",
+            "10,000 cells of 100 subjects, all 9 metrics incl. AUC, stratified",
+        )
+    ]
 
 
 def run() -> list[dict[str, Any]]:

@@ -57,21 +57,37 @@ def build_run(root: Path) -> Path:
     for i, backbone in enumerate(BACKBONES):
         trial = f"m{i}-{backbone}"
         config = TrialConfig.model_validate(
-            {"data": {"input_size": SIZE, "root": str(root / "images")},
-             "model": {"backbone": backbone}})
+            {
+                "data": {"input_size": SIZE, "root": str(root / "images")},
+                "model": {"backbone": backbone},
+            }
+        )
         torch.manual_seed(i)
         model = create_model(backbone, len(CLASSES))
-        publish_member(run, trial, save({k: v.contiguous() for k, v in model.state_dict().items()}),
-                       {"trial_id": trial, "class_names": CLASSES,
-                        "config": config.model_dump(mode="json")})
+        publish_member(
+            run,
+            trial,
+            save({k: v.contiguous() for k, v in model.state_dict().items()}),
+            {"trial_id": trial, "class_names": CLASSES, "config": config.model_dump(mode="json")},
+        )
         members.append({"name": trial, "trial_ids": [trial], "backbone": backbone})
     weights = {m["name"]: 1 / len(members) for m in members}
     (run / RUN_LAYOUT.ensemble).mkdir()
-    (run / RUN_LAYOUT.ensemble_weights).write_text(json.dumps(
-        {"members": members, "methods": {"sap": {"weights": weights, "threshold": None}}}))
-    (run / RUN_LAYOUT.chosen).write_text(json.dumps(
-        {"method": "sap", "threshold": None, "class_names": CLASSES,
-         "members": [{**m, "weight": weights[m["name"]]} for m in members]}))
+    (run / RUN_LAYOUT.ensemble_weights).write_text(
+        json.dumps(
+            {"members": members, "methods": {"sap": {"weights": weights, "threshold": None}}}
+        )
+    )
+    (run / RUN_LAYOUT.chosen).write_text(
+        json.dumps(
+            {
+                "method": "sap",
+                "threshold": None,
+                "class_names": CLASSES,
+                "members": [{**m, "weight": weights[m["name"]]} for m in members],
+            }
+        )
+    )
     (run / RUN_LAYOUT.comparison).write_text("method,split,how\nsap,test,benchmark: no metrics\n")
     return run
 
@@ -80,6 +96,22 @@ def _timed(fn: Any, x: Any) -> float:
     start = time.perf_counter()
     fn(x)
     return time.perf_counter() - start
+
+
+def _alternating_pairs(
+    run_ort: Any, x: Any, run_torch: Any, xt: Any
+) -> tuple[list[float], list[float]]:
+    """Seconds per batch of each backend, timed in pairs whose order alternates."""
+    t_ort, t_torch = [], []
+    for i in range(PAIRS + 1):  # the first pair warms up (allocators, kernels)
+        order = ("ort", "torch") if i % 2 == 0 else ("torch", "ort")
+        pair = {}
+        for which in order:
+            pair[which] = _timed(run_ort, x) if which == "ort" else _timed(run_torch, xt)
+        if i:
+            t_ort.append(pair["ort"])
+            t_torch.append(pair["torch"])
+    return t_ort, t_torch
 
 
 def bench_backends() -> list[dict[str, Any]]:
@@ -100,8 +132,9 @@ def bench_backends() -> list[dict[str, Any]]:
             options = ort.SessionOptions()
             options.intra_op_num_threads = THREADS
             options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(model_dir / "ensemble.onnx"), options,
-                                           providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(model_dir / "ensemble.onnx"), options, providers=["CPUExecutionProvider"]
+            )
             module = load_ensemble_module(model_dir)
             x = np.random.default_rng(0).random((BATCH, 3, SIZE, SIZE), dtype=np.float32)
             xt = torch.from_numpy(x)
@@ -114,29 +147,47 @@ def bench_backends() -> list[dict[str, Any]]:
                     return module(batch)
 
             diff = float(np.abs(run_ort(x) - run_torch(xt).numpy()).max())
-            t_ort, t_torch = [], []
-            for i in range(PAIRS + 1):  # the first pair warms up (allocators, kernels)
-                order = (("ort", "torch") if i % 2 == 0 else ("torch", "ort"))
-                pair = {}
-                for which in order:
-                    pair[which] = _timed(run_ort, x) if which == "ort" else _timed(run_torch, xt)
-                if i:
-                    t_ort.append(pair["ort"])
-                    t_torch.append(pair["torch"])
+            t_ort, t_torch = _alternating_pairs(run_ort, x, run_torch, xt)
     finally:
         torch.set_num_threads(old_threads)
+    return _backend_rows(t_ort, t_torch, diff, export_s)
+
+
+def _backend_rows(
+    t_ort: list[float], t_torch: list[float], diff: float, export_s: float
+) -> list[dict[str, Any]]:
+    """The benchmark's rows from the timed pairs."""
     ratios = [b / a for a, b in zip(t_ort, t_torch)]
-    what = f"{len(BACKBONES)} members ({', '.join(BACKBONES)}), {SIZE} px, batch {BATCH}, " \
-           f"{THREADS} thread(s)"
+    what = (
+        f"{len(BACKBONES)} members ({', '.join(BACKBONES)}), {SIZE} px, batch {BATCH}, "
+        f"{THREADS} thread(s)"
+    )
     return [
-        _row("export_onnxruntime_images_per_s", BATCH / statistics.median(t_ort), "images/s",
-             note=f"ensemble.onnx, CPUExecutionProvider; {what}"),
-        _row("export_torch_eager_images_per_s", BATCH / statistics.median(t_torch), "images/s",
-             note=f"eager PyTorch (inference_mode); {what}"),
-        _row("export_onnxruntime_speedup", statistics.median(ratios), "x", ">= 1.3",
-             f"median of {len(ratios)} alternating pairs; max |prob diff| {diff:.1e}"),
-        _row("export_seconds", export_s, "s",
-             note="export_ensemble: load, ONNX (dynamo), TorchScript, parity check"),
+        _row(
+            "export_onnxruntime_images_per_s",
+            BATCH / statistics.median(t_ort),
+            "images/s",
+            note=f"ensemble.onnx, CPUExecutionProvider; {what}",
+        ),
+        _row(
+            "export_torch_eager_images_per_s",
+            BATCH / statistics.median(t_torch),
+            "images/s",
+            note=f"eager PyTorch (inference_mode); {what}",
+        ),
+        _row(
+            "export_onnxruntime_speedup",
+            statistics.median(ratios),
+            "x",
+            ">= 1.3",
+            f"median of {len(ratios)} alternating pairs; max |prob diff| {diff:.1e}",
+        ),
+        _row(
+            "export_seconds",
+            export_s,
+            "s",
+            note="export_ensemble: load, ONNX (dynamo), TorchScript, parity check",
+        ),
     ]
 
 

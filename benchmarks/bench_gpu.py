@@ -73,7 +73,9 @@ def _peak_gib(device: Any) -> float:
     """Peak allocated GPU memory since the last reset (NaN off CUDA)."""
     import torch
 
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return (
+        torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    )
 
 
 def _reset_peak(device: Any) -> None:
@@ -196,8 +198,13 @@ def shared_gpu_search(caps: Any, tmp: Path) -> list[dict[str, Any]]:
     config = _shared_search_config(tmp)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        outcome = run_search(config, storage=str(tmp / "runs"), name="gpu-share",
-                             num_cpus=min(8, os.cpu_count() or 1), say=lambda _m: None)
+        outcome = run_search(
+            config,
+            storage=str(tmp / "runs"),
+            name="gpu-share",
+            num_cpus=min(8, os.cpu_count() or 1),
+            say=lambda _m: None,
+        )
     wall = time.perf_counter() - start
     if ray.is_initialized():
         ray.shutdown()
@@ -206,10 +213,19 @@ def shared_gpu_search(caps: Any, tmp: Path) -> list[dict[str, Any]]:
     overlap = float(frame["time_total_s"].sum()) / wall if done else float("nan")
     name = "4 trials x 0.25 GPU: finished on the GPU" + ("" if done == 4 else " FAILED")
     return [
-        _row(name, done, "trials", f"{outcome.errors} errored; train.device=cuda, resnet18 "
-             "at 64 px, 3 epochs each", target=">= 4"),
-        _row("4 trials x 0.25 GPU: overlap", overlap, "x",
-             f"sum of trial times / search wall {wall:.0f} s (Ray's start included); 1 = serial"),
+        _row(
+            name,
+            done,
+            "trials",
+            f"{outcome.errors} errored; train.device=cuda, resnet18 at 64 px, 3 epochs each",
+            target=">= 4",
+        ),
+        _row(
+            "4 trials x 0.25 GPU: overlap",
+            overlap,
+            "x",
+            f"sum of trial times / search wall {wall:.0f} s (Ray's start included); 1 = serial",
+        ),
     ]
 
 
@@ -279,12 +295,18 @@ def augmentation(caps: Any, tmp: Path) -> list[dict[str, Any]]:
         on_device = _rate(data.loader("train", train=True, augment="device", **common),
                           lambda x, aug=aug, gen=gen: (inputs(x, aug, gen), sync()), batches)  # fmt: skip
         where = "GPU" if gpu else "CPU"
-        note = f"{input_size} px, batch {batch}, num_workers={workers}, to the {where} and normalised"
+        note = (
+            f"{input_size} px, batch {batch}, num_workers={workers}, to the {where} and normalised"
+        )
         rows += [
             _row(f"augment {preset}: loader (torchvision per image)", loader, "img/s", note),
             _row(f"augment {preset}: device (Kornia on the {where})", on_device, "img/s", note),
-            _row(f"augment {preset}: device / loader", on_device / loader, "x",
-                 "data.augment_on: auto picks device on CUDA, loader on the CPU"),
+            _row(
+                f"augment {preset}: device / loader",
+                on_device / loader,
+                "x",
+                "data.augment_on: auto picks device on CUDA, loader on the CPU",
+            ),
         ]
     return rows
 
@@ -312,7 +334,9 @@ def _trial(tmp: Path, gpu: bool) -> tuple[Any, Any]:
     return config, train(config, out_dir=tmp / "parity-trial")
 
 
-def _onnx_probs(config: Any, checkpoint: Path, images: Any, class_names: list[str], tmp: Path) -> Any:
+def _onnx_probs(
+    config: Any, checkpoint: Path, images: Any, class_names: list[str], tmp: Path
+) -> Any:
     """The trial's network exported as ``wen export`` does, run by onnxruntime on ``images``."""
     import torch
 
@@ -362,8 +386,15 @@ def onnx_parity(caps: Any, tmp: Path) -> list[dict[str, Any]]:
     where = (f"trained on the GPU ({caps.device_name}, autocast auto)" if gpu
              else "trained on the CPU under bf16 autocast")  # fmt: skip
     name = "stored test predictions vs ONNX export" + ("" if ok else " FAILED")
-    return [_row(name, worst, "max |dp|", f"{len(ids)} test images; {where}; stored in exact "
-                 f"fp32; onnxruntime {exporter}", target=f"<= {PARITY_ATOL:g}")]
+    return [
+        _row(
+            name,
+            worst,
+            "max |dp|",
+            f"{len(ids)} test images; {where}; stored in exact fp32; onnxruntime {exporter}",
+            target=f"<= {PARITY_ATOL:g}",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------- run

@@ -88,7 +88,7 @@ def _batch_augmented_per_second(dataset: Any, rows: list[int]) -> float:
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for i in range(0, len(rows), BATCH):
-        images = torch.stack([dataset[(row, row)][0] for row in rows[i:i + BATCH]])
+        images = torch.stack([dataset[(row, row)][0] for row in rows[i : i + BATCH]])
         augment(images, generator)
     return len(rows) / (time.perf_counter() - start)
 
@@ -151,12 +151,15 @@ def _measure(tmp: Path, n: int, subjects: int, cells: int, quick: bool) -> dict[
     t["step"] = _step_seconds(repeats=2 if quick else 3)
     batches = 3 if quick else 8
     t["load_cache"] = _batch_seconds(
-        cached.loader("train", train=True, batch_size=BATCH, seed=0), batches)
+        cached.loader("train", train=True, batch_size=BATCH, seed=0), batches
+    )
     t["load_decode"] = _batch_seconds(
-        decoded.loader("train", train=True, batch_size=BATCH, seed=0), batches)
+        decoded.loader("train", train=True, batch_size=BATCH, seed=0), batches
+    )
     return t
 
 
+# long: one dict literal per row of the benchmark's table
 def _rows(t: dict[str, float], n: int, threads: int) -> list[dict[str, Any]]:
     """The benchmark's table rows from the timings of :func:`_measure`."""
     a, a_raw, b, b_raw, c = t["a"], t["a_raw"], t["b"], t["b_raw"], t["c"]
@@ -165,28 +168,88 @@ def _rows(t: dict[str, float], n: int, threads: int) -> list[dict[str, Any]]:
     share_decode = 100 * load_decode / (load_decode + step)
     setting = f"{n} images 450x450 BMP, crop 300, resize {SIZE}, {threads} torch threads"
     return [
-        {"name": "loading: decode+crop+paper aug (a)", "value": a, "unit": "img/s",
-         "target": "", "note": setting},
-        {"name": "loading: cache read+paper aug (b)", "value": b, "unit": "img/s",
-         "target": "", "note": "memory-mapped DecodedStore, same augmentation"},
-        {"name": "loading: speed-up (b)/(a)", "value": b / a, "unit": "x", "target": ">= 10",
-         "note": "both with the paper augmentation, which dominates (b)"},
-        {"name": "loading: cache read+paper on batches (c)", "value": c, "unit": "img/s",
-         "target": "", "note": f"batches of {BATCH}, trainers.data.batch_augment (data.augment_on: device)"},
-        {"name": "loading: speed-up (c)/(a)", "value": c / a, "unit": "x", "target": ">= 10",
-         "note": "the GPU default path against decoding and augmenting per image"},
-        {"name": "loading: decode+crop only", "value": a_raw, "unit": "img/s", "target": "",
-         "note": "no augmentation"},
-        {"name": "loading: cache read only", "value": b_raw, "unit": "img/s", "target": "",
-         "note": "no augmentation"},
-        {"name": "loading: speed-up without augmentation", "value": b_raw / a_raw, "unit": "x",
-         "target": ">= 10", "note": "what the cache itself saves"},
-        {"name": "loading: cache build (once)", "value": build, "unit": "s", "target": "",
-         "note": f"{n / build:.0f} img/s, thread pool"},
-        {"name": f"step: {BACKBONE} fwd+bwd+step", "value": step, "unit": "s/batch",
-         "target": "", "note": f"CPU, batch {BATCH}, {SIZE} px, random weights"},
-        {"name": "step: loading share (cache)", "value": share_cache, "unit": "%",
-         "target": "<= 10", "note": f"train loader batch {load_cache * 1e3:.0f} ms, num_workers=0"},
-        {"name": "step: loading share (decode)", "value": share_decode, "unit": "%",
-         "target": "", "note": f"train loader batch {load_decode * 1e3:.0f} ms, no cache"},
+        {
+            "name": "loading: decode+crop+paper aug (a)",
+            "value": a,
+            "unit": "img/s",
+            "target": "",
+            "note": setting,
+        },
+        {
+            "name": "loading: cache read+paper aug (b)",
+            "value": b,
+            "unit": "img/s",
+            "target": "",
+            "note": "memory-mapped DecodedStore, same augmentation",
+        },
+        {
+            "name": "loading: speed-up (b)/(a)",
+            "value": b / a,
+            "unit": "x",
+            "target": ">= 10",
+            "note": "both with the paper augmentation, which dominates (b)",
+        },
+        {
+            "name": "loading: cache read+paper on batches (c)",
+            "value": c,
+            "unit": "img/s",
+            "target": "",
+            "note": f"batches of {BATCH}, trainers.data.batch_augment (data.augment_on: device)",
+        },
+        {
+            "name": "loading: speed-up (c)/(a)",
+            "value": c / a,
+            "unit": "x",
+            "target": ">= 10",
+            "note": "the GPU default path against decoding and augmenting per image",
+        },
+        {
+            "name": "loading: decode+crop only",
+            "value": a_raw,
+            "unit": "img/s",
+            "target": "",
+            "note": "no augmentation",
+        },
+        {
+            "name": "loading: cache read only",
+            "value": b_raw,
+            "unit": "img/s",
+            "target": "",
+            "note": "no augmentation",
+        },
+        {
+            "name": "loading: speed-up without augmentation",
+            "value": b_raw / a_raw,
+            "unit": "x",
+            "target": ">= 10",
+            "note": "what the cache itself saves",
+        },
+        {
+            "name": "loading: cache build (once)",
+            "value": build,
+            "unit": "s",
+            "target": "",
+            "note": f"{n / build:.0f} img/s, thread pool",
+        },
+        {
+            "name": f"step: {BACKBONE} fwd+bwd+step",
+            "value": step,
+            "unit": "s/batch",
+            "target": "",
+            "note": f"CPU, batch {BATCH}, {SIZE} px, random weights",
+        },
+        {
+            "name": "step: loading share (cache)",
+            "value": share_cache,
+            "unit": "%",
+            "target": "<= 10",
+            "note": f"train loader batch {load_cache * 1e3:.0f} ms, num_workers=0",
+        },
+        {
+            "name": "step: loading share (decode)",
+            "value": share_decode,
+            "unit": "%",
+            "target": "",
+            "note": f"train loader batch {load_decode * 1e3:.0f} ms, no cache",
+        },
     ]

@@ -62,8 +62,9 @@ def _search(config: Any, storage: Path, name: str) -> tuple[float, Any]:
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        outcome = run_search(config, storage=str(storage), name=name, num_cpus=CONCURRENCY,
-                             say=lambda _m: None)
+        outcome = run_search(
+            config, storage=str(storage), name=name, num_cpus=CONCURRENCY, say=lambda _m: None
+        )
     wall = time.perf_counter() - start
     if ray.is_initialized():
         ray.shutdown()
@@ -80,7 +81,8 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
     # trials long enough to stand for real ones (a real trial runs for minutes to hours):
     # resnet18 at 64 px, about a minute each on one core; quick mode: tiny ones
     backbone, size, epochs, lrs = (
-        ("test_resnet", 40, 2, "[3.0e-4, 1.0e-3]") if _quick()
+        ("test_resnet", 40, 2, "[3.0e-4, 1.0e-3]")
+        if _quick()
         else ("resnet18", 64, 6, "[1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3]")
     )
     config = _config(_base(cache, "overhead") + [
@@ -90,11 +92,15 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
     ])  # fmt: skip
     # warm the synthetic data and the decoded cache once, outside both timings
     base = config.trial_part().model_dump(mode="json")
-    spec = TrialSpec(base=base, storage=str(cache), name="bare", metric="val_wfs", mode="max",
-                     cpus=1.0)
+    spec = TrialSpec(
+        base=base, storage=str(cache), name="bare", metric="val_wfs", mode="max", cpus=1.0
+    )
     points = grid_points(config.search)
-    train(trial_config(spec, {**points[0], "train.epochs": 1}), lambda _m: None,
-          out_dir=cache / "warm")
+    train(
+        trial_config(spec, {**points[0], "train.epochs": 1}),
+        lambda _m: None,
+        out_dir=cache / "warm",
+    )
 
     start = time.perf_counter()
     for i, point in enumerate(points):
@@ -104,15 +110,23 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
     ideal = bare / CONCURRENCY
     rounds = len(frame) / CONCURRENCY
     return [
-        {"name": "search: Tune overhead (wall / (bare / concurrency))", "value": wall / ideal,
-         "unit": "x", "target": "<= 1.15",
-         "note": f"{len(frame)} {backbone} trials x {epochs} epochs at {size} px, concurrency "
-                 f"{CONCURRENCY}: search {wall:.1f} s (Ray start included), bare {bare:.1f} s "
-                 f"({bare / len(frame):.1f} s a trial)"},
-        {"name": "search: fixed cost per trial (Ray start spread over the run)",
-         "value": (wall - ideal) / rounds, "unit": "s", "target": "",
-         "note": "(search wall - bare / concurrency) / (trials / concurrency): worker start, "
-                 "Tune bookkeeping, checkpoint and prediction upload"},
+        {
+            "name": "search: Tune overhead (wall / (bare / concurrency))",
+            "value": wall / ideal,
+            "unit": "x",
+            "target": "<= 1.15",
+            "note": f"{len(frame)} {backbone} trials x {epochs} epochs at {size} px, concurrency "
+            f"{CONCURRENCY}: search {wall:.1f} s (Ray start included), bare {bare:.1f} s "
+            f"({bare / len(frame):.1f} s a trial)",
+        },
+        {
+            "name": "search: fixed cost per trial (Ray start spread over the run)",
+            "value": (wall - ideal) / rounds,
+            "unit": "s",
+            "target": "",
+            "note": "(search wall - bare / concurrency) / (trials / concurrency): worker start, "
+            "Tune bookkeeping, checkpoint and prediction upload",
+        },
     ]
 
 
@@ -126,20 +140,25 @@ def _asha_vs_fifo(cache: Path) -> list[dict[str, Any]]:
     ]  # fmt: skip
     out = {}
     for sched in ("fifo", "asha"):
-        wall, frame = _search(_config(common + [f"search.scheduler.name={sched}"]),
-                              cache / "runs", sched)
+        wall, frame = _search(
+            _config(common + [f"search.scheduler.name={sched}"]), cache / "runs", sched
+        )
         out[sched] = (wall, frame)
     fifo, asha = out["fifo"][1], out["asha"][1]
     best_fifo, best_asha = float(fifo["val_wfs"].max()), float(asha["val_wfs"].max())
     share = float(asha["epochs_run"].sum()) / float(fifo["epochs_run"].sum())
     reached = best_asha >= best_fifo - 0.01
     return [
-        {"name": "search: ASHA epoch budget / FIFO's", "value": share if reached else float("nan"),
-         "unit": "share", "target": "<= 0.5",
-         "note": f"{samples} trials x {epochs} epochs; best val WFS FIFO {best_fifo:.3f}, ASHA "
-                 f"{best_asha:.3f} ({'reached' if reached else 'NOT reached'} within 0.01); "
-                 f"epochs {int(asha['epochs_run'].sum())} vs {int(fifo['epochs_run'].sum())}; "
-                 f"wall {out['asha'][0]:.0f} s vs {out['fifo'][0]:.0f} s"},
+        {
+            "name": "search: ASHA epoch budget / FIFO's",
+            "value": share if reached else float("nan"),
+            "unit": "share",
+            "target": "<= 0.5",
+            "note": f"{samples} trials x {epochs} epochs; best val WFS FIFO {best_fifo:.3f}, ASHA "
+            f"{best_asha:.3f} ({'reached' if reached else 'NOT reached'} within 0.01); "
+            f"epochs {int(asha['epochs_run'].sum())} vs {int(fifo['epochs_run'].sum())}; "
+            f"wall {out['asha'][0]:.0f} s vs {out['fifo'][0]:.0f} s",
+        },
     ]
 
 

@@ -93,7 +93,9 @@ class _Bare:
         torch.manual_seed(0)
         self.loader, self.device = loader, device
         self.amp = device.type == "cuda"
-        self.model = timm.create_model(BACKBONE, pretrained=False, num_classes=num_classes).to(device)
+        self.model = timm.create_model(BACKBONE, pretrained=False, num_classes=num_classes).to(
+            device
+        )
         if self.amp:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adamax(self.model.parameters(), lr=2e-4)

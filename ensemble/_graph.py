@@ -29,8 +29,13 @@ from torch import nn
 from ensemble.combiners import LOGISTIC_STACKER, STACKING_CLIP, WEIGHTED_AVERAGE, Combiner
 from trainers._registry import Registry
 
-__all__ = ["COMBINERS", "MemberNet", "StackingEnsemble", "WeightedEnsemble",
-           "create_ensemble_module"]
+__all__ = [
+    "COMBINERS",
+    "MemberNet",
+    "StackingEnsemble",
+    "WeightedEnsemble",
+    "create_ensemble_module",
+]
 
 
 class MemberNet(nn.Module):
@@ -46,7 +51,9 @@ class MemberNet(nn.Module):
     ) -> None:
         super().__init__()
         self.folds = nn.ModuleList(folds)
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
         self.input_size = int(input_size)
         self.resize = int(input_size) != int(export_size)
@@ -54,8 +61,13 @@ class MemberNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize:
             # antialiased bilinear, like PIL's BILINEAR used in training (close, not bit-equal)
-            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size),
-                                          mode="bilinear", align_corners=False, antialias=True)
+            x = nn.functional.interpolate(
+                x,
+                size=(self.input_size, self.input_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         x = (x - self.mean) / self.std
         probs = [torch.softmax(f(x).float(), dim=1) for f in self.folds]
         return torch.stack(probs, dim=0).mean(dim=0)
@@ -67,8 +79,9 @@ class WeightedEnsemble(nn.Module):
     def __init__(self, members: Sequence[MemberNet], weights: Sequence[float]) -> None:
         super().__init__()
         if len(members) != len(weights) or not members:
-            raise ValueError(f"one weight per member needed, got {len(weights)} for "
-                             f"{len(members)} member(s)")
+            raise ValueError(
+                f"one weight per member needed, got {len(weights)} for {len(members)} member(s)"
+            )
         self.members = nn.ModuleList(members)
         self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
 
@@ -117,15 +130,21 @@ class StackingEnsemble(nn.Module):
 
 
 #: The graph of each combiner kind: ``(members, weights, params, n_classes) -> module``.
-COMBINERS: Registry[Callable[[Sequence[MemberNet], Sequence[float], Mapping[str, Any], int],
-                             nn.Module]] = Registry("ensemble combiner", key="combiner.kind")
+COMBINERS: Registry[
+    Callable[[Sequence[MemberNet], Sequence[float], Mapping[str, Any], int], nn.Module]
+] = Registry("ensemble combiner", key="combiner.kind")
 COMBINERS.register(WEIGHTED_AVERAGE)(
-    lambda members, weights, _params, _k: WeightedEnsemble(members, weights))
+    lambda members, weights, _params, _k: WeightedEnsemble(members, weights)
+)
 
 
 @COMBINERS.register(LOGISTIC_STACKER)
-def _stacker(members: Sequence[MemberNet], _weights: Sequence[float], params: Mapping[str, Any],
-             n_classes: int) -> nn.Module:
+def _stacker(
+    members: Sequence[MemberNet],
+    _weights: Sequence[float],
+    params: Mapping[str, Any],
+    n_classes: int,
+) -> nn.Module:
     if params.get("coef") is None or params.get("intercept") is None:
         raise ValueError("the stacker needs its fitted coef and intercept (weights.json)")
     return StackingEnsemble(members, params["coef"], params["intercept"], n_classes)

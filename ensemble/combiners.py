@@ -53,18 +53,24 @@ class Combiner:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``from_json`` reads it back)."""
-        return {"kind": self.kind, "description": self.description,
-                "weights_meaning": self.weights_meaning,
-                "keeps_zero_weight_members": self.keeps_zero_weight_members,
-                "params": dict(self.params)}
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "weights_meaning": self.weights_meaning,
+            "keeps_zero_weight_members": self.keeps_zero_weight_members,
+            "params": dict(self.params),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Combiner:
         """The combiner ``to_json`` wrote; a missing key raises ``KeyError`` naming it."""
-        return cls(kind=str(data["kind"]), description=str(data["description"]),
-                   weights_meaning=str(data["weights_meaning"]),
-                   keeps_zero_weight_members=bool(data["keeps_zero_weight_members"]),
-                   params=dict(data["params"]))
+        return cls(
+            kind=str(data["kind"]),
+            description=str(data["description"]),
+            weights_meaning=str(data["weights_meaning"]),
+            keeps_zero_weight_members=bool(data["keeps_zero_weight_members"]),
+            params=dict(data["params"]),
+        )
 
 
 def weighted_average() -> Combiner:
@@ -72,7 +78,7 @@ def weighted_average() -> Combiner:
     return Combiner(
         kind=WEIGHTED_AVERAGE,
         description="sum_k w_k P_k / sum_k w_k, rows renormalised (Eq. 2); P_k = mean of "
-                    "member k's fold networks' softmax probabilities",
+        "member k's fold networks' softmax probabilities",
         weights_meaning="mixing weight",
     )
 
@@ -83,7 +89,7 @@ def logistic_stacker(coef: list[list[float]], intercept: list[float]) -> Combine
     return Combiner(
         kind=LOGISTIC_STACKER,
         description="logistic-regression stacker on members' log-odds (binary) or "
-                    f"log-probabilities, clipped at {STACKING_CLIP:g}",
+        f"log-probabilities, clipped at {STACKING_CLIP:g}",
         weights_meaning="share of the stacker's absolute coefficients (importance)",
         keeps_zero_weight_members=True,
         params={"coef": coef, "intercept": intercept, "clip": STACKING_CLIP},

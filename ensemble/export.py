@@ -74,8 +74,18 @@ MEMBERS_DIR = "members"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
 _METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
-_VERSIONED = ("wen-search", "torch", "timm", "onnx", "onnxscript", "onnxruntime", "safetensors",
-              "numpy", "pillow", "scikit-learn")
+_VERSIONED = (
+    "wen-search",
+    "torch",
+    "timm",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "safetensors",
+    "numpy",
+    "pillow",
+    "scikit-learn",
+)
 
 
 class ExportError(WenError, ValueError):
@@ -111,7 +121,9 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
     run_dir = Path(run_dir)
     ens = run_dir / RUN_LAYOUT.ensemble
     if not run_dir.is_dir():
-        raise ExportError(f"run folder {run_dir} does not exist; pass the folder `wen search` wrote")
+        raise ExportError(
+            f"run folder {run_dir} does not exist; pass the folder `wen search` wrote"
+        )
     chosen_path, weights_path = run_dir / RUN_LAYOUT.chosen, run_dir / RUN_LAYOUT.ensemble_weights
     if not chosen_path.is_file() or not weights_path.is_file():
         raise ExportError(
@@ -125,9 +137,12 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
     if name not in methods:
         from ensemble.methods import METHODS
 
-        hint = (f"{name!r} is an ensemble method but was not fitted in this run; re-run "
-                f"`wen ensemble {run_dir} --methods ...` including it" if name in METHODS
-                else f"unknown method {name!r}")
+        hint = (
+            f"{name!r} is an ensemble method but was not fitted in this run; re-run "
+            f"`wen ensemble {run_dir} --methods ...` including it"
+            if name in METHODS
+            else f"unknown method {name!r}"
+        )
         raise ExportError(f"{hint}; methods fitted in {weights_path}: {', '.join(methods)}")
     entry = methods[name]
     try:
@@ -140,8 +155,12 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
     members, dropped = [], []
     for m in table["members"]:
         weight = float(entry["weights"][m["name"]])
-        row = {"name": m["name"], "trial_ids": list(m["trial_ids"]), "backbone": m["backbone"],
-               "weight": weight}
+        row = {
+            "name": m["name"],
+            "trial_ids": list(m["trial_ids"]),
+            "backbone": m["backbone"],
+            "weight": weight,
+        }
         if weight <= 0 and not combiner.keeps_zero_weight_members:
             dropped.append({**row, "why": f"weight 0 under {name}: left out of the graph"})
         else:
@@ -149,9 +168,14 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
     if not members:
         raise ExportError(f"{name}: every member has weight 0 in {weights_path}; nothing to export")
     return ExportSpec(
-        run_dir=run_dir, method=name, chosen_method=chosen["method"],
-        class_names=list(chosen["class_names"]), members=members, dropped=dropped,
-        threshold=entry.get("threshold"), combiner=combiner,
+        run_dir=run_dir,
+        method=name,
+        chosen_method=chosen["method"],
+        class_names=list(chosen["class_names"]),
+        members=members,
+        dropped=dropped,
+        threshold=entry.get("threshold"),
+        combiner=combiner,
     )
 
 
@@ -168,8 +192,11 @@ def _metrics(run_dir: Path, method: str) -> dict[str, Any]:
     table = pd.read_csv(path)
     out: dict[str, Any] = {}
     for _, row in table[table["method"] == method].iterrows():
-        split = {k: {"value": row.get(k), "low": row.get(f"{k}_low"), "high": row.get(f"{k}_high")}
-                 for k in _METRICS if k in row}
+        split = {
+            k: {"value": row.get(k), "low": row.get(f"{k}_low"), "high": row.get(f"{k}_high")}
+            for k in _METRICS
+            if k in row
+        }
         split["how"] = row.get("how")
         out[str(row["split"])] = split
     return out
@@ -191,12 +218,19 @@ def _preprocessing(crop: Mapping[str, Any], size: int) -> dict[str, Any]:
     return {
         "function": "trainers.data.cache.preprocess_image (training used the same)",
         "decode": "PIL.Image.open(path).convert('RGB')",
-        "crop": {"kind": "centred square", "fraction": crop.get("fraction"),
-                 "size": crop.get("size"),
-                 "rule": "fraction: that share of the shorter side, rounded; size: a fixed side; "
-                         "box left/top = (side_of_image - side) // 2"},
-        "resize": {"size": [size, size], "interpolation": "bilinear", "antialias": True,
-                   "library": "PIL.Image.resize(..., Image.Resampling.BILINEAR)"},
+        "crop": {
+            "kind": "centred square",
+            "fraction": crop.get("fraction"),
+            "size": crop.get("size"),
+            "rule": "fraction: that share of the shorter side, rounded; size: a fixed side; "
+            "box left/top = (side_of_image - side) // 2",
+        },
+        "resize": {
+            "size": [size, size],
+            "interpolation": "bilinear",
+            "antialias": True,
+            "library": "PIL.Image.resize(..., Image.Resampling.BILINEAR)",
+        },
         "channel_order": "RGB",
         "layout": "NCHW",
         "dtype": "float32",
@@ -227,7 +261,9 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the module
 
 
-def load_ensemble_module(model_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> nn.Module:
+def load_ensemble_module(
+    model_dir: str | Path, manifest: Mapping[str, Any] | None = None
+) -> nn.Module:
     """The eager PyTorch ensemble of an exported model folder, rebuilt from its safetensors
     files and trial configs (``trainers.trained.load_trained_model``; nothing unpickled)."""
     from trainers.trained import TrainedModelError, load_trained_model  # lazy: torch, timm
@@ -250,56 +286,85 @@ def _module(manifest: Mapping[str, Any], networks: Mapping[str, nn.Module]) -> n
     from ensemble._graph import MemberNet, create_ensemble_module
 
     size = int(manifest["preprocessing"]["resize"]["size"][0])
-    nets = [MemberNet([networks[f["trial_id"]] for f in m["files"]], m["mean"], m["std"],
-                      m["input_size"], size) for m in manifest["members"]]
+    nets = [
+        MemberNet(
+            [networks[f["trial_id"]] for f in m["files"]],
+            m["mean"],
+            m["std"],
+            m["input_size"],
+            size,
+        )
+        for m in manifest["members"]
+    ]
     return create_ensemble_module(
-        nets, Combiner.from_json(manifest["combiner"]), [m["weight"] for m in manifest["members"]],
+        nets,
+        Combiner.from_json(manifest["combiner"]),
+        [m["weight"] for m in manifest["members"]],
         len(manifest["class_names"]),
     )
 
 
-def _members_manifest(spec: ExportSpec, out: Path, say: Callable[[str], None]) -> tuple[
-        list[dict[str, Any]], dict[str, Any], int, dict[str, nn.Module]]:
+def _copy_fold(spec: ExportSpec, member: str, tid: str, out: Path) -> tuple[Any, dict[str, str]]:
+    """One fold network: loaded (checked), copied into ``out/members``; and its files entry."""
+    from trainers.trained import TrainedModelError, load_trained_model  # lazy: torch, timm
+
+    try:
+        src = read_member(spec.run_dir, tid)
+        trained = load_trained_model(src.config, src.weights)
+    except (MemberFileError, TrainedModelError) as exc:
+        raise ExportError(f"member {member} (trial {tid}): {exc}") from None
+    if trained.class_names != spec.class_names:
+        raise ExportError(
+            f"{src.config}: class names {trained.class_names} differ from the "
+            f"ensemble's {spec.class_names}; export a run whose trials share classes"
+        )
+    # the export's members/ folder has the models folder's format
+    dest = publish_member(out, tid, src.weights, src.config.read_bytes(), models=MEMBERS_DIR)
+    entry = {
+        "trial_id": tid,
+        "weights": posixpath.join(dest, MODEL_WEIGHTS),
+        "config": posixpath.join(dest, MODEL_CONFIG),
+    }
+    return trained, entry
+
+
+def _members_manifest(
+    spec: ExportSpec, out: Path, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], dict[str, Any], int, dict[str, nn.Module]]:
     """Copy each fold network into ``out/members`` (checking it loads), and describe members.
 
     Returns the members' manifest entries, the shared crop, the export size (the largest
     member input size; members trained smaller resize inside the graph) and the loaded fold
     networks by trial id.
     """
-    from trainers.trained import TrainedModelError, load_trained_model  # lazy: torch, timm
-
     entries, crops, networks = [], {}, {}
     n_folds = sum(len(m["trial_ids"]) for m in spec.members)
     say(f"loading {n_folds} fold network(s) of {len(spec.members)} member(s)")
     for m in spec.members:
         files, sizes, trained = [], set(), None
         for tid in m["trial_ids"]:
-            try:
-                src = read_member(spec.run_dir, tid)
-                trained = load_trained_model(src.config, src.weights)
-            except (MemberFileError, TrainedModelError) as exc:
-                raise ExportError(f"member {m['name']} (trial {tid}): {exc}") from None
-            if trained.class_names != spec.class_names:
-                raise ExportError(
-                    f"{src.config}: class names {trained.class_names} differ from the "
-                    f"ensemble's {spec.class_names}; export a run whose trials share classes"
-                )
+            trained, entry = _copy_fold(spec, m["name"], tid, out)
             networks[tid] = trained.model
-            data = trained.config.data
-            crops[tid] = data.crop.model_dump(mode="json")
-            sizes.add(int(data.input_size))
-            # the export's members/ folder has the models folder's format
-            dest = publish_member(out, tid, src.weights, src.config.read_bytes(),
-                                  models=MEMBERS_DIR)
-            files.append({"trial_id": tid, "weights": posixpath.join(dest, MODEL_WEIGHTS),
-                          "config": posixpath.join(dest, MODEL_CONFIG)})
+            crops[tid] = trained.config.data.crop.model_dump(mode="json")
+            sizes.add(int(trained.config.data.input_size))
+            files.append(entry)
         assert trained is not None
         if len(sizes) != 1:
-            raise ExportError(f"member {m['name']}: its fold trials have different input sizes "
-                              f"{sorted(sizes)}; folds of one configuration must share it")
+            raise ExportError(
+                f"member {m['name']}: its fold trials have different input sizes "
+                f"{sorted(sizes)}; folds of one configuration must share it"
+            )
         cfg = trained.config
-        entries.append({**m, "input_size": sizes.pop(), "mean": list(trained.mean),
-                        "std": list(trained.std), "head": cfg.model.head, "files": files})
+        entries.append(
+            {
+                **m,
+                "input_size": sizes.pop(),
+                "mean": list(trained.mean),
+                "std": list(trained.std),
+                "head": cfg.model.head,
+                "files": files,
+            }
+        )
     distinct = {json.dumps(c, sort_keys=True) for c in crops.values()}
     if len(distinct) != 1:
         raise ExportError(
@@ -307,8 +372,7 @@ def _members_manifest(spec: ExportSpec, out: Path, say: Callable[[str], None]) -
             "pre-processing: export a method whose members share data.crop (wen ensemble "
             "--candidates with such trials)"
         )
-    return (entries, next(iter(crops.values())), max(e["input_size"] for e in entries),
-            networks)
+    return (entries, next(iter(crops.values())), max(e["input_size"] for e in entries), networks)
 
 
 def _onnx_export(module: nn.Module, example: Any, path: Path, say: Callable[[str], None]) -> str:
@@ -322,8 +386,14 @@ def _onnx_export(module: nn.Module, example: Any, path: Path, say: Callable[[str
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (example,), str(path), dynamo=True, verbose=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=external,
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                verbose=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                external_data=external,
                 dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}},
             )
         return "torch.onnx.export(dynamo=True)"
@@ -334,8 +404,13 @@ def _onnx_export(module: nn.Module, example: Any, path: Path, say: Callable[[str
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (example,), str(path), dynamo=False, opset_version=18,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=18,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
         return "torch.onnx.export(dynamo=False, opset 18)"
@@ -385,8 +460,12 @@ def _parity(module: nn.Module, out: Path, size: int, batches: Sequence[int]) -> 
         ort_out = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
         worst["onnxruntime"] = max(worst["onnxruntime"], float(np.abs(ort_out - ref).max()))
         worst["torchscript"] = max(worst["torchscript"], float(np.abs(ts - ref).max()))
-    return {"max_abs_diff_vs_eager": worst, "batches": list(batches), "atol": PARITY_ATOL,
-            "input": "uniform random [0, 1] images, seed 0"}
+    return {
+        "max_abs_diff_vs_eager": worst,
+        "batches": list(batches),
+        "atol": PARITY_ATOL,
+        "input": "uniform random [0, 1] images, seed 0",
+    }
 
 
 @contextlib.contextmanager
@@ -431,13 +510,20 @@ def export_ensemble(
         manifest["parity"] = _checked_parity(module, tmp, size)
         atomic_write_json(tmp / MANIFEST_FILE, manifest)
     worst = manifest["parity"]["max_abs_diff_vs_eager"]
-    say(f"exported {spec.method} to {out} (onnxruntime max |diff| {worst['onnxruntime']:.2e}, "
-        f"TorchScript {worst['torchscript']:.2e})")
+    say(
+        f"exported {spec.method} to {out} (onnxruntime max |diff| {worst['onnxruntime']:.2e}, "
+        f"TorchScript {worst['torchscript']:.2e})"
+    )
     return out
 
 
-def _manifest(spec: ExportSpec, members: list[dict[str, Any]], crop: Mapping[str, Any],
-              size: int, metrics: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    spec: ExportSpec,
+    members: list[dict[str, Any]],
+    crop: Mapping[str, Any],
+    size: int,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
     """The manifest, less the files and parity the export adds once they exist."""
     from trainers.metrics import positive_index
 
@@ -453,15 +539,26 @@ def _manifest(spec: ExportSpec, members: list[dict[str, Any]], crop: Mapping[str
         "class_names": spec.class_names,
         "positive_class": spec.class_names[pos] if k == 2 else None,
         "threshold": spec.threshold,
-        "decision": (f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the "
-                     "other class" if spec.threshold is not None and k == 2
-                     else "argmax of probs"),
+        "decision": (
+            f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the other class"
+            if spec.threshold is not None and k == 2
+            else "argmax of probs"
+        ),
         "combine": spec.combiner.description,
         "combiner": spec.combiner.to_json(),
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
-                  "layout": "NCHW", "channel_order": "RGB", "range": [0.0, 1.0]},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", k],
-                   "meaning": "ensemble class probabilities in class_names order"},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, size, size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channel_order": "RGB",
+            "range": [0.0, 1.0],
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", k],
+            "meaning": "ensemble class probabilities in class_names order",
+        },
         "preprocessing": _preprocessing(crop, size),
         "members": members,
         "dropped_members": spec.dropped,
@@ -474,10 +571,17 @@ def _files(folder: Path, exporter: str) -> dict[str, Any]:
     """The manifest's ``files``: the graphs, how the ONNX one was made and its opsets."""
     import onnx
 
-    opset = {o.domain or "ai.onnx": o.version
-             for o in onnx.load(str(folder / ONNX_FILE), load_external_data=False).opset_import}
-    return {"onnx": ONNX_FILE, "onnx_exporter": exporter, "onnx_opset": opset,
-            "torchscript": TORCHSCRIPT_FILE, "members": f"{MEMBERS_DIR}/<trial_id>/"}
+    opset = {
+        o.domain or "ai.onnx": o.version
+        for o in onnx.load(str(folder / ONNX_FILE), load_external_data=False).opset_import
+    }
+    return {
+        "onnx": ONNX_FILE,
+        "onnx_exporter": exporter,
+        "onnx_opset": opset,
+        "torchscript": TORCHSCRIPT_FILE,
+        "members": f"{MEMBERS_DIR}/<trial_id>/",
+    }
 
 
 def _checked_parity(module: nn.Module, folder: Path, size: int) -> dict[str, Any]:

@@ -187,13 +187,23 @@ def build_members(
     return members
 
 
-def _checked_sets(sets: list[PredictionSet], ref_classes: tuple[str, ...], skip_bad: bool,
-                  say: Callable[[str], None]) -> list[PredictionSet]:
+def _checked_sets(
+    sets: list[PredictionSet],
+    ref_classes: tuple[str, ...],
+    skip_bad: bool,
+    say: Callable[[str], None],
+) -> list[PredictionSet]:
     """The sets with the majority's class names, validation rows and test samples."""
-    bad = [([s], f"class names {s.class_names} differ from {list(ref_classes)}")
-           for s in sets if tuple(s.class_names) != ref_classes]
-    bad += [([s], "has no validation ('val') predictions; the ensemble is fitted on them")
-            for s in sets if s.split("val").empty]
+    bad = [
+        ([s], f"class names {s.class_names} differ from {list(ref_classes)}")
+        for s in sets
+        if tuple(s.class_names) != ref_classes
+    ]
+    bad += [
+        ([s], "has no validation ('val') predictions; the ensemble is fitted on them")
+        for s in sets
+        if s.split("val").empty
+    ]
     dropped = _reject(bad, skip_bad, say)
     sets = [s for s in sets if id(s) not in dropped]
     with_test = [s for s in sets if not s.split("test").empty]
@@ -201,17 +211,27 @@ def _checked_sets(sets: list[PredictionSet], ref_classes: tuple[str, ...], skip_
         return sets
     keys = {id(s): tuple(sorted(s.split("test")["sample_id"])) for s in with_test}
     ref = _majority(list(keys.values()))
-    bad = [([s], f"predicts {len(keys[id(s)])} test samples that differ from the "
-            f"{len(ref)} most trials predict; ensemble only trials of the same data split")
-           for s in with_test if keys[id(s)] != ref]
-    bad += [([s], "has no test predictions while other trials have")
-            for s in sets if s.split("test").empty]
+    bad = [
+        (
+            [s],
+            f"predicts {len(keys[id(s)])} test samples that differ from the "
+            f"{len(ref)} most trials predict; ensemble only trials of the same data split",
+        )
+        for s in with_test
+        if keys[id(s)] != ref
+    ]
+    bad += [
+        ([s], "has no test predictions while other trials have")
+        for s in sets
+        if s.split("test").empty
+    ]
     dropped = _reject(bad, skip_bad, say)
     return [s for s in sets if id(s) not in dropped]
 
 
-def _grouped_members(sets: list[PredictionSet], skip_bad: bool,
-                     say: Callable[[str], None]) -> list[Member]:
+def _grouped_members(
+    sets: list[PredictionSet], skip_bad: bool, say: Callable[[str], None]
+) -> list[Member]:
     """One member per configuration: its folds' out-of-fold validation and mean test rows."""
     members: list[Member] = []
     bad_groups: list[tuple[list[PredictionSet], str]] = []
@@ -226,28 +246,36 @@ def _grouped_members(sets: list[PredictionSet], skip_bad: bool,
         except (EnsembleInputError, PredictionFileError) as exc:
             bad_groups.append((group, str(exc)))
             continue
-        members.append(Member(
-            trial_ids=[s.trial_id for s in group], backbone=group[0].backbone,
-            config=group[0].config, paths=[Path(s.path) for s in group if s.path], val=val,
-            test=test,
-        ))
+        members.append(
+            Member(
+                trial_ids=[s.trial_id for s in group],
+                backbone=group[0].backbone,
+                config=group[0].config,
+                paths=[Path(s.path) for s in group if s.path],
+                val=val,
+                test=test,
+            )
+        )
     _reject(bad_groups, skip_bad, say)
     if not members:
         raise EnsembleInputError("no ensemble members are left after checking the predictions")
     return members
 
 
-def _aligned_members(members: list[Member], sets: list[PredictionSet], skip_bad: bool,
-                     say: Callable[[str], None]) -> list[Member]:
+def _aligned_members(
+    members: list[Member], sets: list[PredictionSet], skip_bad: bool, say: Callable[[str], None]
+) -> list[Member]:
     """The members that cover the majority's validation samples with the same labels."""
     ref_ids = _majority([tuple(m.val.sample_ids) for m in members])
     ref_member = next(m for m in members if tuple(m.val.sample_ids) == ref_ids)
     bad_members = []
     for m in members:
         if tuple(m.val.sample_ids) != ref_ids:
-            why = (f"out-of-fold validation samples ({len(m.val.sample_ids)}) differ from the "
-                   f"{len(ref_ids)} of most members; every member must cover the same "
-                   "validation samples (same folds of the same split)")
+            why = (
+                f"out-of-fold validation samples ({len(m.val.sample_ids)}) differ from the "
+                f"{len(ref_ids)} of most members; every member must cover the same "
+                "validation samples (same folds of the same split)"
+            )
         elif not np.array_equal(m.val.y, ref_member.val.y):
             why = "validation labels differ from other members'; were the label maps the same?"
         else:
@@ -280,6 +308,7 @@ def select_candidates(members: list[Member], spec: str, by: str = "wfs") -> list
     study's five networks); ``top-K`` the K best members overall; ids pick the members those
     trials belong to (any fold's trial id names its member). Order: best first.
     """
+
     def key(m: Member) -> float:
         v = m.val_scores.get(by, float("nan"))
         return -np.inf if np.isnan(v) else (-v if by == "logloss" else v)

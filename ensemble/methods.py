@@ -95,8 +95,10 @@ def member_scores(
         raise ValueError(f"metric must be one of {list(METRIC_KEYS)}, got {metric!r}")
     groups = np.zeros(P.shape[1], dtype=np.int64)
     return np.array(
-        [GroupedScorer(y, P[k], groups, class_names).scores(np.ones((1, 1)))[metric][0]
-         for k in range(len(P))]
+        [
+            GroupedScorer(y, P[k], groups, class_names).scores(np.ones((1, 1)))[metric][0]
+            for k in range(len(P))
+        ]
     )
 
 
@@ -358,8 +360,10 @@ class OptunaWeights(EnsembleMethod):
         import optuna
 
         return optuna.create_study(
-            storage=open_storage(self.storage), study_name=self.study_name,
-            direction=direction, load_if_exists=True,
+            storage=open_storage(self.storage),
+            study_name=self.study_name,
+            direction=direction,
+            load_if_exists=True,
         )
 
     def _enqueue_baselines(self, study: Any, names: list[str]) -> None:
@@ -379,20 +383,30 @@ class OptunaWeights(EnsembleMethod):
 
         if self.persist_every < 1:
             raise ValueError(f"`persist_every >= 1` must hold, got {self.persist_every}")
-        with tqdm(total=n_trials, desc="optuna weights", disable=not self.progress,
-                  unit="trial", leave=False) as bar:
+        with tqdm(
+            total=n_trials,
+            desc="optuna weights",
+            disable=not self.progress,
+            unit="trial",
+            leave=False,
+        ) as bar:
             left = n_trials
             sent: set[int] = set()
             while left > 0:
                 chunk = min(left, self.persist_every)
-                study.optimize(objective, n_trials=chunk,
-                               callbacks=[lambda _study, _trial: bar.update(1)])
+                study.optimize(
+                    objective, n_trials=chunk, callbacks=[lambda _study, _trial: bar.update(1)]
+                )
                 left -= chunk
                 if stored is not None:
                     # finished trials not yet copied (enqueued ones finish later than created)
-                    new = [t for t in study.get_trials(deepcopy=False)
-                           if t.number >= copied and t.number not in sent
-                           and t.state == optuna.trial.TrialState.COMPLETE]
+                    new = [
+                        t
+                        for t in study.get_trials(deepcopy=False)
+                        if t.number >= copied
+                        and t.number not in sent
+                        and t.state == optuna.trial.TrialState.COMPLETE
+                    ]
                     stored.add_trials(new)
                     sent.update(t.number for t in new)
 
@@ -518,9 +532,7 @@ METHODS: Registry[Callable[[MethodOptions], EnsembleMethod]] = Registry(
     "ensemble method", key="ensemble.methods"
 )
 
-METHODS.register("best_single")(
-    lambda o: BestSingle(metric=o.select_by, class_names=o.class_names)
-)
+METHODS.register("best_single")(lambda o: BestSingle(metric=o.select_by, class_names=o.class_names))
 METHODS.register("sap")(lambda o: SimpleAverage(class_names=o.class_names))
 for _metric in ("acc", "auc", "f1", "kappa"):
     METHODS.register(f"wen_{_metric}")(

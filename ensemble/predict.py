@@ -56,9 +56,13 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
         if p.is_file():
             found.append(p)
         elif p.is_dir():
-            inside = sorted(f for f in p.rglob("*")
-                            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            inside = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not inside:
                 raise PredictInputError(
                     f"folder {p} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); pass "
@@ -79,13 +83,17 @@ def _read(path: Path, crop: Any, size: int) -> tuple[np.ndarray | None, str | No
     try:
         return preprocess_image(path, crop, size), None
     except Image.DecompressionBombError as exc:
-        return None, (f"{path}: decompression bomb refused by PIL ({exc}); images over "
-                      f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels are never decoded")
+        return None, (
+            f"{path}: decompression bomb refused by PIL ({exc}); images over "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels are never decoded"
+        )
     except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
         return None, f"{path}: not a readable image ({type(exc).__name__}: {exc})"
 
 
-def _runner(model_dir: Path, manifest: dict[str, Any], backend: str) -> Callable[[np.ndarray], np.ndarray]:
+def _runner(
+    model_dir: Path, manifest: dict[str, Any], backend: str
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function from a float32 [n, 3, S, S] batch to [n, k] probabilities."""
     if backend == "onnx":
         session = onnx_session(model_dir / ONNX_FILE)
@@ -170,4 +178,3 @@ def _decide(probs: np.ndarray, classes: list[str], threshold: float | None) -> l
     else:
         idx = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
     return [classes[i] if good else None for i, good in zip(idx, ok)]
-

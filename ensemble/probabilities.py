@@ -46,15 +46,17 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 SPLITS = ("val", "val_crossfit", "test")
-SCHEMA = pa.schema([
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("sample_id", pa.string(), nullable=False),
-    pa.field("subject_id", pa.string(), nullable=True),
-    pa.field("label", pa.int64(), nullable=False),
-    pa.field("probs", pa.list_(pa.float64()), nullable=False),
-    pa.field("pred", pa.int64(), nullable=False),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("subject_id", pa.string(), nullable=True),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("probs", pa.list_(pa.float64()), nullable=False),
+        pa.field("pred", pa.int64(), nullable=False),
+    ]
+)
 
 
 class MethodProbabilitiesError(WenError, ValueError):
@@ -76,13 +78,17 @@ def method_rows(
     n = len(sample_ids)
     if not (len(subject_ids) == len(labels) == len(probs) == len(pred) == n):
         raise ValueError(f"{method}/{split}: ids, labels, probs and pred must have {n} rows")
-    return pd.DataFrame({
-        "method": method, "split": split, "sample_id": [str(s) for s in sample_ids],
-        "subject_id": [None if s is None else str(s) for s in subject_ids],
-        "label": np.asarray(labels, dtype=np.int64),
-        "probs": list(np.asarray(probs, dtype=np.float64)),
-        "pred": np.asarray(pred, dtype=np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "method": method,
+            "split": split,
+            "sample_id": [str(s) for s in sample_ids],
+            "subject_id": [None if s is None else str(s) for s in subject_ids],
+            "label": np.asarray(labels, dtype=np.int64),
+            "probs": list(np.asarray(probs, dtype=np.float64)),
+            "pred": np.asarray(pred, dtype=np.int64),
+        }
+    )
 
 
 def write_method_probabilities(
@@ -91,12 +97,18 @@ def write_method_probabilities(
     """Write every method's rows to ``path`` atomically (``trainers._atomic``)."""
     frame = pd.concat(list(rows), ignore_index=True)
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
-    table = table.replace_schema_metadata({
-        "class_names": json.dumps(list(class_names)),
-        "schema_version": str(SCHEMA_VERSION),
-    })
-    return atomic_write(Path(path), lambda fh: pq.write_table(table, fh, compression="zstd"),
-                        what="ensemble probabilities", then="run `wen ensemble` again")
+    table = table.replace_schema_metadata(
+        {
+            "class_names": json.dumps(list(class_names)),
+            "schema_version": str(SCHEMA_VERSION),
+        }
+    )
+    return atomic_write(
+        Path(path),
+        lambda fh: pq.write_table(table, fh, compression="zstd"),
+        what="ensemble probabilities",
+        then="run `wen ensemble` again",
+    )
 
 
 @dataclass

@@ -39,8 +39,17 @@ __all__ = [
 #: Metrics that do not depend on a decision threshold (tuning one for them means nothing).
 THRESHOLD_FREE = frozenset({"auc", "logloss"})
 #: Preference among methods that tie on the selection score: the simpler first.
-SIMPLICITY = ("best_single", "sap", "wen_acc", "wen_auc", "wen_f1", "wen_kappa", "greedy",
-              "optuna", "stacking")
+SIMPLICITY = (
+    "best_single",
+    "sap",
+    "wen_acc",
+    "wen_auc",
+    "wen_f1",
+    "wen_kappa",
+    "greedy",
+    "optuna",
+    "stacking",
+)
 
 
 @dataclass
@@ -59,8 +68,11 @@ class MethodResult:
 
     def probs(self, split: str) -> np.ndarray | None:
         """Probabilities on a split (``val``, ``val_crossfit``, ``test``)."""
-        return {"val": self.val_probs, "val_crossfit": self.crossfit_probs,
-                "test": self.test_probs}[split]
+        return {
+            "val": self.val_probs,
+            "val_crossfit": self.crossfit_probs,
+            "test": self.test_probs,
+        }[split]
 
     def labels(self, split: str, pos: int) -> np.ndarray:
         """Predicted classes on a split: argmax, or the tuned threshold where there is one."""
@@ -162,8 +174,9 @@ def crossfit_predict(
         probs[held_idx] = m.predict_proba(val.P[:, held_idx])
         t = None
         if threshold_metric is not None:
-            t = tune_threshold(val.y[fit_idx], m.predict_proba(val.P[:, fit_idx]),
-                               threshold_metric, class_names)
+            t = tune_threshold(
+                val.y[fit_idx], m.predict_proba(val.P[:, fit_idx]), threshold_metric, class_names
+            )
             thresholds.append(t)
         labels[held_idx] = labels_from_probs(probs[held_idx], t, pos)
     return probs, labels, n_folds, thresholds
@@ -250,14 +263,16 @@ def run_protocol(
             method, val, crossfit_folds, seed, threshold_metric, class_names
         )
         r = MethodResult(name, method, val_probs, cf_probs, cf_labels, test_probs, t, cf_t)
-        r.scores["val"] = score_predictions(val.y, val_probs, class_names,
-                                            None if t is None else r.labels("val", pos))
+        r.scores["val"] = score_predictions(
+            val.y, val_probs, class_names, None if t is None else r.labels("val", pos)
+        )
         r.scores["val_crossfit"] = score_predictions(
             val.y, cf_probs, class_names, cf_labels if threshold_metric else None
         )
         if test is not None:
-            r.scores["test"] = score_predictions(test.y, test_probs, class_names,
-                                                 None if t is None else r.labels("test", pos))
+            r.scores["test"] = score_predictions(
+                test.y, test_probs, class_names, None if t is None else r.labels("test", pos)
+            )
         notes += [f"{name}: {n}" for n in getattr(method, "notes_", [])]
         results[name] = r
     if folds_used < crossfit_folds:
@@ -266,7 +281,8 @@ def run_protocol(
             "predictions have too few subjects of some class"
         )
     chosen, why = choose_method(
-        {n: r.scores["val_crossfit"][select_by] for n, r in results.items()}, select_by,
+        {n: r.scores["val_crossfit"][select_by] for n, r in results.items()},
+        select_by,
         f" over {folds_used} subject-grouped folds",
     )
     return ProtocolResult(results, folds_used, chosen, select_by, why, notes)

@@ -163,36 +163,77 @@ def _run_locked(
     members = build_members(sets, settings.skip_bad_files, say)
     class_names = _class_names(sets, members)
     chosen_members = select_candidates(members, settings.candidates, by="wfs")
-    say(f"{len(members)} member(s); ensembling {len(chosen_members)}: "
-        + ", ".join(f"{m.backbone}:{m.name}" for m in chosen_members))
+    say(
+        f"{len(members)} member(s); ensembling {len(chosen_members)}: "
+        + ", ".join(f"{m.backbone}:{m.name}" for m in chosen_members)
+    )
     val = stack_members(chosen_members, "val")
     has_test = all(m.test is not None for m in chosen_members)
     test = stack_members(chosen_members, "test") if has_test else None
     if not has_test:
         say("no test predictions: only validation rows are reported")
 
-    storage = f"sqlite:///{(run_dir / RUN_LAYOUT.study_db).resolve()}"
-    options = method_options(settings, class_names, storage,
-                             _study_name(settings, chosen_members), progress)
-    methods = {n: create_method(n, options) for n in names}
-    protocol = run_protocol(
-        methods, val, test, class_names=class_names, crossfit_folds=settings.crossfit_folds,
-        seed=settings.seed, select_by=settings.select_by,
-        tune_thresholds=settings.tune_threshold, say=say,
+    protocol = _fit_methods(
+        run_dir, names, settings, chosen_members, val, test, class_names, progress, say
     )
-    for note in protocol.notes:
-        say(f"note: {note}")
 
     pos = positive_index(class_names, len(class_names))
     comparison = _comparison_table(protocol, chosen_members, val, test, class_names, settings, pos)
-    comparisons = _paired_table(protocol, test, class_names, settings, pos) if test is not None \
+    comparisons = (
+        _paired_table(protocol, test, class_names, settings, pos)
+        if test is not None
         else pd.DataFrame()
+    )
     chosen = _chosen(protocol, chosen_members, settings, class_names)
-    _write_outputs(run_dir, members, chosen_members, protocol, comparison, comparisons, chosen,
-                   val, test, class_names, pos)
+    _write_outputs(
+        run_dir,
+        members,
+        chosen_members,
+        protocol,
+        comparison,
+        comparisons,
+        chosen,
+        val,
+        test,
+        class_names,
+        pos,
+    )
     atomic_write_json(run_dir / RUN_LAYOUT.ensemble_settings, settings.model_dump(mode="json"))
     say(f"chosen: {chosen['method']} ({chosen['why']}); tables in {out_dir}")
     return EnsembleResult(out_dir, chosen_members, protocol, comparison, comparisons, chosen)
+
+
+def _fit_methods(
+    run_dir: Path,
+    names: list[str],
+    settings: EnsembleSettings,
+    members: Sequence[Member],
+    val: Any,
+    test: Any,
+    class_names: list[str],
+    progress: bool,
+    say: Callable[[str], None],
+) -> ProtocolResult:
+    """Every method built from the settings and run through the honest protocol."""
+    storage = f"sqlite:///{(run_dir / RUN_LAYOUT.study_db).resolve()}"
+    options = method_options(
+        settings, class_names, storage, _study_name(settings, members), progress
+    )
+    methods = {n: create_method(n, options) for n in names}
+    protocol = run_protocol(
+        methods,
+        val,
+        test,
+        class_names=class_names,
+        crossfit_folds=settings.crossfit_folds,
+        seed=settings.seed,
+        select_by=settings.select_by,
+        tune_thresholds=settings.tune_threshold,
+        say=say,
+    )
+    for note in protocol.notes:
+        say(f"note: {note}")
+    return protocol
 
 
 def _class_names(sets: Sequence[Any], members: Sequence[Member]) -> list[str]:
@@ -209,9 +250,9 @@ def _how(split: str, folds: int, n_boot: int, by_subject: bool, threshold: bool)
     rule = ", tuned threshold" if threshold else ""
     return {
         "val": f"fitted on val (OOF), scored on the same val predictions (optimistic){rule}; "
-               f"{boot}",
+        f"{boot}",
         "val_crossfit": f"fitted on {folds - 1} of {folds} subject-grouped val folds, scored on "
-                        f"the held-out fold{rule}; {boot}",
+        f"the held-out fold{rule}; {boot}",
         "test": f"fitted on val (OOF), scored on test{rule}; {boot}",
     }[split]
 
@@ -235,21 +276,29 @@ def _comparison_table(
                 continue
             tuned = r.threshold is not None
             boot = bootstrap_metrics(
-                arrays.y, r.probs(split), arrays.subject_ids, class_names,
-                n_boot=settings.bootstrap, seed=settings.seed,
+                arrays.y,
+                r.probs(split),
+                arrays.subject_ids,
+                class_names,
+                n_boot=settings.bootstrap,
+                seed=settings.seed,
                 pred=r.labels(split, pos) if tuned else None,
             )
             ci = boot.interval()
             row: dict[str, Any] = {
-                "method": name, "split": split, "members": member_names, "weights": weights,
+                "method": name,
+                "split": split,
+                "members": member_names,
+                "weights": weights,
                 "threshold": r.threshold,
             }
             for key in TABLE_METRICS:
                 row[key] = r.scores[split][key]
                 row[f"{key}_low"], row[f"{key}_high"] = ci[key]
             row["chosen"] = name == protocol.chosen
-            row["how"] = _how(split, protocol.crossfit_folds, settings.bootstrap,
-                              boot.by_subject, tuned)
+            row["how"] = _how(
+                split, protocol.crossfit_folds, settings.bootstrap, boot.by_subject, tuned
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -263,39 +312,74 @@ def _paired_table(
 ) -> pd.DataFrame:
     """Every method against each baseline on test: bootstrap differences, DeLong, McNemar."""
     rows = []
-    binary = len(class_names) == 2
     for base in BASELINES:
-        b = protocol.results[base]
-        for name, r in protocol.results.items():
-            if name == base:
-                continue
-            pred_a, pred_b = r.labels("test", pos), b.labels("test", pos)
-            diffs = paired_bootstrap(
-                test.y, r.test_probs, b.test_probs, test.subject_ids, class_names,
-                n_boot=settings.bootstrap, seed=settings.seed, pred_a=pred_a, pred_b=pred_b,
-            )
-            for metric in TABLE_METRICS:
-                d = diffs[metric]
-                row = {
-                    "split": "test", "method": name, "baseline": base, "metric": metric,
-                    "method_value": d["a"], "baseline_value": d["b"], "diff": d["diff"],
-                    "diff_low": d["low"], "diff_high": d["high"], "p_bootstrap": d["p"],
-                    "test": f"paired {settings.bootstrap}-resample subject bootstrap",
-                    "statistic": np.nan, "p_value": d["p"], "detail": "",
-                }
-                if metric == "auc" and binary:
-                    y_pos = (test.y == pos).astype(int)
-                    dl = delong_test(y_pos, r.test_probs[:, pos], b.test_probs[:, pos])
-                    row.update(test="DeLong (fast, Sun & Xu 2014; cells independent)",
-                               statistic=dl.z, p_value=dl.p, detail=f"se={dl.se:.5f}")
-                elif metric == "acc":
-                    mc = mcnemar_test(test.y, pred_a, pred_b)
-                    row.update(test="McNemar, exact binomial (scipy binomtest; cells independent)",
-                               statistic=np.nan, p_value=mc.p,
-                               detail=f"only_method_right={mc.only_a}; "
-                                      f"only_baseline_right={mc.only_b}")
-                rows.append(row)
+        for name in protocol.results:
+            if name != base:
+                rows += _paired_rows(protocol, name, base, test, class_names, settings, pos)
     return pd.DataFrame(rows)
+
+
+def _paired_rows(
+    protocol: ProtocolResult,
+    name: str,
+    base: str,
+    test: Any,
+    class_names: Sequence[str],
+    settings: EnsembleSettings,
+    pos: int,
+) -> list[dict[str, Any]]:
+    """Method ``name`` against baseline ``base`` on test, one row per metric."""
+    r, b = protocol.results[name], protocol.results[base]
+    pred_a, pred_b = r.labels("test", pos), b.labels("test", pos)
+    diffs = paired_bootstrap(
+        test.y,
+        r.test_probs,
+        b.test_probs,
+        test.subject_ids,
+        class_names,
+        n_boot=settings.bootstrap,
+        seed=settings.seed,
+        pred_a=pred_a,
+        pred_b=pred_b,
+    )
+    rows = []
+    for metric in TABLE_METRICS:
+        d = diffs[metric]
+        row = {
+            "split": "test",
+            "method": name,
+            "baseline": base,
+            "metric": metric,
+            "method_value": d["a"],
+            "baseline_value": d["b"],
+            "diff": d["diff"],
+            "diff_low": d["low"],
+            "diff_high": d["high"],
+            "p_bootstrap": d["p"],
+            "test": f"paired {settings.bootstrap}-resample subject bootstrap",
+            "statistic": np.nan,
+            "p_value": d["p"],
+            "detail": "",
+        }
+        if metric == "auc" and len(class_names) == 2:
+            y_pos = (test.y == pos).astype(int)
+            dl = delong_test(y_pos, r.test_probs[:, pos], b.test_probs[:, pos])
+            row.update(
+                test="DeLong (fast, Sun & Xu 2014; cells independent)",
+                statistic=dl.z,
+                p_value=dl.p,
+                detail=f"se={dl.se:.5f}",
+            )
+        elif metric == "acc":
+            mc = mcnemar_test(test.y, pred_a, pred_b)
+            row.update(
+                test="McNemar, exact binomial (scipy binomtest; cells independent)",
+                statistic=np.nan,
+                p_value=mc.p,
+                detail=f"only_method_right={mc.only_a}; only_baseline_right={mc.only_b}",
+            )
+        rows.append(row)
+    return rows
 
 
 def _weights_by_member(weights: np.ndarray, members: Sequence[Member]) -> dict[str, float]:
@@ -318,8 +402,13 @@ def _chosen(
         "val_fitted_score": r.scores["val"][settings.select_by],
         "threshold": r.threshold,
         "members": [
-            {"name": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone,
-             "weight": float(w), "files": [str(p) for p in m.paths]}
+            {
+                "name": m.name,
+                "trial_ids": m.trial_ids,
+                "backbone": m.backbone,
+                "weight": float(w),
+                "files": [str(p) for p in m.paths],
+            }
             for m, w in zip(members, r.method.weights_)
         ],
         "class_names": list(class_names),
@@ -328,8 +417,9 @@ def _chosen(
 
 def _weights_json(protocol: ProtocolResult, members: Sequence[Member]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "members": [{"name": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone}
-                    for m in members],
+        "members": [
+            {"name": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone} for m in members
+        ],
         "methods": {},
     }
     for name, r in protocol.results.items():
@@ -349,7 +439,9 @@ def _weights_json(protocol: ProtocolResult, members: Sequence[Member]) -> dict[s
     return out
 
 
-def _probability_rows(protocol: ProtocolResult, val: Any, test: Any, pos: int) -> list[pd.DataFrame]:
+def _probability_rows(
+    protocol: ProtocolResult, val: Any, test: Any, pos: int
+) -> list[pd.DataFrame]:
     """Each method's probabilities and decisions on every split it was scored on."""
     rows = []
     for name, r in protocol.results.items():
@@ -358,8 +450,17 @@ def _probability_rows(protocol: ProtocolResult, val: Any, test: Any, pos: int) -
             probs = r.probs(split)
             if arrays is None or probs is None:
                 continue
-            rows.append(method_rows(name, split, arrays.sample_ids, arrays.subject_ids,
-                                    arrays.y, probs, r.labels(split, pos)))
+            rows.append(
+                method_rows(
+                    name,
+                    split,
+                    arrays.sample_ids,
+                    arrays.subject_ids,
+                    arrays.y,
+                    probs,
+                    r.labels(split, pos),
+                )
+            )
     return rows
 
 
@@ -374,8 +475,15 @@ def _confusion(
         cm = np.bincount(test.y[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
         for i in range(k):
             for j in range(k):
-                rows.append({"method": name, "split": "test", "true": class_names[i],
-                             "predicted": class_names[j], "count": int(cm[i, j])})
+                rows.append(
+                    {
+                        "method": name,
+                        "split": "test",
+                        "true": class_names[i],
+                        "predicted": class_names[j],
+                        "count": int(cm[i, j]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -433,13 +541,19 @@ def _write_outputs(
     table["trial_ids"] = table["trial_ids"].map(";".join)
     atomic_write_text(run_dir / RUN_LAYOUT.members_table, table.to_csv(index=False))
     atomic_write_text(run_dir / RUN_LAYOUT.comparison, comparison.to_csv(index=False))
-    atomic_write_text(run_dir / RUN_LAYOUT.comparison_md,
-                      _markdown(comparison, chosen, protocol.notes))
+    atomic_write_text(
+        run_dir / RUN_LAYOUT.comparison_md, _markdown(comparison, chosen, protocol.notes)
+    )
     if test is not None:
         atomic_write_text(run_dir / RUN_LAYOUT.comparisons, comparisons.to_csv(index=False))
-        atomic_write_text(run_dir / RUN_LAYOUT.confusion,
-                          _confusion(protocol, test, class_names, pos).to_csv(index=False))
+        atomic_write_text(
+            run_dir / RUN_LAYOUT.confusion,
+            _confusion(protocol, test, class_names, pos).to_csv(index=False),
+        )
     atomic_write_json(run_dir / RUN_LAYOUT.ensemble_weights, _weights_json(protocol, members))
-    write_method_probabilities(run_dir / RUN_LAYOUT.ensemble_probabilities,
-                               _probability_rows(protocol, val, test, pos), class_names)
+    write_method_probabilities(
+        run_dir / RUN_LAYOUT.ensemble_probabilities,
+        _probability_rows(protocol, val, test, pos),
+        class_names,
+    )
     atomic_write_json(run_dir / RUN_LAYOUT.chosen, chosen)

@@ -148,7 +148,9 @@ class RunInputs:
             return [str(t) for t in self.results["trial_id"].dropna()]
         except MissingInput:
             pred = self.run_dir / RUN_LAYOUT.predictions
-            return sorted(p.stem for p in pred.glob("*.parquet") if not p.name.startswith((".", "_")))
+            return sorted(
+                p.stem for p in pred.glob("*.parquet") if not p.name.startswith((".", "_"))
+            )
 
     def backbone_of(self, trial_id: str) -> str:
         """A trial's backbone: searched value, else its model config, else the run config."""
@@ -211,8 +213,9 @@ class RunInputs:
             result = {}
             for tag in acc.Tags().get("scalars", []):
                 events = acc.Scalars(tag)
-                frame = pd.DataFrame({"step": [e.step for e in events],
-                                      "value": [e.value for e in events]})
+                frame = pd.DataFrame(
+                    {"step": [e.step for e in events], "value": [e.value for e in events]}
+                )
                 # a resumed trial re-reports epochs: the last write of a step wins
                 result[tag] = frame.drop_duplicates("step", keep="last").sort_values("step")
         self._tb_cache[trial_id] = result
@@ -244,7 +247,9 @@ class RunInputs:
             return None
         if "epoch" not in frame:
             return None
-        return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+        return (
+            frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+        )
 
     # ------------------------------------------------------------------------- ensemble
 
@@ -294,8 +299,7 @@ class RunInputs:
         from ensemble import EnsembleSettings
 
         used = self.run_dir / RUN_LAYOUT.ensemble_settings
-        raw = _read_json(used) if used.is_file() else \
-            self.config_or_empty().get("ensemble") or {}
+        raw = _read_json(used) if used.is_file() else self.config_or_empty().get("ensemble") or {}
         try:
             return EnsembleSettings.model_validate(raw)
         except ValueError:
@@ -309,8 +313,9 @@ class RunInputs:
         from ensemble.members import build_members, load_prediction_sets
 
         try:
-            sets = load_prediction_sets(self.run_dir / RUN_LAYOUT.predictions, skip_bad=True,
-                                        say=self.say)
+            sets = load_prediction_sets(
+                self.run_dir / RUN_LAYOUT.predictions, skip_bad=True, say=self.say
+            )
             return build_members(sets, skip_bad=True, say=self.say)
         except (ValueError, OSError) as exc:  # EnsembleInputError / PredictionFileError
             raise MissingInput(f"no usable predictions: {exc}") from None
@@ -364,7 +369,10 @@ class RunInputs:
         except ValueError as exc:
             raise MissingInput(f"the members have no {split!r} predictions ({exc})") from None
         out = MethodPredictions(
-            split=split, y=arrays.y, sample_ids=arrays.sample_ids, subject_ids=arrays.subject_ids,
+            split=split,
+            y=arrays.y,
+            sample_ids=arrays.sample_ids,
+            subject_ids=arrays.subject_ids,
             members={self.member_label(m): arrays.P[i] for i, m in enumerate(members)},
             methods={},
         )

@@ -60,8 +60,12 @@ class PageCheck:
     @property
     def ok(self) -> bool:
         """Loaded, every image decoded, no error and no console message."""
-        return (self.checked and self.broken_images == 0 and self.console_errors == 0
-                and not self.console_messages)
+        return (
+            self.checked
+            and self.broken_images == 0
+            and self.console_errors == 0
+            and not self.console_messages
+        )
 
 
 def chromium_path() -> str:
@@ -85,7 +89,9 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise BrowserError(f"chromium did not finish within {timeout:g} s: {' '.join(cmd)}") from None
+            raise BrowserError(
+                f"chromium did not finish within {timeout:g} s: {' '.join(cmd)}"
+            ) from None
 
 
 def _attr(dom: str, tag: str, name: str) -> str | None:
@@ -123,8 +129,13 @@ def screenshot_html(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     proc = _run(
-        [f"--window-size={width},{height}", "--hide-scrollbars", "--virtual-time-budget=10000",
-         f"--screenshot={out}", page.as_uri()],
+        [
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+            f"--screenshot={out}",
+            page.as_uri(),
+        ],
         timeout,
     )
     if proc.returncode != 0 or not out.is_file():

@@ -48,17 +48,22 @@ def build_section(ctx: ReportContext, module: ModuleType) -> Section:
 
 
 def _summary(run: RunInputs) -> list[Any]:
-    blocks: list[Any] = [Text(
-        f"Run folder: `{run.run_dir}`. Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by "
-        "`wen report`. Tables are also in `tables/` as CSV and LaTeX, figures in `figures/`.")]
+    blocks: list[Any] = [
+        Text(
+            f"Run folder: `{run.run_dir}`. Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by "
+            "`wen report`. Tables are also in `tables/` as CSV and LaTeX, figures in `figures/`."
+        )
+    ]
     try:
         chosen = run.chosen
         comp = run.comparison
         row = comp[(comp["method"] == chosen.get("method")) & (comp["split"] == "test")]
         if not row.empty:
             r = row.iloc[0]
-            parts = ", ".join(f"{HEADERS[k]} {format_interval(r[k], r[f'{k}_low'], r[f'{k}_high'])}"
-                              for k in ("wfs", "ba", "auc"))
+            parts = ", ".join(
+                f"{HEADERS[k]} {format_interval(r[k], r[f'{k}_low'], r[f'{k}_high'])}"
+                for k in ("wfs", "ba", "auc")
+            )
             blocks.append(Text(f"Chosen ensemble: **{chosen['method']}**; on test: {parts}."))
     except (MissingInput, KeyError):
         pass
@@ -89,8 +94,9 @@ def build_report(
     for folder in (figures_dir, tables_dir):  # stale files of an earlier build must not linger
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-    ctx = ReportContext(run, out, figures_dir, tables_dir, progress, say, gradcam, gradcam_images,
-                        device)
+    ctx = ReportContext(
+        run, out, figures_dir, tables_dir, progress, say, gradcam, gradcam_images, device
+    )
     sections: list[Section] = []
     with tqdm(total=len(SECTIONS) + 1, desc="wen report", unit="step", disable=not progress) as bar:
         for module in SECTIONS:

@@ -49,15 +49,20 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
 
 def _is_numeric(values: pd.Series) -> bool:
     converted = pd.to_numeric(values.dropna(), errors="coerce")
-    return len(converted) > 0 and converted.notna().all() and values.dropna().map(
-        lambda v: not isinstance(v, bool)).all()
+    return (
+        len(converted) > 0
+        and converted.notna().all()
+        and values.dropna().map(lambda v: not isinstance(v, bool)).all()
+    )
 
 
 # ------------------------------------------------------------------------------- search
 
 
 def hyperparameter_figure(
-    results: pd.DataFrame, keys: Sequence[str], metric: str = "val_wfs",
+    results: pd.DataFrame,
+    keys: Sequence[str],
+    metric: str = "val_wfs",
     log_keys: Sequence[str] = (),
 ) -> Figure:
     """Small multiples: each searched hyperparameter against the validation metric.
@@ -85,8 +90,15 @@ def hyperparameter_figure(
             labels = sorted({str(v) for v in x})
             pos = {v: i for i, v in enumerate(labels)}
             xi = np.array([pos[str(v)] for v in x], dtype=float)
-            ax.scatter(xi + rng.uniform(-0.15, 0.15, len(xi)), y, s=28, alpha=0.8,
-                       color="tab:blue", edgecolor="k", linewidth=0.4)
+            ax.scatter(
+                xi + rng.uniform(-0.15, 0.15, len(xi)),
+                y,
+                s=28,
+                alpha=0.8,
+                color="tab:blue",
+                edgecolor="k",
+                linewidth=0.4,
+            )
             for label, i in pos.items():
                 mean = y[np.array([str(v) == label for v in x])].mean()
                 ax.hlines(mean, i - 0.3, i + 0.3, color="tab:red", linewidth=2)
@@ -94,7 +106,7 @@ def hyperparameter_figure(
         ax.set_title(key, fontsize=10)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     fig.suptitle(f"Searched hyperparameters against {metric} (red: mean of a choice)")
     return fig
@@ -159,8 +171,11 @@ def learning_curves_figure(
 
 
 def early_stopping_figure(
-    trials: Sequence[str], epochs_run: Sequence[float], best_epochs: Sequence[float],
-    stopped: Sequence[bool], max_epochs: int | None,
+    trials: Sequence[str],
+    epochs_run: Sequence[float],
+    best_epochs: Sequence[float],
+    stopped: Sequence[bool],
+    max_epochs: int | None,
 ) -> Figure:
     """Epochs each trial ran (bars; orange = stopped early) against the maximum (dotted)."""
     n = len(trials)
@@ -169,8 +184,9 @@ def early_stopping_figure(
     y = np.arange(n)
     colors = ["tab:orange" if s else "tab:blue" for s in stopped]
     ax.barh(y, epochs_run, color=colors, edgecolor="k", linewidth=0.4)
-    ax.scatter(best_epochs, y, marker="*", s=70, color="gold", edgecolor="k", zorder=3,
-               label="best epoch")
+    ax.scatter(
+        best_epochs, y, marker="*", s=70, color="gold", edgecolor="k", zorder=3, label="best epoch"
+    )
     if max_epochs:
         ax.axvline(max_epochs, color="grey", linestyle=":", label=f"max epochs ({max_epochs})")
     ax.set_yticks(y, list(trials), fontsize=7)
@@ -198,14 +214,21 @@ def confusion_figure(matrices: Mapping[str, np.ndarray], class_names: Sequence[s
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{int(cm[i, j])}\n{100 * share[i, j]:.1f}%", ha="center",
-                        va="center", fontsize=8, color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(cm[i, j])}\n{100 * share[i, j]:.1f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
         ax.set_xticks(range(k), list(class_names), fontsize=8)
         ax.set_yticks(range(k), list(class_names), fontsize=8)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
         ax.set_title(name, fontsize=8)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.suptitle("Confusion matrices on test (count, share of the true class)")
     return fig
@@ -216,11 +239,16 @@ def _style(kind: str, i: int) -> dict[str, Any]:
     from matplotlib import colormaps
 
     color = colormaps[cmap](i % colormaps[cmap].N)
-    return {"color": color, "linestyle": "--" if kind == "member" else "-",
-            "linewidth": 1.2 if kind == "member" else 1.6}
+    return {
+        "color": color,
+        "linestyle": "--" if kind == "member" else "-",
+        "linewidth": 1.2 if kind == "member" else 1.6,
+    }
 
 
-def roc_figure(curves: Sequence[tuple[str, str, np.ndarray, np.ndarray, float]], title: str) -> Figure:
+def roc_figure(
+    curves: Sequence[tuple[str, str, np.ndarray, np.ndarray, float]], title: str
+) -> Figure:
     """ROC curves: ``(name, kind, fpr, tpr, auc)`` with kind ``member`` (dashed) or ``ensemble``."""
     fig = _figure(7.0, 6.0)
     ax = fig.add_subplot()
@@ -246,8 +274,14 @@ def calibration_figure(
     ax = fig.add_subplot()
     counters = {"member": 0, "ensemble": 0}
     for name, kind, mean_pred, observed, brier, ece in curves:
-        ax.plot(mean_pred, observed, marker="o", ms=3,
-                label=f"{name} (Brier {brier:.3f}, ECE {ece:.3f})", **_style(kind, counters[kind]))
+        ax.plot(
+            mean_pred,
+            observed,
+            marker="o",
+            ms=3,
+            label=f"{name} (Brier {brier:.3f}, ECE {ece:.3f})",
+            **_style(kind, counters[kind]),
+        )
         counters[kind] += 1
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
     ax.set_xlim(0, 1)

@@ -108,6 +108,7 @@ def find_gradcam_target(model: nn.Module, input_size: int | None = None) -> Grad
         def record(module: nn.Module, _inputs: Any, output: Any) -> None:
             if isinstance(output, torch.Tensor) and output.ndim == 4:
                 seen.append((name, module, tuple(output.shape)))
+
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in root.named_modules() if m is not root]
@@ -168,10 +169,12 @@ def gradcam_maps(
     training = model.training
     model.eval()
     try:
-        with GradCAM(model=model, target_layers=[target.layer],
-                     reshape_transform=target.reshape_transform()) as cam:
-            maps = cam(input_tensor=inputs,
-                       targets=[ClassifierOutputTarget(int(c)) for c in classes])
+        with GradCAM(
+            model=model, target_layers=[target.layer], reshape_transform=target.reshape_transform()
+        ) as cam:
+            maps = cam(
+                input_tensor=inputs, targets=[ClassifierOutputTarget(int(c)) for c in classes]
+            )
     finally:
         model.train(training)
     return np.nan_to_num(np.asarray(maps, dtype=np.float32))
@@ -251,5 +254,7 @@ def resize_map(cam: np.ndarray, size: int) -> np.ndarray:
     if cam.shape == (size, size):
         return cam
     t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
-    out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    out = torch.nn.functional.interpolate(
+        t, size=(size, size), mode="bilinear", align_corners=False
+    )
     return out[0, 0].numpy()

@@ -98,7 +98,9 @@ def _md_block(block: Block, base: Path) -> list[str]:
         return [f"> **Note:** {block.text}", ""]
     if isinstance(block, Figure):
         return [f"![{block.caption}]({_rel(block.path, base)})", "", f"*{block.caption}*", ""]
-    links = " · ".join(f"[{p.suffix[1:].upper()}]({_rel(p, base)})" for p in (block.csv, block.tex) if p)
+    links = " · ".join(
+        f"[{p.suffix[1:].upper()}]({_rel(p, base)})" for p in (block.csv, block.tex) if p
+    )
     return [f"**{block.caption}** ({links})", "", markdown_table(block.frame), ""]
 
 
@@ -152,15 +154,20 @@ def _html_block(block: Block, base: Path) -> str:
         return f'<div class="note"><strong>Note:</strong> {_inline(block.text)}</div>'
     if isinstance(block, Figure):
         alt = html.escape(block.caption, quote=True)
-        return (f'<figure><img src="{_data_uri(block.path)}" alt="{alt}">'
-                f"<figcaption>{_inline(block.caption)}</figcaption></figure>")
+        return (
+            f'<figure><img src="{_data_uri(block.path)}" alt="{alt}">'
+            f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
+        )
     links = "".join(
         f'<a href="{html.escape(_rel(p, base), quote=True)}">{p.suffix[1:].upper()}</a>'
-        for p in (block.csv, block.tex) if p
+        for p in (block.csv, block.tex)
+        if p
     )
     table = block.frame.to_html(index=False, border=0, na_rep="", escape=True)
-    return (f'<div class="caption">{_inline(block.caption)}<span class="files">{links}</span></div>'
-            f"{table}")
+    return (
+        f'<div class="caption">{_inline(block.caption)}<span class="files">{links}</span></div>'
+        f"{table}"
+    )
 
 
 def render_html(title: str, intro: list[Block], sections: list[Section], base: Path) -> str:

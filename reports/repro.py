@@ -17,18 +17,38 @@ __all__ = ["PACKAGES", "git_state", "hardware", "package_versions", "seeds", "sp
 
 #: Distributions whose versions decide a run's numbers.
 PACKAGES = (
-    "wen-search", "torch", "torchvision", "timm", "numpy", "pandas", "pyarrow", "scikit-learn",
-    "scipy", "ray", "optuna", "safetensors", "pillow", "grad-cam", "matplotlib", "tensorboard",
+    "wen-search",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "scipy",
+    "ray",
+    "optuna",
+    "safetensors",
+    "pillow",
+    "grad-cam",
+    "matplotlib",
+    "tensorboard",
 )
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
     """``commit`` (``git rev-parse HEAD``) and ``dirty`` of the project checkout, when it is one."""
+
     def git(*args: str) -> str | None:
         try:
-            proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                                  timeout=10, check=False)
+            proc = subprocess.run(
+                ["git", "-C", str(root), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None
@@ -75,6 +95,7 @@ def hardware() -> dict[str, str]:
 
 def seeds(config: dict[str, Any], trial_configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Every seed of the run config, and trial seeds where a trial differs from the run."""
+
     def get(d: dict[str, Any], dotted: str) -> Any:
         for part in dotted.split("."):
             if not isinstance(d, dict) or part not in d:
@@ -100,9 +121,18 @@ def split_hashes(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for trial_id, frame in sorted(frames.items()):
         for split, part in frame.groupby("split", sort=True):
-            lines = sorted(f"{s}\t{j}\t{y}" for s, j, y in
-                           zip(part["sample_id"], part["subject_id"], part["label"]))
+            lines = sorted(
+                f"{s}\t{j}\t{y}"
+                for s, j, y in zip(part["sample_id"], part["subject_id"], part["label"])
+            )
             digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-            rows.append({"trial_id": trial_id, "split": split, "cells": len(part),
-                         "subjects": part["subject_id"].nunique(), "sha256_16": digest})
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "split": split,
+                    "cells": len(part),
+                    "subjects": part["subject_id"].nunique(),
+                    "sha256_16": digest,
+                }
+            )
     return pd.DataFrame(rows, columns=["trial_id", "split", "cells", "subjects", "sha256_16"])

@@ -17,11 +17,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Table", "format_interval", "latex_escape", "latex_table", "markdown_table", "write_table"]
+__all__ = [
+    "Table",
+    "format_interval",
+    "latex_escape",
+    "latex_table",
+    "markdown_table",
+    "write_table",
+]
 
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
 }
 
 
@@ -43,6 +58,7 @@ def latex_escape(text: str) -> str:
 
 def format_interval(value: Any, low: Any = None, high: Any = None, digits: int = 3) -> str:
     """``0.884 [0.850, 0.910]``; ``n/a`` for a missing value; no interval when it is missing."""
+
     def finite(v: Any) -> bool:
         try:
             return v is not None and math.isfinite(float(v))
@@ -67,13 +83,16 @@ def _cell(value: Any) -> str:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (pandas' ``to_markdown`` needs ``tabulate``; by hand)."""
+
     def esc(text: str) -> str:
         return text.replace("|", r"\|").replace("\n", " ")
 
     header = "| " + " | ".join(esc(str(c)) for c in frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(esc(_cell(v)) for v in row) + " |"
-            for row in frame.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(esc(_cell(v)) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
@@ -90,8 +109,13 @@ def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
     return "% requires \\usepackage{booktabs}\n" + body
 
 
-def write_table(frame: pd.DataFrame, name: str, tables_dir: Path, caption: str,
-                csv_frame: pd.DataFrame | None = None) -> Table:
+def write_table(
+    frame: pd.DataFrame,
+    name: str,
+    tables_dir: Path,
+    caption: str,
+    csv_frame: pd.DataFrame | None = None,
+) -> Table:
     """Write ``tables_dir/name.csv`` (``csv_frame`` when given: raw numbers) and ``name.tex``."""
     tables_dir.mkdir(parents=True, exist_ok=True)
     csv = tables_dir / f"{name}.csv"

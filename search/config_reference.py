@@ -37,7 +37,11 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [
+            a
+            for a in typing.get_args(annotation)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if len(models) == 1:
             return models[0]
     return None
@@ -91,13 +95,15 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> list[dict[str, s
         if sub is not None:
             rows += reference_rows(sub, prefix=f"{key}.")
             continue
-        rows.append({
-            "key": key,
-            "type": _type_name(field.annotation),
-            "default": _default(field),
-            "rule": _bounds(field),
-            "description": " ".join((field.description or "").split()),
-        })
+        rows.append(
+            {
+                "key": key,
+                "type": _type_name(field.annotation),
+                "default": _default(field),
+                "rule": _bounds(field),
+                "description": " ".join((field.description or "").split()),
+            }
+        )
     return rows
 
 
@@ -110,8 +116,12 @@ def config_reference() -> str:
         sections.setdefault(top, []).append(row)
     lines = [_HEADER]
     for section, items in sections.items():
-        lines += [f"## `{section}`" if section != "(top level)" else "## Top level", "",
-                  "| key | type | default | rule | description |", "|---|---|---|---|---|"]
+        lines += [
+            f"## `{section}`" if section != "(top level)" else "## Top level",
+            "",
+            "| key | type | default | rule | description |",
+            "|---|---|---|---|---|",
+        ]
         for r in items:
             desc = r["description"].replace("|", "\\|")
             lines.append(f"| `{r['key']}` | {r['type']} | {r['default']} | {r['rule']} | {desc} |")

@@ -96,8 +96,7 @@ def ensemble_verdict(
     better = [m for m in others.index if float(others.loc[m, "wfs"]) > single]
     parts = [
         f"{len(better)} of {len(others)} ensemble methods have a higher {split} WFS than the "
-        f"best single member ({single:.3f})"
-        + (f": {', '.join(better)}." if better else ".")
+        f"best single member ({single:.3f})" + (f": {', '.join(better)}." if better else ".")
     ]
     chosen = [m for m in rows.index if bool(rows.loc[m, "chosen"])]
     if chosen and chosen[0] != _BASELINE:
@@ -107,8 +106,10 @@ def ensemble_verdict(
         paired = None
         if comparisons is not None and not comparisons.empty:
             sel = comparisons[
-                (comparisons["split"] == split) & (comparisons["method"] == name)
-                & (comparisons["baseline"] == _BASELINE) & (comparisons["metric"] == "wfs")
+                (comparisons["split"] == split)
+                & (comparisons["method"] == name)
+                & (comparisons["baseline"] == _BASELINE)
+                & (comparisons["metric"] == "wfs")
             ]
             paired = sel.iloc[0] if len(sel) else None
         if paired is not None:
@@ -128,7 +129,9 @@ def ensemble_verdict(
     return " ".join(parts)
 
 
-def demo_config(out: Path, overrides: list[str] | None = None, source: Path = DEMO_CONFIG) -> object:
+def demo_config(
+    out: Path, overrides: list[str] | None = None, source: Path = DEMO_CONFIG
+) -> object:
     """The demo config with its synthetic data written to ``out/data``; ``--set`` applied last."""
     from search.run import load_search_config
 
@@ -138,6 +141,7 @@ def demo_config(out: Path, overrides: list[str] | None = None, source: Path = DE
 
 def _stopwatch(seconds: dict[str, float]) -> Callable[..., Any]:
     """``timed(stage, fn, *args, **kwargs)``: ``fn``'s result, its wall time in ``seconds``."""
+
     def timed(stage: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         start = time.monotonic()
         try:
@@ -177,8 +181,16 @@ def run_demo(
     assert config.data.synthetic is not None, "the demo config needs data.synthetic"
     data = timed("data", ensure_synthetic, config.data.synthetic, config.data.synthetic_dir)
     say(f"[demo] synthetic C-NMC dataset: {data}")
-    outcome = timed("search", run_search, config, storage=str(out), name="run",
-                    num_cpus=num_cpus, command=f"wen demo --out {out}", say=say)
+    outcome = timed(
+        "search",
+        run_search,
+        config,
+        storage=str(out),
+        name="run",
+        num_cpus=num_cpus,
+        command=f"wen demo --out {out}",
+        say=say,
+    )
     if outcome.errors:
         raise RuntimeError(
             f"{outcome.errors} demo trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}"
@@ -186,8 +198,9 @@ def run_demo(
     run_dir = out / "run"
     timed("ensemble", run_ensemble, run_dir, config.ensemble, say=say)
     onnx = Path(timed("export", export_ensemble, run_dir, say=say)) / "ensemble.onnx"
-    report = timed("report", build_report, run_dir, gradcam=gradcam, device="cpu",
-                   progress=False, say=say)
+    report = timed(
+        "report", build_report, run_dir, gradcam=gradcam, device="cpu", progress=False, say=say
+    )
 
     comparison = pd.read_csv(run_dir / RUN_LAYOUT.comparison)
     paired_path = run_dir / RUN_LAYOUT.comparisons

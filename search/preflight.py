@@ -40,7 +40,10 @@ class FoldPlan:
         for split in _SPLITS:
             imgs = self.images.get(split, {})
             subs = self.subjects.get(split, {})
-            shown = [f"{c} {n}/{subs.get(c, 0)}" if with_subjects else f"{c} {n}" for c, n in imgs.items()]
+            shown = [
+                f"{c} {n}/{subs.get(c, 0)}" if with_subjects else f"{c} {n}"
+                for c, n in imgs.items()
+            ]
             parts.append(f"{split}: {', '.join(shown) or 'empty'}")
         unit = "images/subjects per class" if with_subjects else "images per class; no subject ids"
         return f"fold {self.fold}: " + "; ".join(parts) + f" ({unit})"
@@ -68,7 +71,8 @@ class DatasetPlan:
 def _counts(part: pd.DataFrame, class_names: list[str]) -> tuple[dict[str, int], dict[str, int]]:
     images = {c: int((part["class_name"] == c).sum()) for c in class_names}
     subjects = {
-        c: int(part.loc[part["class_name"] == c, "subject_id"].dropna().nunique()) for c in class_names
+        c: int(part.loc[part["class_name"] == c, "subject_id"].dropna().nunique())
+        for c in class_names
     }
     return images, subjects
 

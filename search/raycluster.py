@@ -315,7 +315,9 @@ def resource_problems(
     if resources.memory_gb:
         need["memory"] = resources.memory_gb * _GIB
     fits = [
-        n for n in nodes if all(float(n.get("Resources", {}).get(k, 0)) >= v for k, v in need.items() if v)
+        n
+        for n in nodes
+        if all(float(n.get("Resources", {}).get(k, 0)) >= v for k, v in need.items() if v)
     ]
     if nodes and not fits and not problems:
         largest = max(

@@ -41,7 +41,16 @@ RESULT_COLUMNS = [
     "init_weights",
     "error",
 ]
-_METRICS = ["val_wfs", "val_acc", "val_ba", "val_auc", "val_kappa", "val_f1", "val_loss", "train_loss"]
+_METRICS = [
+    "val_wfs",
+    "val_acc",
+    "val_ba",
+    "val_auc",
+    "val_kappa",
+    "val_f1",
+    "val_loss",
+    "train_loss",
+]
 
 
 def history_frame(frame: pd.DataFrame | None) -> pd.DataFrame:
@@ -68,7 +77,9 @@ def _trial_row(result: Any, config: WenConfig, run: RunStorage | None) -> dict[s
     settings = config.search
     metrics = dict(result.metrics or {})
     history = history_frame(result.metrics_dataframe)
-    trial_id = metrics.get("trial_id") or (history["trial_id"].iloc[-1] if "trial_id" in history else None)
+    trial_id = metrics.get("trial_id") or (
+        history["trial_id"].iloc[-1] if "trial_id" in history else None
+    )
     searched = trial_overrides(dict(result.config or {}), settings.folds)
     best = best_row(history, settings.metric, settings.mode)
     last = history.iloc[-1] if not history.empty else pd.Series(metrics)
@@ -93,7 +104,11 @@ def _trial_row(result: Any, config: WenConfig, run: RunStorage | None) -> dict[s
     for key in settings.space:
         row[key] = searched.get(key)
     for name in _METRICS:
-        row[name] = float(best[name]) if best is not None and name in best and pd.notna(best[name]) else np.nan
+        row[name] = (
+            float(best[name])
+            if best is not None and name in best and pd.notna(best[name])
+            else np.nan
+        )
     return row
 
 

@@ -88,7 +88,9 @@ def _spec(config: WenConfig, run: RunStorage, train_fn_path: str) -> TrialSpec:
     )
 
 
-def resume_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def resume_differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = ""
+) -> list[str]:
     """Dotted keys whose values differ between two resolved configs."""
     keys = sorted(set(saved) | set(current))
     out: list[str] = []
@@ -150,8 +152,7 @@ def _check_dataset(config: WenConfig, say: Callable[[str], None]) -> None:
     if plan.problems:
         raise SearchError(
             "the search cannot start: the config does not fit the dataset or the weight "
-            "caches:\n  - "
-            + "\n  - ".join(plan.problems)
+            "caches:\n  - " + "\n  - ".join(plan.problems)
         )
 
 
@@ -241,8 +242,10 @@ def _set_aside_orphans(run: RunStorage, frame: pd.DataFrame) -> list[str]:
     """
     known = set(frame["trial_id"].astype(str)) if not frame.empty else set()
     orphans = [
-        name.removesuffix(".parquet") for name in run.list(RUN_LAYOUT.predictions)
-        if name.endswith(".parquet") and not name.startswith((".", "_"))
+        name.removesuffix(".parquet")
+        for name in run.list(RUN_LAYOUT.predictions)
+        if name.endswith(".parquet")
+        and not name.startswith((".", "_"))
         and name.removesuffix(".parquet") not in known
     ]
     if orphans:  # readers skip ``_``-prefixed names: the ensemble reads the known trials only
@@ -272,6 +275,43 @@ def absolute_env_paths(environ: dict[str, str] | os._Environ[str] = os.environ) 
     return changed
 
 
+def _tune_environment() -> None:
+    """Tune's settings that only environment variables reach."""
+    # Tune's new console output ignores a ProgressReporter; the classic table is concise
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # every epoch checkpoints, so Tune's "snapshotting too often" warning would fire constantly
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's restore knows only the trials of its last experiment snapshot (by default taken
+    # every 10 s or more): a trial that finished after it runs again after a driver crash.
+    # A snapshot a second at most keeps that window short; it is a few small files.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+
+
+def _trial_resources(config: WenConfig) -> dict[str, float]:
+    """What Ray reserves for each trial (``search.resources``)."""
+    resources: dict[str, float] = {
+        "cpu": config.search.resources.cpus,
+        "gpu": config.search.resources.gpus,
+    }
+    if config.search.resources.memory_gb:
+        resources["memory"] = config.search.resources.memory_gb * _GIB
+    return resources
+
+
+def _tidy_predictions(run: RunStorage, frame: Any, say: Callable[[str], None]) -> None:
+    """Remove killed trials' partial prediction files; set aside those of unknown trials."""
+    removed = _remove_partial_predictions(run)
+    if removed:
+        say(f"removed {len(removed)} partial prediction file(s) left by killed trials")
+    orphans = _set_aside_orphans(run, frame)
+    if orphans:
+        say(
+            f"moved {len(orphans)} prediction file(s) of trials the restored search does not "
+            f"know (started after its last snapshot, then re-run) to {run.join(RUN_LAYOUT.orphans)}: "
+            + ", ".join(orphans)
+        )
+
+
 def run_search(
     config: WenConfig,
     *,
@@ -295,40 +335,22 @@ def run_search(
     _check_dataset(config, say)
     _prepare_run(config, run, resume, command)
     say(f"run folder: {run.uri}")
-    # Tune's new console output ignores a ProgressReporter; the classic table is concise
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    # every epoch checkpoints, so Tune's "snapshotting too often" warning would fire constantly
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Tune's restore knows only the trials of its last experiment snapshot (by default taken
-    # every 10 s or more): a trial that finished after it runs again after a driver crash.
-    # A snapshot a second at most keeps that window short; it is a few small files.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    _tune_environment()
     absolute_env_paths()
-    session = start_ray(address, dashboard_port=config.search.dashboard_port, num_cpus=num_cpus, say=say)
+    session = start_ray(
+        address, dashboard_port=config.search.dashboard_port, num_cpus=num_cpus, say=say
+    )
     try:
         _check_cluster(config, run)
-        resources: dict[str, float] = {
-            "cpu": config.search.resources.cpus,
-            "gpu": config.search.resources.gpus,
-        }
-        if config.search.resources.memory_gb:
-            resources["memory"] = config.search.resources.memory_gb * _GIB
         from ray import tune
 
         trainable = tune.with_resources(
-            make_trainable(_spec(config, run, train_fn_path), train_fn), resources
+            make_trainable(_spec(config, run, train_fn_path), train_fn), _trial_resources(config)
         )
         grid = _tuner(config, run, trainable, resume).fit()
         frame = results_table(grid, config, run)
         write_results(frame, run)
-        removed = _remove_partial_predictions(run)
-        if removed:
-            say(f"removed {len(removed)} partial prediction file(s) left by killed trials")
-        orphans = _set_aside_orphans(run, frame)
-        if orphans:
-            say(f"moved {len(orphans)} prediction file(s) of trials the restored search does not "
-                f"know (started after its last snapshot, then re-run) to {run.join(RUN_LAYOUT.orphans)}: "
-                + ", ".join(orphans))
+        _tidy_predictions(run, frame, say)
         errors = int((frame["status"] == "ERROR").sum()) if not frame.empty else 0
         say(f"results: {run.join(RUN_LAYOUT.results_csv)} ({len(frame)} trials, {errors} errored)")
         return SearchOutcome(run=run, results=frame, errors=errors)
@@ -340,4 +362,3 @@ def run_search(
 def load_search_config(source: str, overrides: list[str] | None) -> WenConfig:
     """Read and validate a whole-run config (search space values included)."""
     return load_wen_config(source, overrides)
-

@@ -126,8 +126,9 @@ def smoke_overrides(config: WenConfig, max_params: int = SMOKE_MAX_PARAMS) -> Sm
     return Smoke(load_wen_config(raw), notes)
 
 
-def _smoke_backbone_space(config: WenConfig, raw: dict[str, Any], max_params: int,
-                          notes: list[str]) -> list[str]:
+def _smoke_backbone_space(
+    config: WenConfig, raw: dict[str, Any], max_params: int, notes: list[str]
+) -> list[str]:
     """Real backbones where they fit, tiny stand-ins (loudly) where they do not; returns every
     backbone the smoke run can pick. Edits ``raw``'s model and backbone grid."""
     space = raw["search"]["space"]
@@ -161,8 +162,9 @@ def _smoke_layout(config: WenConfig, layout: str, notes: list[str]) -> str:
     return "cnmc-kaggle"
 
 
-def _smoke_data(config: WenConfig, data: dict[str, Any], backbones: list[str],
-                notes: list[str]) -> None:
+def _smoke_data(
+    config: WenConfig, data: dict[str, Any], backbones: list[str], notes: list[str]
+) -> None:
     """A small synthetic set in the preset's own layout, small inputs, no caches."""
     synth_layout = _smoke_layout(config, data.get("layout", "auto"), notes)
     data.update(
@@ -241,4 +243,3 @@ def load_smoke_config(source: str, overrides: list[str] | None = None) -> Smoke:
 def smoke_trials(config: WenConfig) -> int:
     """How many trials the (smoke) search will run."""
     return count_trials(config.search)
-

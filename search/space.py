@@ -135,7 +135,9 @@ def space_value_problems(config: WenConfig) -> list[str]:
                 continue
         for value in values:
             try:
-                load_config(apply_overrides(base_raw, {key: value}), model=TrialConfig, checks=check_names)
+                load_config(
+                    apply_overrides(base_raw, {key: value}), model=TrialConfig, checks=check_names
+                )
             except ConfigError as err:
                 where = "search.folds" if key == FOLD_KEY else f"search.space.{key}"
                 problems += [f"{where}={value!r}: {p}" for p in err.problems if p not in known]
@@ -183,7 +185,9 @@ def trial_overrides(tune_config: dict[str, Any], folds: list[int] | None) -> dic
 def grid_points(settings: SearchSettings) -> list[dict[str, Any]]:
     """Every combination of the grid axes (fold included) in Tune's order; [{}] with none."""
     axes: list[tuple[str, list[Any]]] = [
-        (k, list(s.values or [])) for k, s in settings.space.items() if _is_grid(s, settings.algorithm)
+        (k, list(s.values or []))
+        for k, s in settings.space.items()
+        if _is_grid(s, settings.algorithm)
     ]
     if settings.folds is not None:
         axes.append((FOLD_KEY, list(settings.folds)))
@@ -211,7 +215,9 @@ def describe_space(settings: SearchSettings) -> list[str]:
             kind = "grid" if _is_grid(spec, settings.algorithm) else "sampled choice"
             lines.append(f"  {key}: {kind} of {spec.values}")
         else:
-            lines.append(f"  {key}: {spec.type} [{spec.low}, {spec.high}{')' if spec.type == 'randint' else ']'}")
+            lines.append(
+                f"  {key}: {spec.type} [{spec.low}, {spec.high}{')' if spec.type == 'randint' else ']'}"
+            )
     if settings.folds is not None:
         how = "repeated per Optuna suggestion" if settings.algorithm == "optuna" else "grid axis"
         lines.append(f"  {FOLD_KEY}: folds {settings.folds} ({how})")
@@ -229,7 +235,11 @@ def describe_space(settings: SearchSettings) -> list[str]:
         )
     lines.append(
         f"trials: {count_trials(settings)} (num_samples={settings.num_samples}"
-        + (f", x {len(settings.folds)} folds" if settings.algorithm == "optuna" and settings.folds else "")
+        + (
+            f", x {len(settings.folds)} folds"
+            if settings.algorithm == "optuna" and settings.folds
+            else ""
+        )
         + (f", concurrency <= {settings.max_concurrent}" if settings.max_concurrent else "")
         + ")"
     )

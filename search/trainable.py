@@ -161,7 +161,11 @@ class TuneReporter:
         self._tensorboard(out, epoch, lr_trace)
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if ckpt is not None:
-            record = {"epoch": epoch, "best": self.best, "trainer_best_epoch": out.get("best_epoch")}
+            record = {
+                "epoch": epoch,
+                "best": self.best,
+                "trainer_best_epoch": out.get("best_epoch"),
+            }
             atomic_write_json(ckpt / _BEST_FILE, record, what="best-epoch record")
         if epoch >= self.final_epoch:
             # A scheduler stops a trial at its last epoch (max_t) as soon as it reports it,
@@ -198,7 +202,13 @@ class TuneReporter:
             return
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
-                group = "val" if key.startswith("val_") else "train" if key.startswith("train_") else "trial"
+                group = (
+                    "val"
+                    if key.startswith("val_")
+                    else "train"
+                    if key.startswith("train_")
+                    else "trial"
+                )
                 self._writer.add_scalar(f"{group}/{key}", float(value), epoch)
         if lr_trace:
             # one point per optimizer step; the x axis counts steps across epochs
@@ -266,7 +276,9 @@ def _restore_best(checkpoint: Any, record: dict[str, Any] | None, work: Path) ->
         return
 
 
-def _publish(run: RunStorage, result: Any, config: TrialConfig, trial_id: str, pred_path: Path | None) -> None:
+def _publish(
+    run: RunStorage, result: Any, config: TrialConfig, trial_id: str, pred_path: Path | None
+) -> None:
     """Copy the best weights (+ config.json) and, for remote storage, the predictions."""
     from trainers.config import config_hash
 
@@ -292,8 +304,9 @@ def _publish(run: RunStorage, result: Any, config: TrialConfig, trial_id: str, p
     publish_member(run, trial_id, weights, meta)
 
 
-def _output_dirs(run: RunStorage, spec: TrialSpec, trial_id: str,
-                 scratch: Path) -> tuple[Path, Path | None]:
+def _output_dirs(
+    run: RunStorage, spec: TrialSpec, trial_id: str, scratch: Path
+) -> tuple[Path, Path | None]:
     """Where the trainer writes predictions and TensorBoard events: in RUN for local storage,
     else under the same names in the attempt's scratch (uploaded when the trial ends)."""
     if run.local:
@@ -366,7 +379,9 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def make_trainable(spec: TrialSpec, train_fn: TrainFn | None = None) -> Callable[[dict[str, Any]], None]:
+def make_trainable(
+    spec: TrialSpec, train_fn: TrainFn | None = None
+) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable for ``spec``; ``train_fn`` replaces ``spec.train_fn`` in tests."""
 
     def wen_trial(tune_config: dict[str, Any]) -> None:

@@ -155,7 +155,9 @@ def lay_out_cached_weights(
     tensors = pretrained_tensors(backbone, seed)
     if source.hf_repo:
         commit = hashlib.sha1(f"{source.hf_repo}:{seed}".encode()).hexdigest()
-        hf_snapshot_file(source.hf_repo, source.hf_filenames[0], tensors, Path(hf_home) / "hub", commit)
+        hf_snapshot_file(
+            source.hf_repo, source.hf_filenames[0], tensors, Path(hf_home) / "hub", commit
+        )
     else:
         assert source.url
         save_tensors(tensors, torch_hub_file(source.url, torch_home))
@@ -324,7 +326,9 @@ class FakeHub:
         data = self._bytes(tensors, Path(filename).suffix)
         sha = hashlib.sha256(data).hexdigest()
         self.blobs[sha] = data
-        entry = self.repos.setdefault(repo, {"commit": hashlib.sha1(repo.encode()).hexdigest(), "files": {}})
+        entry = self.repos.setdefault(
+            repo, {"commit": hashlib.sha1(repo.encode()).hexdigest(), "files": {}}
+        )
         entry["files"][filename] = sha
         return sha
 

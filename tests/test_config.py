@@ -101,9 +101,7 @@ def test_resolved_config_round_trips_and_hash_is_stable(tmp_path: Path) -> None:
     again = load_wen_config(path, check_registries=False)
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
-    assert config_hash(load_config(BASE, ["train.epochs=5"])) != config_hash(
-        cfg.trial_part()
-    )
+    assert config_hash(load_config(BASE, ["train.epochs=5"])) != config_hash(cfg.trial_part())
 
 
 def test_every_config_path_is_made_absolute_against_the_folder_wen_runs_in(
@@ -131,13 +129,18 @@ def test_every_config_path_is_made_absolute_against_the_folder_wen_runs_in(
     assert again.data.root == cfg.data.root and again.search.storage == cfg.search.storage
 
 
-def test_relative_storage_inside_a_ray_job_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_storage_inside_a_ray_job_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from search.storage import RunStorage, StorageError
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}))
+    monkeypatch.setenv(
+        "RAY_JOB_CONFIG_JSON_ENV_VAR",
+        json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}),
+    )
     with pytest.raises(StorageError, match="temporary copy of its working folder"):
         RunStorage.open("runs", "x")
     assert RunStorage.open(str(tmp_path / "shared"), "x").storage == str(tmp_path / "shared")

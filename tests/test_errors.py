@@ -20,9 +20,14 @@ def _error_classes() -> list[tuple[str, str]]:
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
-            module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-            found += [(module, node.name) for node in tree.body
-                      if isinstance(node, ast.ClassDef) and node.name.endswith("Error")]
+            module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(
+                ".__init__"
+            )
+            found += [
+                (module, node.name)
+                for node in tree.body
+                if isinstance(node, ast.ClassDef) and node.name.endswith("Error")
+            ]
     return found
 
 

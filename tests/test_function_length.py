@@ -26,8 +26,11 @@ def function_lengths(source: str) -> list[tuple[str, int, int, bool]]:
             continue
         length = node.end_lineno - node.lineno + 1
         first = node.body[0]
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                and isinstance(first.value.value, str):
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
             length -= first.end_lineno - first.lineno + 1
         top = min([node.lineno, *(d.lineno for d in node.decorator_list)])
         above = lines[top - 2].strip() if top >= 2 else ""

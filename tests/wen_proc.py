@@ -18,9 +18,10 @@ def unshare_works() -> bool:
     """Whether ``unshare -n`` (a private network namespace; needs root) works here."""
     import shutil
 
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-n", "true"], capture_output=True
-    ).returncode == 0
+    return (
+        shutil.which("unshare") is not None
+        and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    )
 
 
 def run_in_private_network(
@@ -77,7 +78,9 @@ class WenProcess:
                 value = condition()
                 if value:
                     return value
-                raise AssertionError(f"wen exited ({self.proc.returncode}) before {what}:\n{self.output[-4000:]}")
+                raise AssertionError(
+                    f"wen exited ({self.proc.returncode}) before {what}:\n{self.output[-4000:]}"
+                )
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting for {what}:\n{self.output[-4000:]}")
 
@@ -87,7 +90,9 @@ class WenProcess:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill_group()
-            raise AssertionError(f"wen did not finish in {timeout} s:\n{self.output[-4000:]}") from None
+            raise AssertionError(
+                f"wen did not finish in {timeout} s:\n{self.output[-4000:]}"
+            ) from None
         self._reader.join(timeout=10)
         return code
 

@@ -43,16 +43,23 @@ _INTACT_FILE = "no partial file is left and any earlier file there is intact"
 _INTACT_FOLDER = "the partial copy was removed and any earlier folder there is intact"
 
 
-def write_failure(what: str, path: Path, exc: OSError, intact: str = _INTACT_FILE,
-                  then: str = "run the command again") -> str:
+def write_failure(
+    what: str,
+    path: Path,
+    exc: OSError,
+    intact: str = _INTACT_FILE,
+    then: str = "run the command again",
+) -> str:
     """The message of a failed write: what failed, why, what is intact, what to do.
 
     ``what`` names the kind of file ("predictions", "checkpoint"); ``intact`` says what a
     reader still finds; ``then`` is the step after freeing space.
     """
     cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    return (f"writing {what} {path} failed: {cause}; {intact}: free space in {path.parent} "
-            f"(or fix the cause) and {then}")
+    return (
+        f"writing {what} {path} failed: {cause}; {intact}: free space in {path.parent} "
+        f"(or fix the cause) and {then}"
+    )
 
 
 def _reraise(exc: BaseException, what: str, path: Path, intact: str, then: str) -> None:
@@ -86,8 +93,9 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, what: str = "file",
-                then: str = "run the command again") -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, what: str = "file", then: str = "run the command again"
+) -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that need a name (``np.memmap``, a
     library's ``save(filename)``); on a clean exit it is fsynced and renamed over ``path``.
 
@@ -110,8 +118,12 @@ def atomic_path(path: str | Path, what: str = "file",
     fsync_dir(path.parent)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], what: str = "file",
-                 then: str = "run the command again") -> Path:
+def atomic_write(
+    path: str | Path,
+    write: Callable[[IO[bytes]], None],
+    what: str = "file",
+    then: str = "run the command again",
+) -> Path:
     """Call ``write(fh)`` on an open binary temporary file, then put it at ``path`` atomically."""
     path = Path(path)
     with atomic_path(path, what, then) as tmp, open(tmp, "wb") as fh:
@@ -130,7 +142,9 @@ def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), what)
 
 
-def atomic_write_json(path: str | Path, data: Any, what: str = "file", indent: int | None = 2) -> Path:
+def atomic_write_json(
+    path: str | Path, data: Any, what: str = "file", indent: int | None = 2
+) -> Path:
     """``data`` as JSON (NaN and inf written as null, numpy values as Python ones), atomically."""
     text = json.dumps(json_safe(data), indent=indent, sort_keys=False)
     return atomic_write_text(path, text + "\n" if indent is not None else text, what)
@@ -181,9 +195,13 @@ def _swap_in(tmp: Path, target: Path, replace: bool) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(target: str | Path, what: str = "folder", replace: bool = True,
-                  then: str = "run the command again",
-                  intact: str = _INTACT_FOLDER) -> Iterator[Path]:
+def staged_folder(
+    target: str | Path,
+    what: str = "folder",
+    replace: bool = True,
+    then: str = "run the command again",
+    intact: str = _INTACT_FOLDER,
+) -> Iterator[Path]:
     """Yield an empty ``.NAME.tmp-*`` sibling of ``target``; on a clean exit its files are
     fsynced and it is swapped in for ``target``.
 

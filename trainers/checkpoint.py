@@ -70,7 +70,9 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
         if all(isinstance(k, str) for k in obj):
             return {k: _encode(v, f"{path}.{k}", tensors) for k, v in obj.items()}
         if all(isinstance(k, int) and not isinstance(k, bool) for k in obj):
-            return {"__int_dict__": [[k, _encode(v, f"{path}.{k}", tensors)] for k, v in obj.items()]}
+            return {
+                "__int_dict__": [[k, _encode(v, f"{path}.{k}", tensors)] for k, v in obj.items()]
+            }
         raise CheckpointError(f"{path}: dict keys must be all str or all int, got {list(obj)[:5]}")
     if isinstance(obj, tuple):
         return {"__tuple__": [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
@@ -162,9 +164,12 @@ def save_checkpoint(
         "extra": _encode(extra or {}, "extra", tensors),
     }
     # the old checkpoint at ``directory`` stays until the new one is complete and in place
-    intact = f"the partial copy was removed and earlier checkpoints in {directory.parent} are intact"
-    with staged_folder(directory, "checkpoint", intact=intact,
-                       then="resume from the latest of them") as tmp:
+    intact = (
+        f"the partial copy was removed and earlier checkpoints in {directory.parent} are intact"
+    )
+    with staged_folder(
+        directory, "checkpoint", intact=intact, then="resume from the latest of them"
+    ) as tmp:
         # save_model handles tied (shared) parameters, which save_file refuses
         save_model(model, str(tmp / MODEL_FILE))
         from safetensors.torch import save_file

@@ -44,7 +44,10 @@ def check_names(config: TrialConfig) -> list[str]:
     backbone = backbone_problem(config.model.backbone, config.data.input_size)
     if backbone:
         problems.append(backbone)
-    if config.model.pretrained_path is not None and not Path(config.model.pretrained_path).is_file():
+    if (
+        config.model.pretrained_path is not None
+        and not Path(config.model.pretrained_path).is_file()
+    ):
         problems.append(
             f"model.pretrained_path: file {str(config.model.pretrained_path)!r} does not exist "
             f"(relative paths are taken from the folder wen runs in, {os.getcwd()}); point it "

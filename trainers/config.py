@@ -169,7 +169,9 @@ class SplitConfig(StrictModel):
     )
     n_folds: int = Field(3, ge=2, le=20, description="Folds for group_kfold.")
     fold: int = Field(0, ge=0, description="Which fold is the validation fold.")
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Validation share (group_holdout).")
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Validation share (group_holdout)."
+    )
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Test share when the dataset has no labelled test set."
     )
@@ -202,8 +204,7 @@ class CropConfig(StrictModel):
     def _one_of(self) -> CropConfig:
         if self.fraction is not None and self.size is not None:
             raise ValueError(
-                "set one of data.crop.fraction and data.crop.size, got both: "
-                "set the other to null"
+                "set one of data.crop.fraction and data.crop.size, got both: set the other to null"
             )
         return self
 
@@ -503,7 +504,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError([f"{p}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
-        raise ConfigError([f"{p}: the top level must be a mapping of keys, got {type(raw).__name__}"])
+        raise ConfigError(
+            [f"{p}: the top level must be a mapping of keys, got {type(raw).__name__}"]
+        )
     return raw
 
 
@@ -551,5 +554,6 @@ def config_hash(config: BaseModel) -> str:
 
 def save_config(config: BaseModel, path: str | Path) -> Path:
     """Write the resolved config as YAML next to a run's outputs."""
-    return atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
-                             what="config")
+    return atomic_write_text(
+        path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), what="config"
+    )

@@ -31,8 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from trainers.config import LossConfig, ModelConfig, TrialConfig, config_hash
+from trainers.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from trainers.config import LossConfig, ModelConfig, TrainConfig, TrialConfig, config_hash
 from trainers.errors import WenError
 from trainers.metrics import score
 from trainers.models import backbone_problem, create_model, model_data_config
@@ -206,22 +211,33 @@ def cuda_problem(caps: DeviceCapabilities) -> str:
     versions = (f"torch {torch.__version__} is built for CUDA {caps.torch_cuda_version or 'none'}"
                 f", the NVIDIA driver supports CUDA {caps.driver_cuda_version or 'unknown (no driver answered)'}")  # fmt: skip
     if caps.torch_cuda_version is None:
-        return (f"this torch is a CPU-only build ({versions}): install a CUDA build of torch "
-                "(pip install -c constraints.txt torch from the CUDA wheel index)")
-    if caps.driver_cuda_version is not None and _version_tuple(
-        caps.driver_cuda_version
-    ) < _version_tuple(caps.torch_cuda_version)[:2]:
-        return (f"the NVIDIA driver is older than torch's CUDA build ({versions}): upgrade the "
-                f"driver to one supporting CUDA {caps.torch_cuda_version}, or install a torch "
-                f"built for CUDA {caps.driver_cuda_version} or older")
+        return (
+            f"this torch is a CPU-only build ({versions}): install a CUDA build of torch "
+            "(pip install -c constraints.txt torch from the CUDA wheel index)"
+        )
+    if (
+        caps.driver_cuda_version is not None
+        and _version_tuple(caps.driver_cuda_version) < _version_tuple(caps.torch_cuda_version)[:2]
+    ):
+        return (
+            f"the NVIDIA driver is older than torch's CUDA build ({versions}): upgrade the "
+            f"driver to one supporting CUDA {caps.torch_cuda_version}, or install a torch "
+            f"built for CUDA {caps.driver_cuda_version} or older"
+        )
     if caps.visible_devices is not None and caps.visible_devices.strip() in ("", "-1"):
-        return (f"CUDA_VISIBLE_DEVICES={caps.visible_devices!r} hides every GPU ({versions}): "
-                "unset it or give the GPU ids")
+        return (
+            f"CUDA_VISIBLE_DEVICES={caps.visible_devices!r} hides every GPU ({versions}): "
+            "unset it or give the GPU ids"
+        )
     if caps.driver_cuda_version is None:
-        return (f"no NVIDIA driver answered ({versions}): install the driver, or run on a "
-                "machine with a GPU (nvidia-smi must list it)")
-    return (f"torch sees no usable CUDA device ({versions}, CUDA_VISIBLE_DEVICES="
-            f"{caps.visible_devices!r}): check `nvidia-smi` and the GPU ids")
+        return (
+            f"no NVIDIA driver answered ({versions}): install the driver, or run on a "
+            "machine with a GPU (nvidia-smi must list it)"
+        )
+    return (
+        f"torch sees no usable CUDA device ({versions}, CUDA_VISIBLE_DEVICES="
+        f"{caps.visible_devices!r}): check `nvidia-smi` and the GPU ids"
+    )
 
 
 def resolve_device(
@@ -248,9 +264,14 @@ def resolve_device(
     if caps.cuda_available and caps.device_count > 0:
         return torch.device("cuda")
     if name == "cuda" or expect_gpu:
-        why = "train.device=cuda" if name == "cuda" else (
-            "the trial was given a GPU (CUDA_VISIBLE_DEVICES="
-            f"{caps.visible_devices!r}) with train.device=auto")
+        why = (
+            "train.device=cuda"
+            if name == "cuda"
+            else (
+                "the trial was given a GPU (CUDA_VISIBLE_DEVICES="
+                f"{caps.visible_devices!r}) with train.device=auto"
+            )
+        )
         raise GPUUnavailableError(
             f"{why}, but CUDA cannot be used: {cuda_problem(caps)}. Or, to train on the CPU on "
             "purpose, set train.device=cpu and search.resources.gpus=0"
@@ -269,7 +290,9 @@ def resolve_amp(
     ``auto`` on CUDA).
     """
     if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown train.precision {precision!r}; valid names: auto, fp32, bf16, fp16")
+        raise ValueError(
+            f"unknown train.precision {precision!r}; valid names: auto, fp32, bf16, fp16"
+        )
     if precision == "auto":
         if device.type != "cuda":
             return None
@@ -485,11 +508,15 @@ def build_loss(
                 "classes: give one weight per class"
             )
         weights = np.asarray(loss.class_weights, dtype=np.float64)
-    weight_t = torch.tensor(weights, dtype=torch.float32, device=device) if weights is not None else None
+    weight_t = (
+        torch.tensor(weights, dtype=torch.float32, device=device) if weights is not None else None
+    )
     return nn.CrossEntropyLoss(weight=weight_t, label_smoothing=loss.label_smoothing)
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def _autocast(
+    device: torch.device, amp_dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
@@ -535,7 +562,9 @@ def train_one_epoch(
     """
     model.train()
     device = inputs.device
-    total = torch.zeros((), dtype=torch.float64, device=device)  # summed on device: no sync per step
+    total = torch.zeros(
+        (), dtype=torch.float64, device=device
+    )  # summed on device: no sync per step
     n_images, steps, trace = 0, 0, []
     n_batches = len(loader) if max_steps is None else min(len(loader), max_steps)
     start = time.perf_counter()
@@ -777,7 +806,9 @@ def _build_parts(
         scaler=torch.amp.GradScaler("cuda") if needs_grad_scaler(amp_dtype, device) else None,
         amp_dtype=amp_dtype,
         class_names=list(data.class_names),
-        augment=create_batch_augmentation(trial.data.augmentation) if augment_on == "device" else None,
+        augment=create_batch_augmentation(trial.data.augmentation)
+        if augment_on == "device"
+        else None,
     )
 
 
@@ -794,7 +825,11 @@ def _resume(path: Path, parts: _Parts) -> tuple[int, _Progress]:
 
 
 def _run_epoch(
-    parts: _Parts, epoch: int, seed: int, max_steps: int | None, on_batch: Callable[[int, int], None] | None
+    parts: _Parts,
+    epoch: int,
+    seed: int,
+    max_steps: int | None,
+    on_batch: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     """Train epoch ``epoch`` (1-based) and evaluate on validation."""
     # Each epoch's randomness is a function of (seed, epoch) alone - dropout through torch's
@@ -892,25 +927,21 @@ def train(
         seed_everything(trial.seed)
         data = prepare_data(trial.data, seed=trial.seed)
         parts = _build_parts(trial, data, device, caps)
-        start, progress = (0, _Progress()) if resume_from is None else _resume(Path(resume_from), parts)
+        start, progress = (
+            (0, _Progress()) if resume_from is None else _resume(Path(resume_from), parts)
+        )
         for epoch in range(start + 1, tc.epochs + 1):
             metrics = _run_epoch(parts, epoch, trial.seed, tc.max_steps_per_epoch, on_batch)
-            _select(progress, metrics, tc.select_metric)
-            metrics["best_epoch"] = progress.best_epoch
-            # which tensors the trial fine-tunes: the pretrained file, or a random start
-            metrics["init_weights"] = getattr(parts.model, "init_weights", None) or "random"
-            if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or progress.best_epoch == epoch:
-                path = _checkpoint(parts, ckpt_root, metrics, progress, tc.keep_checkpoints)
-                metrics["checkpoint_dir"] = str(path)
-            progress.history.append(_scalars(metrics))
+            _record_epoch(parts, progress, metrics, epoch, tc, ckpt_root)
             if report is not None:
                 report(metrics)
         best_dir = _checkpoint_path(ckpt_root, progress.best_epoch)
         load_checkpoint(best_dir, parts.model)
         # a trial's own folder uses the run's name for its predictions
         pred_dir = Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions)
-        pred_path, test_metrics = _best_predictions(parts, data, trial, trial_id, chash,
-                                                    progress.best_epoch, pred_dir)
+        pred_path, test_metrics = _best_predictions(
+            parts, data, trial, trial_id, chash, progress.best_epoch, pred_dir
+        )
     return TrialResult(
         trial_id=trial_id,
         best_epoch=progress.best_epoch,
@@ -923,8 +954,34 @@ def train(
     )
 
 
-def _best_predictions(parts: _Parts, data: PreparedData, trial: TrialConfig, trial_id: str, chash: str,
-                      best_epoch: int, pred_dir: Path) -> tuple[Path, dict[str, float]]:
+def _record_epoch(
+    parts: _Parts,
+    progress: _Progress,
+    metrics: dict[str, Any],
+    epoch: int,
+    tc: TrainConfig,
+    ckpt_root: Path,
+) -> None:
+    """Select the best epoch so far, checkpoint when due, and add the epoch to the history."""
+    _select(progress, metrics, tc.select_metric)
+    metrics["best_epoch"] = progress.best_epoch
+    # which tensors the trial fine-tunes: the pretrained file, or a random start
+    metrics["init_weights"] = getattr(parts.model, "init_weights", None) or "random"
+    if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs or progress.best_epoch == epoch:
+        path = _checkpoint(parts, ckpt_root, metrics, progress, tc.keep_checkpoints)
+        metrics["checkpoint_dir"] = str(path)
+    progress.history.append(_scalars(metrics))
+
+
+def _best_predictions(
+    parts: _Parts,
+    data: PreparedData,
+    trial: TrialConfig,
+    trial_id: str,
+    chash: str,
+    best_epoch: int,
+    pred_dir: Path,
+) -> tuple[Path, dict[str, float]]:
     """The best epoch's predictions (already loaded into ``parts.model``) as the trial's file."""
     meta = {
         "trial_id": trial_id,
@@ -934,8 +991,13 @@ def _best_predictions(parts: _Parts, data: PreparedData, trial: TrialConfig, tri
         "epoch": best_epoch,
     }
     return write_trial_predictions(
-        parts.model, parts.loaders, data, inputs=parts.inputs,
-        path=pred_dir / f"{trial_id}.parquet", meta=meta, config_json=trial.model_dump_json(),
+        parts.model,
+        parts.loaders,
+        data,
+        inputs=parts.inputs,
+        path=pred_dir / f"{trial_id}.parquet",
+        meta=meta,
+        config_json=trial.model_dump_json(),
     )
 
 

@@ -88,7 +88,9 @@ def _dense512_head(in_features: int, num_classes: int, hidden: int, dropout: flo
 
 
 @HEADS.register("dense_dropout")
-def _dense_dropout_head(in_features: int, num_classes: int, hidden: int, dropout: float) -> nn.Module:
+def _dense_dropout_head(
+    in_features: int, num_classes: int, hidden: int, dropout: float
+) -> nn.Module:
     """Alim et al.: two dense (ReLU) + dropout blocks, ``hidden`` then ``hidden // 2`` units."""
     half = max(1, hidden // 2)
     return nn.Sequential(
@@ -189,7 +191,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise PretrainedWeightsError(f"{path}: not a readable safetensors file: {exc}") from None
+            raise PretrainedWeightsError(
+                f"{path}: not a readable safetensors file: {exc}"
+            ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
@@ -209,7 +213,9 @@ def shape_mismatches(
     >>> shape_mismatches({"w": (2, 3)}, {"w": (3, 2), "b": (2,)})[1]
     "1 unexpected tensor(s), e.g. ['b']"
     """
-    wrong = [f"{k} (file {found[k]}, model {own[k]})" for k in own if k in found and found[k] != own[k]]
+    wrong = [
+        f"{k} (file {found[k]}, model {own[k]})" for k in own if k in found and found[k] != own[k]
+    ]
     missing = [k for k in own if k not in found]
     unexpected = [k for k in found if k not in own]
     parts = []
@@ -238,7 +244,9 @@ def _strip(sd: dict[str, torch.Tensor], classifier: str | None) -> dict[str, tor
     return out
 
 
-def _load_backbone_weights(backbone: nn.Module, path: Path, name: str, classifier: str | None) -> None:
+def _load_backbone_weights(
+    backbone: nn.Module, path: Path, name: str, classifier: str | None
+) -> None:
     """Load ``path`` into ``backbone`` strictly: every tensor present, every shape equal."""
     sd = _strip(read_state_dict(path), classifier)
     parts = shape_mismatches(
@@ -271,7 +279,11 @@ def _resolve_weights(name: str, pretrained_path: str | Path | None) -> Path:
     source = weight_source(name)
     found = source.cached() if source is not None else None
     if found is None:
-        where = "; ".join(source.places()) if source else "timm knows no pretrained weights for this name"
+        where = (
+            "; ".join(source.places())
+            if source
+            else "timm knows no pretrained weights for this name"
+        )
         raise PretrainedWeightsError(
             f"pretrained weights for {name} are not available offline (looked in: {where}), and "
             f"training never downloads. Either (1) download them once: `{fetch_command(name)}` "
@@ -420,7 +432,9 @@ def create_model(
     if not pre_logits:
         drop_pre_logits(backbone)
     width = _feature_size(backbone)
-    model = Classifier(backbone, head_factory(width, num_classes, head_hidden, dropout), width, name)
+    model = Classifier(
+        backbone, head_factory(width, num_classes, head_hidden, dropout), width, name
+    )
     model.init_weights = str(weights) if weights is not None else None
     return model
 
@@ -535,7 +549,11 @@ def model_data_config(name: str) -> dict[str, Any]:
 
     cfg = timm.get_pretrained_cfg(name)
     if cfg is None:
-        return {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "interpolation": "bicubic"}
+        return {
+            "mean": IMAGENET_DEFAULT_MEAN,
+            "std": IMAGENET_DEFAULT_STD,
+            "interpolation": "bicubic",
+        }
     return {
         "mean": tuple(float(v) for v in cfg.mean),
         "std": tuple(float(v) for v in cfg.std),

@@ -68,7 +68,6 @@ for _info in (
     OPTIMIZERS.register(_info.name)(_info)
 
 
-
 @dataclass(frozen=True)
 class ScheduleInfo:
     """One learning-rate schedule as data: a keyword factory ``create(optimizer, **kwargs)``
@@ -120,7 +119,13 @@ def create_optimizer(params: Params, cfg: OptimizerConfig) -> Optimizer:
 
 
 def _create_cyclic(
-    optimizer: Optimizer, *, base_lr: float, max_lr: float, step_size_up: int, mode: str, gamma: float
+    optimizer: Optimizer,
+    *,
+    base_lr: float,
+    max_lr: float,
+    step_size_up: int,
+    mode: str,
+    gamma: float,
 ) -> LRScheduler:
     # Only the learning rate cycles, as in the Keras CLR callback the study used; cycling
     # momentum would overwrite Adam's beta1 (and optim.momentum for SGD/RMSprop).
@@ -144,7 +149,9 @@ def _create_exponential(optimizer: Optimizer, *, gamma: float, decay_steps: int)
 
 
 def _create_cosine(optimizer: Optimizer, *, total_steps: int, min_lr: float) -> LRScheduler:
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=min_lr)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, total_steps), eta_min=min_lr
+    )
 
 
 def _create_constant(optimizer: Optimizer) -> LRScheduler:
@@ -154,10 +161,16 @@ def _create_constant(optimizer: Optimizer) -> LRScheduler:
 
 for _schedule in (
     ScheduleInfo("cyclic", _create_cyclic, _cyclic_kwargs),
-    ScheduleInfo("exponential", _create_exponential,
-                 lambda cfg, ipe, epochs: {"gamma": cfg.gamma, "decay_steps": cfg.decay_steps}),
-    ScheduleInfo("cosine", _create_cosine,
-                 lambda cfg, ipe, epochs: {"total_steps": ipe * epochs, "min_lr": cfg.min_lr}),
+    ScheduleInfo(
+        "exponential",
+        _create_exponential,
+        lambda cfg, ipe, epochs: {"gamma": cfg.gamma, "decay_steps": cfg.decay_steps},
+    ),
+    ScheduleInfo(
+        "cosine",
+        _create_cosine,
+        lambda cfg, ipe, epochs: {"total_steps": ipe * epochs, "min_lr": cfg.min_lr},
+    ),
     ScheduleInfo("constant", _create_constant, lambda cfg, ipe, epochs: {}),
 ):
     SCHEDULES.register(_schedule.name)(_schedule)

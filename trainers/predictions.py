@@ -171,7 +171,9 @@ def prediction_frame(
 # ------------------------------------------------------------------------------ validation
 
 
-def _list_matrix(column: pa.ChunkedArray | pa.Array, n_classes: int, name: str, where: str) -> np.ndarray:
+def _list_matrix(
+    column: pa.ChunkedArray | pa.Array, n_classes: int, name: str, where: str
+) -> np.ndarray:
     """A list<float32> column as an [n, n_classes] array; every row must have n_classes values."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if arr.null_count:
@@ -219,6 +221,12 @@ def _validate_table(table: pa.Table, class_names: list[str], where: str) -> None
             f"{where}: class_names must be a non-empty list of distinct names, got {class_names}"
         )
     k = len(class_names)
+    _validate_probs(table, k, where)
+    _validate_rows(table, k, where)
+
+
+def _validate_probs(table: pa.Table, k: int, where: str) -> None:
+    """``probs`` and ``logits`` hold ``k`` values a row; probs are finite, >= 0, sum to 1."""
     probs = _list_matrix(table.column("probs"), k, "probs", where)
     _list_matrix(table.column("logits"), k, "logits", where)
     if not np.isfinite(probs).all():
@@ -232,6 +240,10 @@ def _validate_table(table: pa.Table, class_names: list[str], where: str) -> None
             f"{where}: each probs row must sum to 1 (atol {SUM_ATOL}), row {int(off[0])} sums "
             f"to {sums[off[0]]:.6f}; normalise the probabilities before writing"
         )
+
+
+def _validate_rows(table: pa.Table, k: int, where: str) -> None:
+    """Labels, splits, one trial, and each (split, sample_id) once."""
     labels = table.column("label").to_numpy()
     bad = (labels < -1) | (labels >= k)
     if bad.any():
@@ -251,7 +263,10 @@ def _validate_table(table: pa.Table, class_names: list[str], where: str) -> None
             "per trial"
         )
     keys = pd.DataFrame(
-        {"split": table.column("split").to_pylist(), "sample": table.column("sample_id").to_pylist()}
+        {
+            "split": table.column("split").to_pylist(),
+            "sample": table.column("sample_id").to_pylist(),
+        }
     )
     dup = keys.duplicated()
     if dup.any():
@@ -291,8 +306,12 @@ def _frame_to_table(frame: pd.DataFrame, where: str) -> pa.Table:
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write ``table`` atomically (``trainers._atomic``): a reader sees the old file or the
     complete new one, and a full disk raises the one message naming ``path``."""
-    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"),
-                 what="predictions", then="resume the trial from its last checkpoint")
+    atomic_write(
+        path,
+        lambda fh: pq.write_table(table, fh, compression="zstd"),
+        what="predictions",
+        then="resume the trial from its last checkpoint",
+    )
 
 
 def write_predictions(
@@ -456,4 +475,3 @@ def to_arrays(
     y = ref_rows["label"].to_numpy(dtype=np.int64)
     subjects = ref_rows["subject_id"].to_numpy(dtype=object)
     return P, y, ids, subjects
-

@@ -193,8 +193,13 @@ def _meta_bytes(meta: Mapping[str, Any] | bytes) -> bytes:
     return json.dumps(dict(meta), indent=2, default=str).encode()
 
 
-def publish_member(run: Path | RunWriter, trial_id: str, weights: Path | bytes,
-                   meta: Mapping[str, Any] | bytes, models: str = RUN_LAYOUT.models) -> str:
+def publish_member(
+    run: Path | RunWriter,
+    trial_id: str,
+    weights: Path | bytes,
+    meta: Mapping[str, Any] | bytes,
+    models: str = RUN_LAYOUT.models,
+) -> str:
     """Write ``<models>/<trial_id>/`` under ``run``: the weights, then ``config.json``.
 
     ``weights`` is a safetensors file to copy or its bytes (``safetensors.torch.save``);

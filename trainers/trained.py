@@ -94,15 +94,24 @@ def load_trained_model(
             "the trial so the search stage writes them"
         )
     mc = cfg.model
-    model = create_model(mc.backbone, len(class_names), head=mc.head, head_hidden=mc.head_hidden,
-                         dropout=mc.dropout, pretrained=False, pre_logits=mc.pre_logits)
+    model = create_model(
+        mc.backbone,
+        len(class_names),
+        head=mc.head,
+        head_hidden=mc.head_hidden,
+        dropout=mc.dropout,
+        pretrained=False,
+        pre_logits=mc.pre_logits,
+    )
     what = f"{mc.backbone} with head {mc.head} and {len(class_names)} classes"
     _check_weight_shapes(model, weights, what)
     try:
         # load_model (not load_file + load_state_dict): it restores tied weights too
         load_model(model, str(weights), strict=True)
     except (RuntimeError, OSError) as exc:
-        raise TrainedModelError(f"{weights} does not fit {what}: {str(exc).splitlines()[0]}") from None
+        raise TrainedModelError(
+            f"{weights} does not fit {what}: {str(exc).splitlines()[0]}"
+        ) from None
     model.to(device).eval()
     norm = model_data_config(mc.backbone)
     return TrainedModel(

@@ -167,8 +167,13 @@ def weight_source(backbone: str) -> WeightSource | None:
     if cfg.hf_hub_id:
         repo, _, revision = cfg.hf_hub_id.partition("@")
         return WeightSource(
-            backbone, cfg.tag, "hf-hub", hf_repo=repo, hf_revision=revision or None,
-            hf_filenames=_hf_filenames(cfg.hf_hub_filename), url=cfg.url or None,
+            backbone,
+            cfg.tag,
+            "hf-hub",
+            hf_repo=repo,
+            hf_revision=revision or None,
+            hf_filenames=_hf_filenames(cfg.hf_hub_filename),
+            url=cfg.url or None,
         )
     return WeightSource(backbone, cfg.tag, "url", url=cfg.url)
 
@@ -185,7 +190,11 @@ def _hf_offline() -> bool:
 def _fetch_hf(source: WeightSource, progress: bool) -> Path:
     """``hf_hub_download`` of the first file timm would use; HF_ENDPOINT read now."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+    )
 
     assert source.hf_repo is not None
     endpoint = os.environ.get("HF_ENDPOINT") or None
@@ -200,11 +209,16 @@ def _fetch_hf(source: WeightSource, progress: bool) -> Path:
     for fname in source.hf_filenames:
         try:
             found = hf_hub_download(
-                source.hf_repo, fname, revision=source.hf_revision,
-                cache_dir=str(hf_hub_cache()), endpoint=endpoint,
+                source.hf_repo,
+                fname,
+                revision=source.hf_revision,
+                cache_dir=str(hf_hub_cache()),
+                endpoint=endpoint,
                 tqdm_class=None if progress else _silent_tqdm(),
             )
-        except RemoteEntryNotFoundError:  # timm then tries the next file (a .bin after .safetensors)
+        except (
+            RemoteEntryNotFoundError
+        ):  # timm then tries the next file (a .bin after .safetensors)
             missing.append(fname)
             continue
         except LocalEntryNotFoundError as exc:  # no connection (a subclass of EntryNotFoundError)

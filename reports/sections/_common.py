@@ -35,8 +35,15 @@ __all__ = [
 log = logging.getLogger("wen.reports")
 
 #: The study's column headers of ``STUDY_METRICS``.
-HEADERS = {"wp": "WP", "wr": "WR", "wfs": "WFS", "acc": "ACC", "ba": "BA", "auc": "AUC",
-           "kappa": "kappa"}
+HEADERS = {
+    "wp": "WP",
+    "wr": "WR",
+    "wfs": "WFS",
+    "acc": "ACC",
+    "ba": "BA",
+    "auc": "AUC",
+    "kappa": "kappa",
+}
 
 
 @dataclass
@@ -58,8 +65,9 @@ class ReportContext:
         """Save ``fig`` as ``figures/NAME.png``; return its report block."""
         return Figure(figs.save_figure(fig, self.figures / f"{name}.png"), caption)
 
-    def table(self, frame: pd.DataFrame, name: str, caption: str,
-              csv_frame: pd.DataFrame | None = None) -> Table:
+    def table(
+        self, frame: pd.DataFrame, name: str, caption: str, csv_frame: pd.DataFrame | None = None
+    ) -> Table:
         """Write ``frame`` (shown with :func:`display`) as ``tables/NAME.csv|.tex``; return its
         report block. ``csv_frame`` replaces the CSV's content (raw numbers, more columns)."""
         return write_table(display(frame), name, self.tables, caption, csv_frame)
@@ -78,7 +86,9 @@ def display(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
         else:
-            out[col] = out[col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+            out[col] = out[col].map(
+                lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            )
     return out
 
 
@@ -107,17 +117,22 @@ def predicted_labels(probs: np.ndarray, threshold: float | None, pos: int) -> np
 
 def all_models(test: MethodPredictions) -> list[tuple[str, str, np.ndarray]]:
     """(name, ``member`` or ``ensemble``, probabilities) of every member, then every method."""
-    return ([(n, "member", p) for n, p in test.members.items()]
-            + [(n, "ensemble", p) for n, p in test.methods.items()])
+    return [(n, "member", p) for n, p in test.members.items()] + [
+        (n, "ensemble", p) for n, p in test.methods.items()
+    ]
 
 
 def metric_table(ctx: ReportContext, rows: list[dict[str, Any]], name: str, caption: str) -> Table:
     """The study's metrics of ``rows`` as "point [low, high]"; the CSV keeps the raw rows."""
     raw = pd.DataFrame(rows)
-    shown = pd.DataFrame({
-        "model": [r["model"] + (" *" if r["chosen"] else "") for r in rows],
-        "kind": [r["kind"] for r in rows],
-        **{HEADERS[k]: [format_interval(r[k], r[f"{k}_low"], r[f"{k}_high"]) for r in rows]
-           for k in STUDY_METRICS},
-    })
+    shown = pd.DataFrame(
+        {
+            "model": [r["model"] + (" *" if r["chosen"] else "") for r in rows],
+            "kind": [r["kind"] for r in rows],
+            **{
+                HEADERS[k]: [format_interval(r[k], r[f"{k}_low"], r[f"{k}_high"]) for r in rows]
+                for k in STUDY_METRICS
+            },
+        }
+    )
     return write_table(shown, name, ctx.tables, caption, raw)

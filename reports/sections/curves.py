@@ -20,8 +20,15 @@ from reports.sections._common import (
 )
 from trainers.metrics import score
 
-__all__ = ["KEY", "LABEL", "SUBSECTIONS", "TITLE", "calibration", "per_subject_accuracy",
-           "roc_curves"]
+__all__ = [
+    "KEY",
+    "LABEL",
+    "SUBSECTIONS",
+    "TITLE",
+    "calibration",
+    "per_subject_accuracy",
+    "roc_curves",
+]
 
 TITLE = "ROC, calibration and per-subject accuracy"
 KEY = "curves"
@@ -49,11 +56,18 @@ def roc_curves(ctx: ReportContext) -> list[Any]:
             onehot = label_binarize(y, classes=list(range(len(names))))
             fpr, tpr, _ = roc_curve(onehot.ravel(), p.ravel())
         curves.append((name, kind, fpr, tpr, auc))
-    title = (f"ROC on test (positive class: {names[pos]})" if len(names) == 2
-             else "ROC on test (micro-average over classes; AUC: macro one-vs-rest)")
+    title = (
+        f"ROC on test (positive class: {names[pos]})"
+        if len(names) == 2
+        else "ROC on test (micro-average over classes; AUC: macro one-vs-rest)"
+    )
     return [Note(n) for n in test.notes] + [
-        ctx.figure(figs.roc_figure(curves, title), "roc",
-                   "ROC curves of members (dashed) and ensembles (solid), AUC in the legend")]
+        ctx.figure(
+            figs.roc_figure(curves, title),
+            "roc",
+            "ROC curves of members (dashed) and ensembles (solid), AUC in the legend",
+        )
+    ]
 
 
 def calibration(ctx: ReportContext) -> list[Any]:
@@ -69,19 +83,25 @@ def calibration(ctx: ReportContext) -> list[Any]:
         curves.append((name, kind, mean_pred, observed, brier, ece))
         rows.append({"model": name, "kind": kind, "brier": brier, "ece": ece})
     binary = len(run.class_names) == 2
-    xlabel = (f"mean predicted P({run.class_names[pos]})" if binary
-              else "mean top-class confidence")
-    text = ("Brier score: scikit-learn's `brier_score_loss` "
-            + ("on the positive class. " if binary else "summed over classes. ")
-            + "ECE (expected calibration error, written here): the highest class "
-            "probability of each cell is its confidence; cells go into 10 equal-width "
-            "confidence bins and ECE = sum over bins of (share of cells) x |accuracy - mean "
-            "confidence|. Lower is better for both. Ensemble methods tuned with a decision "
-            "threshold are still judged on their probabilities here.")
-    return [Text(text),
-            ctx.figure(figs.calibration_figure(curves, xlabel), "calibration",
-                       "Reliability diagram on test (points: non-empty bins)"),
-            ctx.table(pd.DataFrame(rows), "calibration", "Brier score and ECE on test")]
+    xlabel = f"mean predicted P({run.class_names[pos]})" if binary else "mean top-class confidence"
+    text = (
+        "Brier score: scikit-learn's `brier_score_loss` "
+        + ("on the positive class. " if binary else "summed over classes. ")
+        + "ECE (expected calibration error, written here): the highest class "
+        "probability of each cell is its confidence; cells go into 10 equal-width "
+        "confidence bins and ECE = sum over bins of (share of cells) x |accuracy - mean "
+        "confidence|. Lower is better for both. Ensemble methods tuned with a decision "
+        "threshold are still judged on their probabilities here."
+    )
+    return [
+        Text(text),
+        ctx.figure(
+            figs.calibration_figure(curves, xlabel),
+            "calibration",
+            "Reliability diagram on test (points: non-empty bins)",
+        ),
+        ctx.table(pd.DataFrame(rows), "calibration", "Brier score and ECE on test"),
+    ]
 
 
 def per_subject_accuracy(ctx: ReportContext) -> list[Any]:
@@ -90,24 +110,32 @@ def per_subject_accuracy(ctx: ReportContext) -> list[Any]:
     test = run.predictions("test")
     ids = pd.Series(test.subject_ids, dtype=object)
     if ids.isna().all():
-        raise MissingInput("the test predictions carry no subject ids (the dataset layout "
-                           "has none), so there is no per-subject accuracy")
+        raise MissingInput(
+            "the test predictions carry no subject ids (the dataset layout "
+            "has none), so there is no per-subject accuracy"
+        )
     pos = positive_class(run)
     names = run.class_names
     frame = pd.DataFrame({"subject": ids.fillna("(none)").astype(str), "label": test.y})
     frame = frame[frame["label"] >= 0]
     table = frame.groupby("subject").agg(
-        true_class=("label", lambda s: names[int(s.mode().iloc[0])]), cells=("label", "size"))
+        true_class=("label", lambda s: names[int(s.mode().iloc[0])]), cells=("label", "size")
+    )
     for name, kind, probs in all_models(test):
         threshold = test.thresholds.get(name) if kind == "ensemble" else None
         right = predicted_labels(probs, threshold, pos) == test.y
-        table[name] = pd.Series(right[test.y >= 0], index=frame.index).groupby(
-            frame["subject"]).mean()
+        table[name] = (
+            pd.Series(right[test.y >= 0], index=frame.index).groupby(frame["subject"]).mean()
+        )
     table = table.reset_index().sort_values(["true_class", "subject"])
-    text = ("Share of each test subject's cells classified correctly (the challenge asked "
-            "for per-subject accuracy); one column per member and ensemble method.")
-    return [Text(text), ctx.table(table, "per_subject_accuracy",
-                                  "Per-subject accuracy on test", table)]
+    text = (
+        "Share of each test subject's cells classified correctly (the challenge asked "
+        "for per-subject accuracy); one column per member and ensemble method."
+    )
+    return [
+        Text(text),
+        ctx.table(table, "per_subject_accuracy", "Per-subject accuracy on test", table),
+    ]
 
 
 SUBSECTIONS: SubsectionTable = (

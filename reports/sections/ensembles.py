@@ -21,8 +21,17 @@ from reports.sections._common import (
 )
 from reports.tables import write_table
 
-__all__ = ["KEY", "LABEL", "SUBSECTIONS", "TITLE", "confusion_matrices", "intro",
-           "paired_comparisons", "table4_test", "table5_validation"]
+__all__ = [
+    "KEY",
+    "LABEL",
+    "SUBSECTIONS",
+    "TITLE",
+    "confusion_matrices",
+    "intro",
+    "paired_comparisons",
+    "table4_test",
+    "table5_validation",
+]
 
 TITLE = "Members and ensembles (the study's Tables 4 and 5, extended)"
 KEY = "ensembles"
@@ -35,8 +44,14 @@ def _member_rows(run: RunInputs, preds: MethodPredictions) -> list[dict[str, Any
     settings = run.ensemble_settings
     rows = []
     for name, probs in preds.members.items():
-        boot = bootstrap_metrics(preds.y, probs, preds.subject_ids, run.class_names,
-                                 n_boot=settings.bootstrap, seed=settings.seed)
+        boot = bootstrap_metrics(
+            preds.y,
+            probs,
+            preds.subject_ids,
+            run.class_names,
+            n_boot=settings.bootstrap,
+            seed=settings.seed,
+        )
         ci = boot.interval()
         row: dict[str, Any] = {"model": name, "kind": "member", "chosen": False}
         for key in STUDY_METRICS:
@@ -51,8 +66,11 @@ def _method_rows(run: RunInputs, split: str) -> list[dict[str, Any]]:
     part = comparison[comparison["split"] == split]
     rows = []
     for _, r in part.iterrows():
-        row: dict[str, Any] = {"model": str(r["method"]), "kind": "ensemble",
-                               "chosen": bool(r.get("chosen", False))}
+        row: dict[str, Any] = {
+            "model": str(r["method"]),
+            "kind": "ensemble",
+            "chosen": bool(r.get("chosen", False)),
+        }
         for key in STUDY_METRICS:
             row[key] = r.get(key)
             row[f"{key}_low"], row[f"{key}_high"] = r.get(f"{key}_low"), r.get(f"{key}_high")
@@ -80,18 +98,24 @@ def intro(ctx: ReportContext) -> list[Any]:
     blocks: list[Any] = []
     try:
         chosen = run.chosen
-        blocks.append(Text(
-            f"Chosen method: **{chosen.get('method')}** ({chosen.get('why', '')}). Members "
-            "are the configurations the ensemble stage combined; intervals are 95% "
-            f"subject-bootstrap percentiles ({n_boot} resamples, stratified by class), "
-            "`*` marks the chosen method."))
+        blocks.append(
+            Text(
+                f"Chosen method: **{chosen.get('method')}** ({chosen.get('why', '')}). Members "
+                "are the configurations the ensemble stage combined; intervals are 95% "
+                f"subject-bootstrap percentiles ({n_boot} resamples, stratified by class), "
+                "`*` marks the chosen method."
+            )
+        )
     except MissingInput as exc:
         blocks.append(Note(f"ensemble methods are not shown: {exc}"))
-    blocks.append(Text(
-        f"The study's Table 4 reports centre-cropped 300x300 inputs and its Table 5 the "
-        f"original 450x450; this run used {_crop_text(run)} -- compare runs with both crops "
-        "(`data.crop`) to reproduce that contrast. Here Table 4 is the test split and "
-        "Table 5 the validation split."))
+    blocks.append(
+        Text(
+            f"The study's Table 4 reports centre-cropped 300x300 inputs and its Table 5 the "
+            f"original 450x450; this run used {_crop_text(run)} -- compare runs with both crops "
+            "(`data.crop`) to reproduce that contrast. Here Table 4 is the test split and "
+            "Table 5 the validation split."
+        )
+    )
     return blocks
 
 
@@ -105,9 +129,15 @@ def table4_test(ctx: ReportContext) -> list[Any]:
         rows += _method_rows(run, "test")
     except MissingInput as exc:
         blocks.append(Note(f"ensemble rows are missing: {exc}"))
-    blocks.append(metric_table(ctx, rows, "table4_test",
-                               f"Table 4 (extended): members and ensembles on test "
-                               f"({len(test.y)} cells, {len(set(test.subject_ids))} subjects)"))
+    blocks.append(
+        metric_table(
+            ctx,
+            rows,
+            "table4_test",
+            f"Table 4 (extended): members and ensembles on test "
+            f"({len(test.y)} cells, {len(set(test.subject_ids))} subjects)",
+        )
+    )
     return blocks
 
 
@@ -119,15 +149,23 @@ def table5_validation(ctx: ReportContext) -> list[Any]:
     blocks: list[Any] = []
     try:
         rows += _method_rows(run, "val_crossfit")
-        blocks.append(Text(
-            "Ensemble rows are cross-fitted: each validation fold is predicted by the "
-            "method fitted on the other folds (held out), so they are comparable with the "
-            "members' out-of-fold validation predictions."))
+        blocks.append(
+            Text(
+                "Ensemble rows are cross-fitted: each validation fold is predicted by the "
+                "method fitted on the other folds (held out), so they are comparable with the "
+                "members' out-of-fold validation predictions."
+            )
+        )
     except MissingInput as exc:
         blocks.append(Note(f"ensemble rows are missing: {exc}"))
-    blocks.append(metric_table(ctx, rows, "table5_validation",
-                               f"Table 5 (extended): members and ensembles on validation "
-                               f"({len(val.y)} cells)"))
+    blocks.append(
+        metric_table(
+            ctx,
+            rows,
+            "table5_validation",
+            f"Table 5 (extended): members and ensembles on validation ({len(val.y)} cells)",
+        )
+    )
     return blocks
 
 
@@ -149,8 +187,9 @@ def _method_matrices(run: RunInputs) -> dict[str, np.ndarray]:
     return matrices
 
 
-def _confusion_frames(matrices: dict[str, np.ndarray], kinds: dict[str, str],
-                      names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _confusion_frames(
+    matrices: dict[str, np.ndarray], kinds: dict[str, str], names: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one shown row per model, one long CSV row per model and cell) of the matrices."""
     k = len(names)
     rows, display = [], []
@@ -159,9 +198,16 @@ def _confusion_frames(matrices: dict[str, np.ndarray], kinds: dict[str, str],
         cells = {"model": model, "kind": kinds[model]}
         for i in range(k):
             for j in range(k):
-                rows.append({"model": model, "kind": kinds[model], "true": names[i],
-                             "predicted": names[j], "count": int(cm[i, j]),
-                             "percent_of_true": 100 * shares[i, j]})
+                rows.append(
+                    {
+                        "model": model,
+                        "kind": kinds[model],
+                        "true": names[i],
+                        "predicted": names[j],
+                        "count": int(cm[i, j]),
+                        "percent_of_true": 100 * shares[i, j],
+                    }
+                )
                 cells[f"{names[i]} -> {names[j]}"] = f"{int(cm[i, j])} ({100 * shares[i, j]:.1f}%)"
         display.append(cells)
     return pd.DataFrame(display), pd.DataFrame(rows)
@@ -186,10 +232,13 @@ def confusion_matrices(ctx: ReportContext) -> list[Any]:
         notes.append(Note(f"ensemble confusion matrices are missing: {exc}"))
     shown, long = _confusion_frames(matrices, kinds, names)
     fig = figs.confusion_figure(matrices, names)
-    table = write_table(shown, "confusion", ctx.tables,
-                        "Confusion on test: count (share of the true class)", long)
-    return notes + [table, ctx.figure(fig, "confusion", "Confusion matrices on test "
-                                      f"(positive class: {names[pos]})")]
+    table = write_table(
+        shown, "confusion", ctx.tables, "Confusion on test: count (share of the true class)", long
+    )
+    return notes + [
+        table,
+        ctx.figure(fig, "confusion", f"Confusion matrices on test (positive class: {names[pos]})"),
+    ]
 
 
 def paired_comparisons(ctx: ReportContext) -> list[Any]:
@@ -207,14 +256,25 @@ def paired_comparisons(ctx: ReportContext) -> list[Any]:
                 continue
             r = r.iloc[0]
             p = r.get("p_value", r.get("p_bootstrap"))
-            cells[f"d{HEADERS[m]}"] = (f"{r['diff']:+.3f} [{r['diff_low']:+.3f}, "
-                                       f"{r['diff_high']:+.3f}] p={p:.3g}")
+            cells[f"d{HEADERS[m]}"] = (
+                f"{r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}] p={p:.3g}"
+            )
         display.append(cells)
-    text = ("Differences method - baseline on test with 95% paired subject-bootstrap "
-            "intervals. p-values: AUC by DeLong's test, ACC by McNemar's exact test, the "
-            "others by the paired bootstrap (the full table, with every test, is the CSV).")
-    return [Text(text), write_table(pd.DataFrame(display), "paired_comparisons", ctx.tables,
-                                    "Paired comparisons against the baselines", comp)]
+    text = (
+        "Differences method - baseline on test with 95% paired subject-bootstrap "
+        "intervals. p-values: AUC by DeLong's test, ACC by McNemar's exact test, the "
+        "others by the paired bootstrap (the full table, with every test, is the CSV)."
+    )
+    return [
+        Text(text),
+        write_table(
+            pd.DataFrame(display),
+            "paired_comparisons",
+            ctx.tables,
+            "Paired comparisons against the baselines",
+            comp,
+        ),
+    ]
 
 
 SUBSECTIONS: SubsectionTable = (

@@ -69,9 +69,16 @@ class _Maps:
     def member_maps(self, members: Sequence[Any]) -> list[np.ndarray]:
         """One [n, size, size] stack per member, in ``members`` order."""
         # a member trained on several folds: the mean of its fold models' maps
-        return [np.mean([np.stack([resize_map(m, self.size) for m in fold])
-                         for fold in self.by_member[member.name]], axis=0)
-                for member in members]
+        return [
+            np.mean(
+                [
+                    np.stack([resize_map(m, self.size) for m in fold])
+                    for fold in self.by_member[member.name]
+                ],
+                axis=0,
+            )
+            for member in members
+        ]
 
 
 def _select_cases(
@@ -112,15 +119,17 @@ def _cases(ctx: ReportContext) -> _Cases:
     picked = _select_cases(test.y, member_pred, ens_pred, ens.max(axis=1), ctx.gradcam_images)
     if not picked:
         raise MissingInput(
-            f"no test cell is classified correctly by {method} and wrongly by a member")
+            f"no test cell is classified correctly by {method} and wrongly by a member"
+        )
     return _Cases(method, test, members, labels, weights, picked, run.class_names)
 
 
 def _all_maps(ctx: ReportContext, cases: _Cases) -> _Maps:
     maps = _Maps()
     jobs = [(m, t) for m in cases.members for t in m.trial_ids]
-    bar = tqdm(total=len(jobs) * len(cases.picked), desc="Grad-CAM", unit="map",
-               disable=not ctx.progress)
+    bar = tqdm(
+        total=len(jobs) * len(cases.picked), desc="Grad-CAM", unit="map", disable=not ctx.progress
+    )
     try:
         for member, trial in jobs:
             _add_trial_maps(ctx, cases, member, trial, maps, bar)
@@ -129,8 +138,9 @@ def _all_maps(ctx: ReportContext, cases: _Cases) -> _Maps:
     return maps
 
 
-def _add_trial_maps(ctx: ReportContext, cases: _Cases, member: Any, trial: str, maps: _Maps,
-                    bar: Any) -> None:
+def _add_trial_maps(
+    ctx: ReportContext, cases: _Cases, member: Any, trial: str, maps: _Maps, bar: Any
+) -> None:
     """Load one fold model of ``member`` (the model is freed on return) and add its maps."""
     run = ctx.run
     ids, classes = cases.ids, cases.classes
@@ -147,14 +157,21 @@ def _add_trial_maps(ctx: ReportContext, cases: _Cases, member: Any, trial: str, 
     target = find_gradcam_target(loaded.model, loaded.input_size)
     fold = []
     for j in range(len(ids)):  # one image at a time: bounded memory for big backbones
-        fold.append(gradcam_maps(loaded.model, loaded.tensor(images[j:j + 1]),
-                                 [classes[j]], target)[0])
+        fold.append(
+            gradcam_maps(loaded.model, loaded.tensor(images[j : j + 1]), [classes[j]], target)[0]
+        )
         bar.update()
     maps.by_member.setdefault(member.name, []).append(np.stack(fold))
-    maps.layers.append({"member": run.member_label(member), "trial_id": trial,
-                        "backbone": loaded.backbone, "target_layer": target.name,
-                        "feature_map": "x".join(str(s) for s in target.shape[1:]),
-                        "input_size": loaded.input_size})
+    maps.layers.append(
+        {
+            "member": run.member_label(member),
+            "trial_id": trial,
+            "backbone": loaded.backbone,
+            "target_layer": target.name,
+            "feature_map": "x".join(str(s) for s in target.shape[1:]),
+            "input_size": loaded.input_size,
+        }
+    )
 
 
 def _weights(cases: _Cases) -> np.ndarray:
@@ -165,45 +182,77 @@ def _weights(cases: _Cases) -> np.ndarray:
     return w / w.sum()
 
 
-def _explanation(ctx: ReportContext, cases: _Cases, layers: list[dict[str, Any]],
-                 w: np.ndarray) -> list[Any]:
+def _explanation(
+    ctx: ReportContext, cases: _Cases, layers: list[dict[str, Any]], w: np.ndarray
+) -> list[Any]:
     """A note on flat (1x1) maps, the text on what the maps are, and the layers' table."""
-    flat = [f"{r['member']} ({r['feature_map']})" for r in layers
-            if r["feature_map"].endswith("x1x1")]
-    blocks: list[Any] = [Note(
-        f"{', '.join(flat)}: the feature map is 1x1 at this input size, so the map is flat; "
-        "Grad-CAM needs a larger data.input_size to localise")] if flat else []
+    flat = [
+        f"{r['member']} ({r['feature_map']})" for r in layers if r["feature_map"].endswith("x1x1")
+    ]
+    blocks: list[Any] = (
+        [
+            Note(
+                f"{', '.join(flat)}: the feature map is 1x1 at this input size, so the map is flat; "
+                "Grad-CAM needs a larger data.input_size to localise"
+            )
+        ]
+        if flat
+        else []
+    )
     return blocks + [
-        Text(f"Test cells that the chosen ensemble (**{cases.method}**) classifies correctly "
-             "and at least one member gets wrong. Each map is Grad-CAM (pytorch_grad_cam) for "
-             "the true class at the layer listed below; the ensemble's map is the members' maps "
-             f"averaged with the ensemble's weights ({', '.join(f'{wi:.3f}' for wi in w)}). "
-             "Panel titles give each model's probability of the true class."),
-        write_table(pd.DataFrame(layers), "gradcam_layers", ctx.tables,
-                    "Grad-CAM target layer of each member (rule: the last module with a 4-D "
-                    "output in the feature pass)"),
+        Text(
+            f"Test cells that the chosen ensemble (**{cases.method}**) classifies correctly "
+            "and at least one member gets wrong. Each map is Grad-CAM (pytorch_grad_cam) for "
+            "the true class at the layer listed below; the ensemble's map is the members' maps "
+            f"averaged with the ensemble's weights ({', '.join(f'{wi:.3f}' for wi in w)}). "
+            "Panel titles give each model's probability of the true class."
+        ),
+        write_table(
+            pd.DataFrame(layers),
+            "gradcam_layers",
+            ctx.tables,
+            "Grad-CAM target layer of each member (rule: the last module with a 4-D "
+            "output in the feature pass)",
+        ),
     ]
 
 
-def _case_figures(ctx: ReportContext, cases: _Cases, display: np.ndarray,
-                  member_maps: list[np.ndarray], ensemble_map: np.ndarray) -> list[Any]:
+def _case_figures(
+    ctx: ReportContext,
+    cases: _Cases,
+    display: np.ndarray,
+    member_maps: list[np.ndarray],
+    ensemble_map: np.ndarray,
+) -> list[Any]:
     """One figure per picked cell: the input, each member's map and the ensemble's."""
     test, names, method, labels = cases.test, cases.names, cases.method, cases.labels
     ids, classes = cases.ids, cases.classes
     blocks: list[Any] = []
     for j, i in enumerate(cases.picked):
-        panels = [(f"{labels[k]}", test.members[labels[k]][i], member_maps[k][j])
-                  for k in range(len(cases.members))]
+        panels = [
+            (f"{labels[k]}", test.members[labels[k]][i], member_maps[k][j])
+            for k in range(len(cases.members))
+        ]
         panels.append((f"ensemble {method}", test.methods[method][i], ensemble_map[j]))
         fig = _gradcam_figure(display[j], panels, classes[j], names, ids[j])
-        blocks.append(ctx.figure(fig, f"gradcam_{j + 1:02d}",
-                                 f"Grad-CAM, test cell `{ids[j]}` (subject {test.subject_ids[i]}, "
-                                 f"true class {names[classes[j]]})"))
+        blocks.append(
+            ctx.figure(
+                fig,
+                f"gradcam_{j + 1:02d}",
+                f"Grad-CAM, test cell `{ids[j]}` (subject {test.subject_ids[i]}, "
+                f"true class {names[classes[j]]})",
+            )
+        )
     return blocks
 
 
-def _gradcam_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray, np.ndarray]],
-                    true: int, names: Sequence[str], sample_id: str) -> Any:
+def _gradcam_figure(
+    image: np.ndarray,
+    panels: list[tuple[str, np.ndarray, np.ndarray]],
+    true: int,
+    names: Sequence[str],
+    sample_id: str,
+) -> Any:
     n = len(panels) + 1
     fig = figs._figure(2.6 * n, 3.2)
     axes = fig.subplots(1, n, squeeze=False)[0]
@@ -212,12 +261,20 @@ def _gradcam_figure(image: np.ndarray, panels: list[tuple[str, np.ndarray, np.nd
     for ax, (title, probs, cam) in zip(axes[1:], panels):
         right = int(np.argmax(probs)) == true
         ax.imshow(image)
-        ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0,
-                  extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+        ax.imshow(
+            cam,
+            cmap="jet",
+            alpha=0.45,
+            vmin=0.0,
+            vmax=1.0,
+            extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
+        )
         short = title if len(title) <= 28 else title[:26] + "..."
-        ax.set_title(f"{short}\nP({names[true]})={probs[true]:.2f} "
-                     f"{'right' if right else 'WRONG'}", fontsize=7,
-                     color="black" if right else "tab:red")
+        ax.set_title(
+            f"{short}\nP({names[true]})={probs[true]:.2f} {'right' if right else 'WRONG'}",
+            fontsize=7,
+            color="black" if right else "tab:red",
+        )
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(sample_id, fontsize=8)
@@ -233,8 +290,9 @@ def gradcam_examples(ctx: ReportContext) -> list[Any]:
     w = _weights(cases)
     ensemble_map = np.tensordot(w, np.stack(member_maps), axes=1)
     assert maps.display is not None
-    return (_explanation(ctx, cases, maps.layers, w)
-            + _case_figures(ctx, cases, maps.display, member_maps, ensemble_map))
+    return _explanation(ctx, cases, maps.layers, w) + _case_figures(
+        ctx, cases, maps.display, member_maps, ensemble_map
+    )
 
 
 SUBSECTIONS: SubsectionTable = ((None, gradcam_examples),)

@@ -13,8 +13,18 @@ from reports.render import Text
 from reports.sections._common import ReportContext, SubsectionTable
 from trainers.predictions import read_predictions
 
-__all__ = ["KEY", "LABEL", "SUBSECTIONS", "TITLE", "code", "commands", "hardware", "packages",
-           "seeds", "splits"]
+__all__ = [
+    "KEY",
+    "LABEL",
+    "SUBSECTIONS",
+    "TITLE",
+    "code",
+    "commands",
+    "hardware",
+    "packages",
+    "seeds",
+    "splits",
+]
 
 TITLE = "Reproducibility"
 KEY = "reproducibility"
@@ -28,9 +38,13 @@ def _kv(data: dict[str, Any]) -> pd.DataFrame:
 def code(ctx: ReportContext) -> list[Any]:
     """The project's git state when the report was built."""
     state = repro.git_state()
-    return [Text("The project's code when this report was built (`git rev-parse HEAD`); the "
-                 "run folder does not record the commit it was searched with."),
-            ctx.table(_kv(state), "git", "Code version")]
+    return [
+        Text(
+            "The project's code when this report was built (`git rev-parse HEAD`); the "
+            "run folder does not record the commit it was searched with."
+        ),
+        ctx.table(_kv(state), "git", "Code version"),
+    ]
 
 
 def packages(ctx: ReportContext) -> list[Any]:
@@ -60,10 +74,14 @@ def splits(ctx: ReportContext) -> list[Any]:
             frames[pset.trial_id] = pset.frame
     table = repro.split_hashes(frames)
     agree = table.groupby("split")["sha256_16"].nunique()
-    text = "; ".join(f"{split}: {'one split for all trials' if n == 1 else f'{n} different splits'}"
-                     for split, n in agree.items())
-    return [Text(f"Hash of each trial's (sample, subject, label) rows per split. {text}."),
-            ctx.table(table, "split_hashes", "Split hashes per trial")]
+    text = "; ".join(
+        f"{split}: {'one split for all trials' if n == 1 else f'{n} different splits'}"
+        for split, n in agree.items()
+    )
+    return [
+        Text(f"Hash of each trial's (sample, subject, label) rows per split. {text}."),
+        ctx.table(table, "split_hashes", "Split hashes per trial"),
+    ]
 
 
 def hardware(ctx: ReportContext) -> list[Any]:
@@ -83,7 +101,8 @@ def commands(ctx: ReportContext) -> list[Any]:
     """The command lines that produced the run (``RUN/command.txt``)."""
     lines = ctx.run.commands
     return [Text("The command lines that produced the run (`RUN/command.txt`):")] + [
-        Text(f"`{line}`") for line in lines]
+        Text(f"`{line}`") for line in lines
+    ]
 
 
 SUBSECTIONS: SubsectionTable = (

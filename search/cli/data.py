@@ -57,8 +57,13 @@ def synth(
         raise fail("; ".join(format_validation_error(err, SyntheticSpec))) from None
     try:
         root = synthesize(
-            out, spec.layout, spec.subjects_per_class, spec.cells_per_subject, spec.size,
-            spec.seed, spec.label_noise,
+            out,
+            spec.layout,
+            spec.subjects_per_class,
+            spec.cells_per_subject,
+            spec.size,
+            spec.seed,
+            spec.label_noise,
         )
     except (WenError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None

@@ -16,14 +16,18 @@ __all__ = ["demo"]
 
 @app.command("demo")
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo: DIR/data, DIR/run (must not hold a run yet).")] = Path(
-        "demo"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for the demo: DIR/data, DIR/run (must not hold a run yet).")
+    ] = Path("demo"),
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a key of configs/demo.yaml: --set train.epochs=4 (repeatable)."),
+        typer.Option(
+            "--set", help="Override a key of configs/demo.yaml: --set train.epochs=4 (repeatable)."
+        ),
     ] = None,
-    gradcam: Annotated[bool, typer.Option("--gradcam/--no-gradcam", help="Grad-CAM maps in the report.")] = True,
+    gradcam: Annotated[
+        bool, typer.Option("--gradcam/--no-gradcam", help="Grad-CAM maps in the report.")
+    ] = True,
 ) -> None:
     """Run the whole pipeline on a synthetic C-NMC dataset on this machine (local Ray, CPU):
     search 5 backbones x 2 augmentations with ASHA, fit and compare the ensembles, export the
@@ -37,8 +41,11 @@ def demo(
         raise fail(str(err)) from None
     total = time.monotonic() - start
     typer.echo("")
-    typer.secho("Test set (labelled preliminary test), 95% subject-bootstrap intervals; "
-                "* = chosen on validation:", bold=True)
+    typer.secho(
+        "Test set (labelled preliminary test), 95% subject-bootstrap intervals; "
+        "* = chosen on validation:",
+        bold=True,
+    )
     for line in result.table:
         typer.echo("  " + line)
     typer.echo("")

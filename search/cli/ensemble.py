@@ -27,7 +27,12 @@ def load_settings(run: Path, flags: dict[str, Any], sets: list[str] | None = Non
 
     from ensemble.config import EnsembleSettings
     from search.checks import load_wen_config
-    from trainers.config import ConfigError, apply_overrides, format_validation_error, parse_overrides
+    from trainers.config import (
+        ConfigError,
+        apply_overrides,
+        format_validation_error,
+        parse_overrides,
+    )
 
     config_path = run / RUN_LAYOUT.config
     base: dict[str, Any] = {}
@@ -53,8 +58,10 @@ def _section_keys(overrides: dict[str, Any]) -> dict[str, Any]:
         if head == "ensemble" and rest:
             key = rest
         elif head in ("data", "model", "train", "search", "name", "ensemble"):
-            problems.append(f"--set {key}: `wen ensemble` takes keys of the ensemble: section "
-                            "(e.g. --set ensemble.n_trials=50); the trials are already trained")
+            problems.append(
+                f"--set {key}: `wen ensemble` takes keys of the ensemble: section "
+                "(e.g. --set ensemble.n_trials=50); the trials are already trained"
+            )
             continue
         out[key] = value
     if problems:
@@ -88,12 +95,14 @@ def ensemble_command(
         None, "--select-by", help="Validation metric that chooses the method to export."
     ),
     tune_threshold: bool | None = typer.Option(
-        None, "--tune-threshold/--no-tune-threshold",
+        None,
+        "--tune-threshold/--no-tune-threshold",
         help="Binary: tune the decision threshold on validation predictions.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     overrides: list[str] | None = typer.Option(
-        None, "--set",
+        None,
+        "--set",
         help="Override a key of the ensemble: section, e.g. --set ensemble.greedy_rounds=20 "
         "(repeatable; applies after the flags).",
     ),

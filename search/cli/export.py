@@ -51,22 +51,30 @@ def predict_command(
     from ensemble.predict import predict_images
 
     try:
-        table = predict_images(model_dir, paths, backend, batch_size=batch_size,
-                               skip_bad=False, progress=progress)
+        table = predict_images(
+            model_dir, paths, backend, batch_size=batch_size, skip_bad=False, progress=progress
+        )
     except (WenError, ValueError) as exc:
         raise fail(str(exc)) from None
     bad = table[table["error"].notna()]
     for message in bad["error"]:
-        typer.secho(f"{'skipped' if skip_bad else 'error'}: {message}",
-                    fg=typer.colors.YELLOW if skip_bad else typer.colors.RED, err=True)
+        typer.secho(
+            f"{'skipped' if skip_bad else 'error'}: {message}",
+            fg=typer.colors.YELLOW if skip_bad else typer.colors.RED,
+            err=True,
+        )
     if skip_bad:
         table = table[table["error"].isna()]
     if out is None:
         table.to_csv(sys.stdout, index=False)
     else:
         atomic_write_text(out, table.to_csv(index=False), what="predictions CSV")
-        typer.echo(f"{len(table) - (0 if skip_bad else len(bad))} image(s) predicted -> {out}",
-                   err=True)
+        typer.echo(
+            f"{len(table) - (0 if skip_bad else len(bad))} image(s) predicted -> {out}", err=True
+        )
     if len(bad) and not skip_bad:
-        raise fail(f"{len(bad)} of {len(table)} image(s) could not be read (listed above; their "
-                   "rows have an error); fix or remove them, or pass --skip-bad", code=1)
+        raise fail(
+            f"{len(bad)} of {len(table)} image(s) could not be read (listed above; their "
+            "rows have an error); fix or remove them, or pass --skip-bad",
+            code=1,
+        )

@@ -49,7 +49,9 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     fit = int(min(cpus // max(res.cpus, 1e-9), (gpus // res.gpus) if res.gpus else 1e9))
     typer.echo(f"this machine: {cpus} CPU, {gpus} GPU -> up to {max(fit, 0)} concurrent trial(s)")
     if res.gpus and not gpus:
-        typer.echo("note: trials ask for GPUs and this machine has none; join a GPU cluster with --address")
+        typer.echo(
+            "note: trials ask for GPUs and this machine has none; join a GPU cluster with --address"
+        )
     from search.storage import resolve_storage
 
     typer.echo(f"run folder: {resolve_storage(storage).rstrip('/')}/{name}")
@@ -85,6 +87,7 @@ def _load_smoke(config: Path, overrides: list[str] | None) -> object:
     return cfg
 
 
+# long: typer declares each of the command's options in its signature
 @app.command("search")
 def search(
     config: Annotated[
@@ -95,17 +98,36 @@ def search(
         ),
     ],
     storage: Annotated[
-        str | None, typer.Option(help="Run storage: a local path or s3:// / gs:// URI (default: search.storage).")
+        str | None,
+        typer.Option(
+            help="Run storage: a local path or s3:// / gs:// URI (default: search.storage)."
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Run name; RUN = STORAGE/NAME (default: the config's name).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Run name; RUN = STORAGE/NAME (default: the config's name).")
+    ] = None,
     address: Annotated[
-        str | None, typer.Option(help="Join a running Ray cluster: auto or HOST:PORT (default: start Ray here).")
+        str | None,
+        typer.Option(
+            help="Join a running Ray cluster: auto or HOST:PORT (default: start Ray here)."
+        ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the search in RUN (killed driver or errored trials).")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the search in RUN (killed driver or errored trials)."
+        ),
+    ] = False,
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable).")
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable)."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded space and per-trial resources; run nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the expanded space and per-trial resources; run nothing."
+        ),
+    ] = False,
     smoke: Annotated[
         bool,
         typer.Option(
@@ -123,7 +145,9 @@ def search(
     if note:
         typer.echo(f"note: {note}")
     try:
-        cfg = _load_smoke(config, overrides) if smoke else load_search_config(str(config), overrides)
+        cfg = (
+            _load_smoke(config, overrides) if smoke else load_search_config(str(config), overrides)
+        )
     except (WenError, ValueError) as err:
         raise fail(str(err)) from None
     store = storage or cfg.search.storage
@@ -145,13 +169,20 @@ def search(
     except WenError as err:
         raise fail(str(err)) from None
     if outcome.errors:
-        raise fail(f"{outcome.errors} trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}", code=1)
+        raise fail(
+            f"{outcome.errors} trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}",
+            code=1,
+        )
 
 
 @app.command("dashboard")
 def dashboard(
-    run: Annotated[str, typer.Argument(help="A run folder (local path or URI) written by `wen search`.")],
-    port: Annotated[int, typer.Option(help="TensorBoard port on 127.0.0.1 (next free if taken).")] = 6006,
+    run: Annotated[
+        str, typer.Argument(help="A run folder (local path or URI) written by `wen search`.")
+    ],
+    port: Annotated[
+        int, typer.Option(help="TensorBoard port on 127.0.0.1 (next free if taken).")
+    ] = 6006,
 ) -> None:
     """Serve TensorBoard on a run's trial logs, bound to 127.0.0.1, until Ctrl-C."""
     from search.raycluster import free_port
@@ -161,7 +192,9 @@ def dashboard(
     if not is_uri(run):
         root = Path(run).expanduser()
         if not root.is_dir():
-            raise fail(f"run folder {run!r} does not exist; pass the RUN folder `wen search` printed")
+            raise fail(
+                f"run folder {run!r} does not exist; pass the RUN folder `wen search` printed"
+            )
         events = root / RUN_LAYOUT.tensorboard
         logdir = str(events) if events.is_dir() else str(root)
     else:

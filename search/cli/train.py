@@ -39,21 +39,29 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+# long: typer declares each of the command's options in its signature
 @app.command("train")
 def train_command(
     config: Annotated[
-        Path, typer.Argument(help="YAML config (its trial part is used), or a shipped preset's name.")
+        Path,
+        typer.Argument(help="YAML config (its trial part is used), or a shipped preset's name."),
     ],
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable).")
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set train.epochs=3 (repeatable)."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: runs/train/NAME-TIME).")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue from a checkpoint folder (OUT/checkpoints/epoch_NNNN).")
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue from a checkpoint folder (OUT/checkpoints/epoch_NNNN)."
+        ),
     ] = None,
-    trial_id: Annotated[str | None, typer.Option("--trial-id", help="Name of the prediction file.")] = None,
+    trial_id: Annotated[
+        str | None, typer.Option("--trial-id", help="Name of the prediction file.")
+    ] = None,
 ) -> None:
     """Train one trial on this machine; write OUT/config.yaml, OUT/checkpoints/ and OUT/predictions/."""
     from tqdm.auto import tqdm
@@ -69,7 +77,9 @@ def train_command(
         raise fail(str(err)) from None
     out_dir = out or _default_out(cfg.name)
     save_config(cfg, out_dir / RUN_LAYOUT.config)  # named as in a search run
-    typer.echo(f"training {cfg.model.backbone} on {'synthetic data' if cfg.data.synthetic else cfg.data.root}; output: {out_dir}")
+    typer.echo(
+        f"training {cfg.model.backbone} on {'synthetic data' if cfg.data.synthetic else cfg.data.root}; output: {out_dir}"
+    )
 
     from trainers import train
 
@@ -87,7 +97,9 @@ def train_command(
         bar.refresh()
 
     try:
-        result = train(cfg, report, out_dir=out_dir, trial_id=trial_id, resume_from=resume, on_batch=on_batch)
+        result = train(
+            cfg, report, out_dir=out_dir, trial_id=trial_id, resume_from=resume, on_batch=on_batch
+        )
     except (WenError, ValueError, FloatingPointError) as err:
         bar.close()
         raise fail(str(err)) from None

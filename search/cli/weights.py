@@ -18,7 +18,9 @@ _TARGETS_HELP = (
     "YAML configs (every backbone their trials can start from ImageNet weights: model.backbone, "
     "or each model.backbone value in search.space) and/or timm backbone names."
 )
-_SET_HELP = "Override a config key: --set model.pretrained=true (repeatable; applies to each config)."
+_SET_HELP = (
+    "Override a config key: --set model.pretrained=true (repeatable; applies to each config)."
+)
 
 
 def _is_config(target: str) -> bool:
@@ -117,7 +119,9 @@ def _would_go(name: str) -> str:
 
     source = weight_source(name)
     if source is None:
-        return "no ImageNet weights exist for it (set model.pretrained=false or model.pretrained_path)"
+        return (
+            "no ImageNet weights exist for it (set model.pretrained=false or model.pretrained_path)"
+        )
     if source.kind == "hf-hub":
         assert source.hf_repo_folder is not None
         where = source.hf_repo_folder / "snapshots" / "<commit>" / source.hf_filenames[0]

@@ -44,7 +44,9 @@ def test_gpu_check_runs_the_cpu_parts_and_reports_what_it_skipped(tmp_path: Path
     if torch.cuda.is_available():  # a GPU machine: nothing may be skipped
         assert not [r for r in rows.values() if "skipped" in r["note"]]
         return
-    skipped = {n: r for n, r in rows.items() if r["note"].startswith("skipped: no usable CUDA device")}
+    skipped = {
+        n: r for n, r in rows.items() if r["note"].startswith("skipped: no usable CUDA device")
+    }
     assert any("study backbones" in n for n in skipped), sorted(rows)
     assert any("4 trials x 0.25 GPU" in n for n in skipped), sorted(rows)
     assert all(math.isnan(r["value"]) for r in skipped.values())
@@ -59,7 +61,9 @@ def test_backbone_measurement_runs_as_a_trial_would() -> None:
     from benchmarks.bench_gpu import _backbone, study_setting
     from trainers.loop import DeviceCapabilities
 
-    rows = _backbone("test_resnet", 32, 4, DeviceCapabilities(False), torch.device("cpu"), repeats=2)
+    rows = _backbone(
+        "test_resnet", 32, 4, DeviceCapabilities(False), torch.device("cpu"), repeats=2
+    )
     by_name = {r["name"]: r for r in rows}
     assert by_name["gpu: test_resnet training"]["value"] > 0
     assert by_name["gpu: test_resnet inference"]["value"] > 0

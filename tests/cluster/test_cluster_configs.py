@@ -75,7 +75,11 @@ def test_launcher_references_only_repo_files(name: str) -> None:
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_launcher_is_secure_by_default(name: str) -> None:
     config = _launcher(name)
-    starts = [c for c in _commands(config, "head_start_ray_commands", "worker_start_ray_commands") if "ray start" in c]
+    starts = [
+        c
+        for c in _commands(config, "head_start_ray_commands", "worker_start_ray_commands")
+        if "ray start" in c
+    ]
     assert len(starts) == 2
     for command in starts:
         assert "RAY_AUTH_MODE=token ray start" in command, command
@@ -110,7 +114,10 @@ def test_kuberay_manifest_kinds_and_gpu_workers() -> None:
     for group in cluster["workerGroupSpecs"]:
         for container in group["template"]["spec"]["containers"]:
             res = container["resources"]
-            assert int(res["requests"]["nvidia.com/gpu"]) >= 1 and int(res["limits"]["nvidia.com/gpu"]) >= 1
+            assert (
+                int(res["requests"]["nvidia.com/gpu"]) >= 1
+                and int(res["limits"]["nvidia.com/gpu"]) >= 1
+            )
     name = docs["RayCluster"]["metadata"]["name"]
     assert docs["RayJob"]["spec"]["clusterSelector"] == {"ray.io/cluster": name}
     assert docs["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"] == {"ray.io/cluster": name}
@@ -156,7 +163,13 @@ def test_kuberay_entrypoint_dry_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     out = " ".join(result.output.split())
     assert "run folder: s3://" in out and f"dataset: {root} (cnmc-kaggle; classes hem, all)" in out
     assert result.exit_code == 2, result.output
-    for backbone in ("vgg16", "legacy_xception", "mobilenetv1_100", "inception_resnet_v2", "densenet121"):
+    for backbone in (
+        "vgg16",
+        "legacy_xception",
+        "mobilenetv1_100",
+        "inception_resnet_v2",
+        "densenet121",
+    ):
         assert f"wen weights fetch {backbone}" in out, backbone
     assert str(tmp_path / "weights" / "huggingface") in out
 

@@ -72,19 +72,35 @@ def write_run(
                 }
                 frames = [
                     prediction_frame(
-                        trial_id=trial, backbone=backbone, config_hash=f"h{n}", fold=fold,
-                        epoch=3, split="val", sample_ids=v_samples, subject_ids=v_subjects,
-                        labels=v_labels, logits=_logits(v_labels, v_subjects, skill, rng),
+                        trial_id=trial,
+                        backbone=backbone,
+                        config_hash=f"h{n}",
+                        fold=fold,
+                        epoch=3,
+                        split="val",
+                        sample_ids=v_samples,
+                        subject_ids=v_subjects,
+                        labels=v_labels,
+                        logits=_logits(v_labels, v_subjects, skill, rng),
                     ),
                     prediction_frame(
-                        trial_id=trial, backbone=backbone, config_hash=f"h{n}", fold=fold,
-                        epoch=3, split="test", sample_ids=test[0], subject_ids=test[1],
-                        labels=test[2], logits=_logits(test[2], test[1], skill, rng),
+                        trial_id=trial,
+                        backbone=backbone,
+                        config_hash=f"h{n}",
+                        fold=fold,
+                        epoch=3,
+                        split="test",
+                        sample_ids=test[0],
+                        subject_ids=test[1],
+                        labels=test[2],
+                        logits=_logits(test[2], test[1], skill, rng),
                     ),
                 ]
                 write_predictions(
-                    run / "predictions" / f"{trial}.parquet", pd.concat(frames, ignore_index=True),
-                    CLASS_NAMES, config,
+                    run / "predictions" / f"{trial}.parquet",
+                    pd.concat(frames, ignore_index=True),
+                    CLASS_NAMES,
+                    config,
                 )
     return run
 

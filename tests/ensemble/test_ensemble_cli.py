@@ -26,10 +26,19 @@ def _invoke(*args: str):
 def test_wen_ensemble_end_to_end(synthetic_run: Path) -> None:
     run = synthetic_run
     # settings from RUN/config.yaml; flags override them (n_trials)
-    (run / "config.yaml").write_text(yaml.safe_dump({
-        "data": {"synthetic": {"size": 32}},
-        "ensemble": {"bootstrap": 60, "n_trials": 30, "crossfit_folds": 3, "greedy_rounds": 8},
-    }))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"synthetic": {"size": 32}},
+                "ensemble": {
+                    "bootstrap": 60,
+                    "n_trials": 30,
+                    "crossfit_folds": 3,
+                    "greedy_rounds": 8,
+                },
+            }
+        )
+    )
     result = _invoke(str(run), "--n-trials", "12", "--seed", "1", "--no-progress")
     assert result.exit_code == 0, result.output
     out = run / "ensemble"
@@ -62,8 +71,9 @@ def test_wen_ensemble_end_to_end(synthetic_run: Path) -> None:
 
     chosen = json.loads((out / "chosen.json").read_text())
     assert chosen["method"] in names and chosen["select_by"] == "wfs"
-    row = comparison[(comparison["method"] == chosen["method"])
-                     & (comparison["split"] == "val_crossfit")]
+    row = comparison[
+        (comparison["method"] == chosen["method"]) & (comparison["split"] == "val_crossfit")
+    ]
     assert chosen["val_score"] == pytest.approx(row["wfs"].iloc[0])
     assert "test scores played no part" in chosen["why"]
     assert row["chosen"].iloc[0]
@@ -91,8 +101,9 @@ def test_wen_ensemble_end_to_end(synthetic_run: Path) -> None:
         probs = np.stack(rows["probs"].to_numpy())
         row = comparison[(comparison["method"] == method) & (comparison["split"] == split)]
         if split != "val_crossfit":  # held-out rows pool per-fold decisions
-            assert score(rows["label"].to_numpy(), probs, ["hem", "all"])["auc"] == \
-                pytest.approx(row["auc"].iloc[0]), (method, split)
+            assert score(rows["label"].to_numpy(), probs, ["hem", "all"])["auc"] == pytest.approx(
+                row["auc"].iloc[0]
+            ), (method, split)
         assert (rows["pred"].to_numpy() == probs.argmax(axis=1)).all()
     used = json.loads((out / "settings.json").read_text())
     assert used["n_trials"] == 12 and used["bootstrap"] == 60 and used["seed"] == 1
@@ -103,8 +114,9 @@ def test_wen_ensemble_end_to_end(synthetic_run: Path) -> None:
     assert summary.n_trials == 12
 
     # a re-run resumes the study: 15 trials in all, not 12 + 15
-    again = _invoke(str(run), "--n-trials", "15", "--seed", "1", "--methods", "optuna,sap",
-                    "--no-progress")
+    again = _invoke(
+        str(run), "--n-trials", "15", "--seed", "1", "--methods", "optuna,sap", "--no-progress"
+    )
     assert again.exit_code == 0, again.output
     (summary,) = optuna.get_all_study_summaries(storage)
     assert summary.n_trials == 15
@@ -117,16 +129,27 @@ def test_wen_ensemble_rejects_misaligned_files_clearly(synthetic_run: Path) -> N
 
     path = synthetic_run / "predictions" / "t002.parquet"
     pset = read_predictions(path)
-    frame = pset.frame[~((pset.frame["split"] == "test")
-                         & (pset.frame["sample_id"] == pset.frame["sample_id"].iloc[-1]))]
+    frame = pset.frame[
+        ~(
+            (pset.frame["split"] == "test")
+            & (pset.frame["sample_id"] == pset.frame["sample_id"].iloc[-1])
+        )
+    ]
     write_predictions(path, frame, pset.class_names, pset.config)
     result = _invoke(str(synthetic_run), "--n-trials", "3", "--no-progress")
     assert result.exit_code == 2
     assert "trial t002" in result.output and "t002.parquet" in result.output
     assert "--skip-bad-files" in result.output
     assert not (synthetic_run / "ensemble" / "comparison.csv").exists()
-    ok = _invoke(str(synthetic_run), "--skip-bad-files", "--n-trials", "3", "--methods",
-                 "sap,wen_kappa", "--no-progress")
+    ok = _invoke(
+        str(synthetic_run),
+        "--skip-bad-files",
+        "--n-trials",
+        "3",
+        "--methods",
+        "sap,wen_kappa",
+        "--no-progress",
+    )
     assert ok.exit_code == 0, ok.output
     assert "skipping trial t002" in ok.output
     comparison = pd.read_csv(synthetic_run / "ensemble" / "comparison.csv")
@@ -144,8 +167,17 @@ def test_wen_ensemble_bad_flags_name_the_key(synthetic_run: Path) -> None:
 
 
 def test_tuned_threshold_is_reported(synthetic_run: Path) -> None:
-    result = _invoke(str(synthetic_run), "--methods", "sap", "--tune-threshold",
-                     "--select-by", "ba", "--bootstrap", "20", "--no-progress")
+    result = _invoke(
+        str(synthetic_run),
+        "--methods",
+        "sap",
+        "--tune-threshold",
+        "--select-by",
+        "ba",
+        "--bootstrap",
+        "20",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     comparison = pd.read_csv(synthetic_run / "ensemble" / "comparison.csv")
     assert comparison["threshold"].notna().all()
@@ -157,9 +189,18 @@ def test_tuned_threshold_is_reported(synthetic_run: Path) -> None:
 def test_wen_ensemble_set_overrides_the_section(synthetic_run: Path) -> None:
     """``--set`` takes keys of the ensemble: section (with or without the prefix), after the
     flags; keys of other sections and unknown keys are refused by name."""
-    result = _invoke(str(synthetic_run), "--methods", "sap,greedy", "--bootstrap", "50",
-                     "--set", "ensemble.greedy_rounds=3", "--set", "bootstrap=20",
-                     "--no-progress")
+    result = _invoke(
+        str(synthetic_run),
+        "--methods",
+        "sap,greedy",
+        "--bootstrap",
+        "50",
+        "--set",
+        "ensemble.greedy_rounds=3",
+        "--set",
+        "bootstrap=20",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     used = json.loads((synthetic_run / "ensemble" / "settings.json").read_text())
     assert used["greedy_rounds"] == 3 and used["bootstrap"] == 20  # --set beats the flag

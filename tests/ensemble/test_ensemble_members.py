@@ -19,7 +19,7 @@ from trainers.predictions import read_predictions, write_predictions
 
 
 def _members(run: Path, skip: bool = False, said: list | None = None):
-    say = (said.append if said is not None else lambda s: None)
+    say = said.append if said is not None else lambda s: None
     sets = load_prediction_sets(run / "predictions", skip, say)
     return build_members(sets, skip, say)
 

@@ -10,6 +10,7 @@ from ensemble import METHODS, MethodOptions, create_method
 from ensemble.methods import OptunaWeights
 from trainers._registry import UnknownNameError
 
+
 def _options(k: int) -> MethodOptions:
     names = ("hem", "all") if k == 2 else tuple(f"c{i}" for i in range(k))
     return MethodOptions(class_names=names, seed=7, n_trials=15, greedy_rounds=10)
@@ -92,7 +93,14 @@ def test_unknown_method_lists_valid_names() -> None:
 
 def test_registry_has_every_method_of_the_brief() -> None:
     assert set(METHODS.names()) == {
-        "best_single", "sap", "wen_acc", "wen_auc", "wen_f1", "wen_kappa", "optuna", "greedy",
+        "best_single",
+        "sap",
+        "wen_acc",
+        "wen_auc",
+        "wen_f1",
+        "wen_kappa",
+        "optuna",
+        "greedy",
         "stacking",
     }
 
@@ -119,9 +127,7 @@ def test_wen_acc_weights_by_validation_accuracy_eq2() -> None:
     # W = (1.0, 0.5): P'_j = (1.0 * P_j0 + 0.5 * P_j1) / 1.5
     m = create_method("wen_acc").fit(P_HAND, Y_HAND)
     assert np.allclose(m.weights_, [2 / 3, 1 / 3])
-    expected = np.array(
-        [[0.8, 0.2], [0.5, 0.5], [0.8 / 3, 2.2 / 3], [2.05 / 3, 0.95 / 3]]
-    )
+    expected = np.array([[0.8, 0.2], [0.5, 0.5], [0.8 / 3, 2.2 / 3], [2.05 / 3, 0.95 / 3]])
     assert np.allclose(m.predict_proba(P_HAND), expected)
 
 

@@ -22,8 +22,10 @@ def _val_test(arrays) -> tuple[SplitArrays, SplitArrays]:
     """Subjects 0-3 of each class for validation, 4-5 for test."""
     P, y, subjects = arrays
     is_val = np.array([int(s[-2:]) < 4 for s in subjects])
-    return (_split(P[:, is_val], y[is_val], subjects[is_val]),
-            _split(P[:, ~is_val], y[~is_val], subjects[~is_val]))
+    return (
+        _split(P[:, is_val], y[is_val], subjects[is_val]),
+        _split(P[:, ~is_val], y[~is_val], subjects[~is_val]),
+    )
 
 
 def _methods() -> dict:
@@ -34,8 +36,9 @@ def test_test_labels_never_change_any_weights(skilled_arrays) -> None:
     val, test = _val_test(skilled_arrays)
     flipped = _split(test.P, 1 - test.y, test.subject_ids)
     a = run_protocol(_methods(), val, test, class_names=NAMES, crossfit_folds=3, say=lambda s: None)
-    b = run_protocol(_methods(), val, flipped, class_names=NAMES, crossfit_folds=3,
-                     say=lambda s: None)
+    b = run_protocol(
+        _methods(), val, flipped, class_names=NAMES, crossfit_folds=3, say=lambda s: None
+    )
     for name in METHODS.names():
         assert np.array_equal(a.results[name].method.weights_, b.results[name].method.weights_)
         assert np.array_equal(a.results[name].test_probs, b.results[name].test_probs)
@@ -80,8 +83,14 @@ def test_crossfit_folds_are_capped_by_subjects_per_class(skilled_arrays) -> None
 def test_searched_methods_report_fitted_and_held_out_scores(skilled_arrays) -> None:
     P, y, subjects = skilled_arrays
     val = _split(P, y, subjects)
-    r = run_protocol({"stacking": create_method("stacking", OPTIONS), "sap": create_method("sap")},
-                     val, None, class_names=NAMES, crossfit_folds=3, say=lambda s: None)
+    r = run_protocol(
+        {"stacking": create_method("stacking", OPTIONS), "sap": create_method("sap")},
+        val,
+        None,
+        class_names=NAMES,
+        crossfit_folds=3,
+        say=lambda s: None,
+    )
     st = r.results["stacking"]
     assert set(st.scores) == {"val", "val_crossfit"}
     # stacking is fitted on these very labels: its in-sample logloss is the optimistic one
@@ -99,9 +108,16 @@ def test_tune_threshold_on_validation() -> None:
 
 def test_threshold_flag_tunes_on_val_and_applies_to_test(skilled_arrays) -> None:
     val, test = _val_test(skilled_arrays)
-    r = run_protocol({"sap": create_method("sap"), "best_single": create_method("best_single")},
-                     val, test, class_names=NAMES, crossfit_folds=3, select_by="ba",
-                     tune_thresholds=True, say=lambda s: None)
+    r = run_protocol(
+        {"sap": create_method("sap"), "best_single": create_method("best_single")},
+        val,
+        test,
+        class_names=NAMES,
+        crossfit_folds=3,
+        select_by="ba",
+        tune_thresholds=True,
+        say=lambda s: None,
+    )
     sap = r.results["sap"]
     assert sap.threshold is not None and len(sap.crossfit_thresholds) == 3
     assert sap.threshold == tune_threshold(val.y, sap.val_probs, "ba", NAMES)

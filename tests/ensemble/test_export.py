@@ -47,7 +47,8 @@ def _tiny_trial(**data: Any) -> dict[str, Any]:
     module = sys.modules.get("fault_helpers")
     if module is None:
         spec = importlib.util.spec_from_file_location(
-            "fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "fault_helpers.py")
+            "fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "fault_helpers.py"
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -58,8 +59,9 @@ def _tiny_trial(**data: Any) -> dict[str, Any]:
 def _trial_config(dataset: Path, backbone: str, seed: int, fold: int) -> Any:
     from trainers.config import TrialConfig
 
-    raw = _tiny_trial(synthetic_dir=str(dataset), cache=False,
-                     split={"method": "official", "fold": fold})
+    raw = _tiny_trial(
+        synthetic_dir=str(dataset), cache=False, split={"method": "official", "fold": fold}
+    )
     raw["data"]["synthetic"].update(subjects_per_class=6, cells_per_subject=3)
     raw["data"]["crop"] = {"fraction": 0.8}
     raw["model"]["backbone"] = backbone
@@ -81,8 +83,12 @@ def _build_run(root: Path) -> Path:
         for fold in (0, 1):
             config = _trial_config(root / "dataset", backbone, seed, fold)
             trial_id = f"{label}-f{fold}"
-            result = train(config, out_dir=root / "work" / trial_id, trial_id=trial_id,
-                           predictions_dir=run / "predictions")
+            result = train(
+                config,
+                out_dir=root / "work" / trial_id,
+                trial_id=trial_id,
+                predictions_dir=run / "predictions",
+            )
             _publish(storage, result, config, trial_id, result.predictions_path)
     settings = EnsembleSettings(bootstrap=50, n_trials=10, crossfit_folds=2, seed=0)
     with warnings.catch_warnings():
@@ -101,16 +107,18 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sap_model(trained_run: Path) -> Path:
     """``wen export RUN --method sap --out ...`` through the CLI."""
     out = trained_run.parent / "sap_model"
-    result = CliRunner().invoke(app, ["export", str(trained_run), "--method", "sap",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["export", str(trained_run), "--method", "sap", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 @pytest.fixture(scope="module")
 def stacking_model(trained_run: Path) -> Path:
-    return export_ensemble(trained_run, "stacking", trained_run.parent / "stacking_model",
-                           say=lambda _msg: None)
+    return export_ensemble(
+        trained_run, "stacking", trained_run.parent / "stacking_model", say=lambda _msg: None
+    )
 
 
 def _dataset(run: Path) -> Path:
@@ -125,8 +133,9 @@ def _members_test(run: Path) -> dict[str, Any]:
 
 def _predicted(table: pd.DataFrame, classes: list[str], dataset: Path) -> pd.DataFrame:
     table = table.copy()
-    table["sample_id"] = [Path(p).resolve().relative_to(dataset.resolve()).as_posix()
-                          for p in table["path"]]
+    table["sample_id"] = [
+        Path(p).resolve().relative_to(dataset.resolve()).as_posix() for p in table["path"]
+    ]
     return table.set_index("sample_id")[[prob_column(c) for c in classes]]
 
 
@@ -142,8 +151,10 @@ def _member_nets(n_members: int, n_classes: int, size: int = 4) -> list[MemberNe
     torch.manual_seed(0)
     nets = []
     for _ in range(n_members):
-        folds = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * size * size, n_classes))
-                 for _ in range(2)]
+        folds = [
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * size * size, n_classes))
+            for _ in range(2)
+        ]
         nets.append(MemberNet(folds, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), size, size))
     return nets
 
@@ -169,8 +180,9 @@ def test_graph_matches_the_fitted_methods(n_classes: int) -> None:
         np.testing.assert_allclose(weighted(x).numpy(), wen.predict_proba(P), atol=1e-6)
 
     stack = Stacking().fit(P, y)
-    graph = StackingEnsemble(nets, stack.stacker_.coef_.tolist(),
-                             stack.stacker_.intercept_.tolist(), n_classes).eval()
+    graph = StackingEnsemble(
+        nets, stack.stacker_.coef_.tolist(), stack.stacker_.intercept_.tolist(), n_classes
+    ).eval()
     with torch.no_grad():
         np.testing.assert_allclose(graph(x).numpy(), stack.predict_proba(P), atol=1e-5)
     with pytest.raises(ValueError, match="stacking coef must be"):
@@ -194,8 +206,9 @@ def test_every_method_exports_through_its_combiner(n_classes: int) -> None:
         kinds.add(spec.kind)
         graph = create_ensemble_module(nets, spec, method.weights_.tolist(), n_classes)
         with torch.no_grad():
-            np.testing.assert_allclose(graph(x).numpy(), method.predict_proba(P), atol=1e-5,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                graph(x).numpy(), method.predict_proba(P), atol=1e-5, err_msg=name
+            )
     assert kinds == {"weighted_average", "logistic_stacker"}
     with pytest.raises(ValueError, match="unknown ensemble combiner 'magic'"):
         create_ensemble_module(nets, Combiner("magic", "", ""), [1.0] * 3, n_classes)
@@ -206,12 +219,21 @@ def test_wrong_weights_file_is_refused(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     config = _trial_config(tmp_path / "dataset", "test_resnet", 0, 0)  # nothing is generated
-    meta = {"trial_id": "t", "class_names": ["hem", "all"], "config": config.model_dump(mode="json")}
+    meta = {
+        "trial_id": "t",
+        "class_names": ["hem", "all"],
+        "config": config.model_dump(mode="json"),
+    }
     other = create_model("test_resnet", 3)  # right backbone, wrong number of classes
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()},
-              str(tmp_path / "model.safetensors"))
-    with pytest.raises(TrainedModelError, match=r"model\.safetensors does not fit test_resnet.*"
-                                                r"wrong shape.*head\.0\.weight \(file \(3, "):
+    save_file(
+        {k: v.contiguous() for k, v in other.state_dict().items()},
+        str(tmp_path / "model.safetensors"),
+    )
+    with pytest.raises(
+        TrainedModelError,
+        match=r"model\.safetensors does not fit test_resnet.*"
+        r"wrong shape.*head\.0\.weight \(file \(3, ",
+    ):
         load_trained_model(meta, tmp_path / "model.safetensors")
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(TrainedModelError, match="not a readable safetensors file"):
@@ -244,7 +266,9 @@ def test_spec_defaults_to_chosen_and_drops_zero_weights(trained_run: Path) -> No
     assert len(best.members) == 1 and len(best.dropped) == 1
     assert best.dropped[0]["weight"] == 0 and "left out of the graph" in best.dropped[0]["why"]
     stacking = load_export_spec(trained_run, "stacking")
-    assert len(stacking.members) == 2 and stacking.combiner.params["coef"]  # importances, never dropped
+    assert (
+        len(stacking.members) == 2 and stacking.combiner.params["coef"]
+    )  # importances, never dropped
 
 
 @pytest.mark.slow
@@ -263,15 +287,18 @@ def test_unknown_method_lists_the_fitted_ones(trained_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_export_parity_onnxruntime_torchscript_pytorch(sap_model: Path, stacking_model: Path) -> None:
+def test_export_parity_onnxruntime_torchscript_pytorch(
+    sap_model: Path, stacking_model: Path
+) -> None:
     for model_dir in (sap_model, stacking_model):
         manifest = json.loads((model_dir / "manifest.json").read_text())
         size = manifest["input"]["shape"][-1]
         eager = load_ensemble_module(model_dir)
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(model_dir / "ensemble.onnx"),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(model_dir / "ensemble.onnx"), providers=["CPUExecutionProvider"]
+        )
         with pytest.warns(FutureWarning):  # torch.jit is deprecated; our own file is loaded
             scripted = torch.jit.load(str(model_dir / "ensemble.pt"))
         gen = torch.Generator().manual_seed(5)
@@ -296,14 +323,21 @@ def test_manifest_describes_model_and_preprocessing(trained_run: Path, sap_model
     assert manifest["method"] == "sap" and manifest["class_names"] == ["hem", "all"]
     prep = manifest["preprocessing"]
     assert prep["crop"]["fraction"] == config.data.crop.fraction == 0.8
-    assert prep["resize"] == {"size": [32, 32], "interpolation": "bilinear", "antialias": True,
-                              "library": "PIL.Image.resize(..., Image.Resampling.BILINEAR)"}
+    assert prep["resize"] == {
+        "size": [32, 32],
+        "interpolation": "bilinear",
+        "antialias": True,
+        "library": "PIL.Image.resize(..., Image.Resampling.BILINEAR)",
+    }
     assert prep["channel_order"] == "RGB" and manifest["input"]["shape"] == ["batch", 3, 32, 32]
     members = {m["backbone"]: m for m in manifest["members"]}
     assert set(members) == {"test_resnet", "test_efficientnet"}
     for label, backbone, _ in CONFIGS:
         m = members[backbone]
-        assert m["weight"] == pytest.approx(0.5) and m["trial_ids"] == [f"{label}-f0", f"{label}-f1"]
+        assert m["weight"] == pytest.approx(0.5) and m["trial_ids"] == [
+            f"{label}-f0",
+            f"{label}-f1",
+        ]
         assert len(m["mean"]) == len(m["std"]) == 3
         for f in m["files"]:
             assert (sap_model / f["weights"]).is_file() and (sap_model / f["config"]).is_file()
@@ -314,15 +348,17 @@ def test_manifest_describes_model_and_preprocessing(trained_run: Path, sap_model
     assert test["wfs"]["low"] == pytest.approx(row["wfs_low"])
     assert test["auc"]["high"] == pytest.approx(row["auc_high"])
     assert {"val", "val_crossfit", "test"} <= set(manifest["metrics"])
-    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or \
-        manifest["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or manifest["versions"][
+        "torch"
+    ].startswith(torch.__version__.split("+")[0])
     assert manifest["versions"]["onnxruntime"]
     assert manifest["files"]["onnx_opset"]["ai.onnx"] >= 17
 
 
 @pytest.mark.slow
-def test_predict_equals_ensemble_test_probabilities(trained_run: Path, sap_model: Path,
-                                                    tmp_path: Path) -> None:
+def test_predict_equals_ensemble_test_probabilities(
+    trained_run: Path, sap_model: Path, tmp_path: Path
+) -> None:
     """Probabilities of ``wen predict`` on the raw test images equal the ensemble's test
     probabilities from the members' prediction files: the manifest's pre-processing is the
     training pre-processing, and the graph combines folds and members as ``wen ensemble``."""
@@ -337,8 +373,9 @@ def test_predict_equals_ensemble_test_probabilities(trained_run: Path, sap_model
     folders = _test_folders(ids, dataset)
 
     out = tmp_path / "preds.csv"
-    result = CliRunner().invoke(app, ["predict", str(sap_model), *map(str, folders),
-                                      "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["predict", str(sap_model), *map(str, folders), "--out", str(out), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert list(table.columns) == ["path", "prob_hem", "prob_all", "predicted", "error"]
@@ -349,8 +386,9 @@ def test_predict_equals_ensemble_test_probabilities(trained_run: Path, sap_model
 
     # the negative control: without the centre crop the same images give other probabilities
     torch_table = predict_images(sap_model, folders, backend="torch")
-    np.testing.assert_allclose(_predicted(torch_table, ["hem", "all"], dataset).loc[list(ids)],
-                               expected, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        _predicted(torch_table, ["hem", "all"], dataset).loc[list(ids)], expected, atol=ATOL, rtol=0
+    )
     from trainers.data.cache import preprocess_image
 
     eager = load_ensemble_module(sap_model)
@@ -361,7 +399,9 @@ def test_predict_equals_ensemble_test_probabilities(trained_run: Path, sap_model
 
 
 @pytest.mark.slow
-def test_predict_stacking_equals_the_fitted_stacker(trained_run: Path, stacking_model: Path) -> None:
+def test_predict_stacking_equals_the_fitted_stacker(
+    trained_run: Path, stacking_model: Path
+) -> None:
     from sklearn.linear_model import LogisticRegression
 
     dataset = _dataset(trained_run)
@@ -386,9 +426,9 @@ def test_predict_stacking_equals_the_fitted_stacker(trained_run: Path, stacking_
 
 
 @pytest.mark.slow
-def test_predict_lists_bad_images_and_keeps_good_rows(trained_run: Path, sap_model: Path,
-                                                      tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_lists_bad_images_and_keeps_good_rows(
+    trained_run: Path, sap_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     folder = tmp_path / "mixed"
@@ -401,8 +441,9 @@ def test_predict_lists_bad_images_and_keeps_good_rows(trained_run: Path, sap_mod
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 40x40 cells pass, 120x120 is a bomb
 
     out = tmp_path / "preds.csv"
-    result = CliRunner().invoke(app, ["predict", str(sap_model), str(folder), "--out", str(out),
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["predict", str(sap_model), str(folder), "--out", str(out), "--no-progress"]
+    )
     assert result.exit_code == 1
     assert "huge.png: decompression bomb refused" in result.output
     assert "notes.png: not a readable image" in result.output
@@ -413,8 +454,10 @@ def test_predict_lists_bad_images_and_keeps_good_rows(trained_run: Path, sap_mod
     assert ok[["prob_hem", "prob_all"]].notna().all().all()
     assert set(ok["predicted"]) <= {"hem", "all"}
 
-    result = CliRunner().invoke(app, ["predict", str(sap_model), str(folder), "--out", str(out),
-                                      "--no-progress", "--skip-bad"])
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(sap_model), str(folder), "--out", str(out), "--no-progress", "--skip-bad"],
+    )
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output
     assert len(pd.read_csv(out)) == 3
@@ -425,9 +468,14 @@ def test_export_refuses_a_wrong_member_weights_file(trained_run: Path, tmp_path:
     run = tmp_path / "run"
     for part in ("ensemble", "models"):
         shutil.copytree(trained_run / part, run / part)
-    shutil.copyfile(run / "models" / "eff-f0" / "model.safetensors",
-                    run / "models" / "res-f1" / "model.safetensors")
-    with pytest.raises(ExportError, match=r"member res-f0\+res-f1 \(trial res-f1\): .*"
-                                          r"model\.safetensors does not fit test_resnet"):
+    shutil.copyfile(
+        run / "models" / "eff-f0" / "model.safetensors",
+        run / "models" / "res-f1" / "model.safetensors",
+    )
+    with pytest.raises(
+        ExportError,
+        match=r"member res-f0\+res-f1 \(trial res-f1\): .*"
+        r"model\.safetensors does not fit test_resnet",
+    ):
         export_ensemble(run, "sap", say=lambda _m: None)
     assert not (run / "model").exists()

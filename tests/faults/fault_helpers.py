@@ -14,7 +14,9 @@ LOOPBACK = "127.0.0.1"
 
 def ensemble_fixtures() -> Any:
     """tests/ensemble/conftest.py under a unique module name (its ``write_run`` is reused)."""
-    spec = importlib.util.spec_from_file_location("ensemble_test_fixtures", TESTS / "ensemble" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "ensemble_test_fixtures", TESTS / "ensemble" / "conftest.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -32,8 +34,13 @@ def tiny_trial(**data: Any) -> dict[str, Any]:
         "train": {"epochs": 2, "keep_checkpoints": 2, "threads": 2, "device": "cpu"},
     }
     if "root" not in data and "synthetic" not in data:
-        base["data"]["synthetic"] = {"layout": "cnmc-kaggle", "subjects_per_class": 4,
-                                     "cells_per_subject": 4, "size": 40, "seed": 0}
+        base["data"]["synthetic"] = {
+            "layout": "cnmc-kaggle",
+            "subjects_per_class": 4,
+            "cells_per_subject": 4,
+            "size": 40,
+            "seed": 0,
+        }
     return base
 
 
@@ -78,7 +85,7 @@ def _address(hex_address: str, v6: bool) -> str:
     if not v6:
         return ".".join(str(b) for b in raw[::-1])
     # /proc stores IPv6 as four little-endian 32-bit words
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     import ipaddress
 
     mapped = ipaddress.IPv6Address(words)

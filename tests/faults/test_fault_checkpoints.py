@@ -39,7 +39,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("file", ["model.safetensors", "state.safetensors"])
-def test_pickled_payload_is_refused_and_never_run(checkpoint: Path, tmp_path: Path, file: str) -> None:
+def test_pickled_payload_is_refused_and_never_run(
+    checkpoint: Path, tmp_path: Path, file: str
+) -> None:
     bad = Path(shutil.copytree(checkpoint, tmp_path / "epoch_0001"))
     marker = tmp_path / "payload-ran"
     (bad / file).write_bytes(pickle.dumps({"weights": _Payload(marker)}))
@@ -63,13 +65,20 @@ def test_weights_of_the_wrong_shape_give_a_clear_error(checkpoint: Path, tmp_pat
     raw["train"]["epochs"] = 2
     epochs: list[dict] = []
     with pytest.raises(CheckpointError) as info:
-        train(load_config(raw), epochs.append, out_dir=tmp_path / "work",
-              resume_from=other / "checkpoints" / "epoch_0001")
+        train(
+            load_config(raw),
+            epochs.append,
+            out_dir=tmp_path / "work",
+            resume_from=other / "checkpoints" / "epoch_0001",
+        )
     message = str(info.value)
     assert "model.safetensors" in message and "has shape" in message and "(16," in message
     assert "the model expects" in message and "another model or head" in message
     assert epochs == []
     # weights of another architecture altogether name the foreign tensors
     with pytest.raises(CheckpointError, match="do not exist in the model|are missing"):
-        train(load_config(tiny_trial()), out_dir=tmp_path / "work2",
-              resume_from=other / "checkpoints" / "epoch_0001")
+        train(
+            load_config(tiny_trial()),
+            out_dir=tmp_path / "work2",
+            resume_from=other / "checkpoints" / "epoch_0001",
+        )

@@ -70,7 +70,9 @@ sys.exit(1)
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
+@pytest.mark.skipif(
+    not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network"
+)
 def test_lost_worker_node_trial_finishes_on_head(tmp_path: Path, wen_env: dict[str, str]) -> None:
     home, state, port = tmp_path / "home", Path(f"/tmp/wenf-{os.getpid()}"), 6393
     home.mkdir()
@@ -79,7 +81,9 @@ def test_lost_worker_node_trial_finishes_on_head(tmp_path: Path, wen_env: dict[s
     wen = " ".join(wen_command())
     env = {k: v for k, v in wen_env.items() if not k.startswith("RAY_AUTH")}
     # the GCS declares a silent node dead after period x threshold: ~3 s instead of ~15 s
-    env.update(HOME=str(home), RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+    env.update(
+        HOME=str(home), RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3"
+    )
     # the killed trial cannot remove its scratch folder: keep it under tmp_path, not /tmp
     (tmp_path / "tmp").mkdir()
     env["TMPDIR"] = str(tmp_path / "tmp")
@@ -117,15 +121,21 @@ exit $rc
     assert done.returncode == 0, output[-3000:] + "\n--- wen ---\n" + log[-5000:]
     # the failure was the node's loss, and the retry started from the trial's checkpoint
     assert "has been marked dead" in log, log[-5000:]
-    assert re.search(r"Restored on 127\.0\.0\.1 from checkpoint: .*checkpoint_\d+", log), log[-5000:]
+    assert re.search(r"Restored on 127\.0\.0\.1 from checkpoint: .*checkpoint_\d+", log), log[
+        -5000:
+    ]
 
     frame = pd.read_csv(run / "results.csv")
     assert len(frame) == 2 and frame["trial_id"].is_unique, frame.to_string()
     assert (frame["status"] == "TERMINATED").all(), frame.to_string()
     assert (frame["epochs_run"] == EPOCHS).all(), frame.to_string()
     names = sorted(p.name for p in (run / "predictions").iterdir())
-    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), names  # one each, no temp files
-    assert sorted(s.trial_id for s in read_prediction_dir(run / "predictions")) == sorted(frame["trial_id"])
+    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), (
+        names
+    )  # one each, no temp files
+    assert sorted(s.trial_id for s in read_prediction_dir(run / "predictions")) == sorted(
+        frame["trial_id"]
+    )
 
     # every trial's reports in order: the lost one began on the worker, ended on the head
     history = {t: pd.read_csv(run / f"trial_{t}" / "progress.csv") for t in frame["trial_id"]}

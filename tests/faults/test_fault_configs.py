@@ -35,40 +35,87 @@ BAD_CONFIGS: list[tuple[str, list[str], str, str]] = [
     ("unknown-schedule", ["schedule.name=zigzag"], "schedule.name", "valid names: constant"),
     ("unknown-augmentation", ["data.augmentation=wild"], "data.augmentation", "valid names:"),
     ("unknown-head", ["model.head=huge"], "model.head", "valid names: dense512"),
-    ("unknown-ensemble-method", ["ensemble.methods=[sap,wen_nope]"], "ensemble.methods",
-     "valid names: best_single"),
+    (
+        "unknown-ensemble-method",
+        ["ensemble.methods=[sap,wen_nope]"],
+        "ensemble.methods",
+        "valid names: best_single",
+    ),
     ("bad-ensemble-objective", ["ensemble.objective=auc"], "ensemble.objective", "'logloss'"),
-    ("input-below-backbone-minimum", ["model.backbone=inception_resnet_v2", "data.input_size=32"],
-     "data.input_size", "raise data.input_size or pick another backbone"),
+    (
+        "input-below-backbone-minimum",
+        ["model.backbone=inception_resnet_v2", "data.input_size=32"],
+        "data.input_size",
+        "raise data.input_size or pick another backbone",
+    ),
     ("betas-out-of-range", ["optim.betas=[0.9,1.5]"], "optim", "`0 <= beta < 1` must hold"),
-    ("cyclic-bounds-swapped", ["schedule.base_lr=0.1", "schedule.max_lr=0.01"], "schedule",
-     "swap them or raise schedule.max_lr"),
-    ("space-unknown-key", ["search.space={optim.lrx: {type: uniform, low: 0.1, high: 0.2}}"],
-     "search.space.optim.lrx", "allowed keys under optim"),
-    ("space-bad-type", ["search.space={optim.lr: {type: weird, low: 0.1, high: 0.2}}"],
-     "search.space.optim.lr.type", "'loguniform'"),
-    ("space-empty-range", ["search.space={optim.lr: {type: loguniform, low: 0.1, high: 0.01}}"],
-     "search.space.optim.lr", "`low < high` must hold"),
+    (
+        "cyclic-bounds-swapped",
+        ["schedule.base_lr=0.1", "schedule.max_lr=0.01"],
+        "schedule",
+        "swap them or raise schedule.max_lr",
+    ),
+    (
+        "space-unknown-key",
+        ["search.space={optim.lrx: {type: uniform, low: 0.1, high: 0.2}}"],
+        "search.space.optim.lrx",
+        "allowed keys under optim",
+    ),
+    (
+        "space-bad-type",
+        ["search.space={optim.lr: {type: weird, low: 0.1, high: 0.2}}"],
+        "search.space.optim.lr.type",
+        "'loguniform'",
+    ),
+    (
+        "space-empty-range",
+        ["search.space={optim.lr: {type: loguniform, low: 0.1, high: 0.01}}"],
+        "search.space.optim.lr",
+        "`low < high` must hold",
+    ),
     ("unknown-scheduler", ["search.scheduler.name=hyper"], "search.scheduler.name", "'asha'"),
     ("unknown-algorithm", ["search.algorithm=grid2"], "search.algorithm", "'optuna'"),
     ("unknown-metric", ["search.metric=val_nope"], "search.metric", "valid metrics: val_wfs"),
-    ("zero-concurrency", ["search.max_concurrent=0"], "search.max_concurrent", "greater than or equal to 1"),
+    (
+        "zero-concurrency",
+        ["search.max_concurrent=0"],
+        "search.max_concurrent",
+        "greater than or equal to 1",
+    ),
     ("zero-samples", ["search.num_samples=0"], "search.num_samples", "greater than or equal to 1"),
     ("unknown-layout", ["data.synthetic.layout=weird"], "data.synthetic.layout", "'cnmc-kaggle'"),
     ("bad-set-syntax", ["train.epochs"], "train.epochs", "expected KEY=VALUE"),
-    ("too-few-synthetic-subjects", ["data.synthetic.subjects_per_class=3"], "data.synthetic",
-     "raise subjects_per_class to 4"),
+    (
+        "too-few-synthetic-subjects",
+        ["data.synthetic.subjects_per_class=3"],
+        "data.synthetic",
+        "raise subjects_per_class to 4",
+    ),
     # the smoke search has search.folds=[0, 1]: ASHA would stop one fold of a configuration
-    ("asha-with-folds", ["search.scheduler.name=asha", "train.epochs=4"], "search.folds",
-     "leaves its configuration incomplete"),
-    ("hyperband-with-folds", ["search.scheduler.name=hyperband"], "search.folds",
-     "Use search.scheduler.name=fifo with folds"),
-    ("two-gpus-per-trial", ["search.resources.gpus=2"], "search.resources", "`gpus <= 1` must hold"),
+    (
+        "asha-with-folds",
+        ["search.scheduler.name=asha", "train.epochs=4"],
+        "search.folds",
+        "leaves its configuration incomplete",
+    ),
+    (
+        "hyperband-with-folds",
+        ["search.scheduler.name=hyperband"],
+        "search.folds",
+        "Use search.scheduler.name=fifo with folds",
+    ),
+    (
+        "two-gpus-per-trial",
+        ["search.resources.gpus=2"],
+        "search.resources",
+        "`gpus <= 1` must hold",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "key", "hint"), [c[1:] for c in BAD_CONFIGS],
-                         ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("overrides", "key", "hint"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
 def test_bad_config_is_rejected_naming_key_rule_and_fix(
     tmp_path: Path, overrides: list[str], key: str, hint: str
 ) -> None:
@@ -84,7 +131,9 @@ def test_bad_config_is_rejected_naming_key_rule_and_fix(
     assert list(tmp_path.iterdir()) == []  # nothing was started or written
 
 
-@pytest.mark.parametrize("storage", ["/proc/wen-nope", "/etc/hostname"], ids=["under-proc", "a-file"])
+@pytest.mark.parametrize(
+    "storage", ["/proc/wen-nope", "/etc/hostname"], ids=["under-proc", "a-file"]
+)
 def test_unwritable_storage_is_rejected_before_ray_starts(tmp_path: Path, storage: str) -> None:
     result = CliRunner().invoke(app, ["search", str(SMOKE), "--storage", storage, "--name", "x"])
     assert result.exit_code == 2, result.output
@@ -98,32 +147,46 @@ def _node(cpus: float, gpus: float = 0, ip: str = "127.0.0.1") -> dict[str, Any]
     resources = {"CPU": cpus, "memory": 4 * 1024**3}
     if gpus:
         resources["GPU"] = gpus
-    return {"Alive": True, "NodeID": f"{ip}-{cpus}", "NodeManagerAddress": ip, "Resources": resources}
+    return {
+        "Alive": True,
+        "NodeID": f"{ip}-{cpus}",
+        "NodeManagerAddress": ip,
+        "Resources": resources,
+    }
 
 
 CLUSTER_CASES: list[tuple[str, list[str], str, str]] = [
-    ("gpus-where-none-exist", ["search.resources.gpus=1"], "search.resources.gpus=1",
-     "set search.resources.gpus=0"),
-    ("cuda-without-gpus", ["train.device=cuda"], "train.device=cuda",
-     "set search.resources.gpus"),
-    ("trial-larger-than-any-node", ["search.resources.cpus=64"], "cpus=64",
-     "lower search.resources or add bigger nodes"),
+    (
+        "gpus-where-none-exist",
+        ["search.resources.gpus=1"],
+        "search.resources.gpus=1",
+        "set search.resources.gpus=0",
+    ),
+    ("cuda-without-gpus", ["train.device=cuda"], "train.device=cuda", "set search.resources.gpus"),
+    (
+        "trial-larger-than-any-node",
+        ["search.resources.cpus=64"],
+        "cpus=64",
+        "lower search.resources or add bigger nodes",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "key", "hint"), [c[1:] for c in CLUSTER_CASES],
-                         ids=[c[0] for c in CLUSTER_CASES])
+@pytest.mark.parametrize(
+    ("overrides", "key", "hint"), [c[1:] for c in CLUSTER_CASES], ids=[c[0] for c in CLUSTER_CASES]
+)
 def test_resources_the_cluster_lacks_are_rejected_before_tune_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str], key: str, hint: str
 ) -> None:
     """``_check_cluster`` is what ``run_search`` runs between starting Ray and building Tune."""
     import search.run as run_module
 
-    monkeypatch.setattr(run_module, "alive_nodes", lambda: [_node(2)])  # this machine: 2 CPU, no GPU
+    monkeypatch.setattr(
+        run_module, "alive_nodes", lambda: [_node(2)]
+    )  # this machine: 2 CPU, no GPU
     config = load_search_config(str(SMOKE), overrides)
     with pytest.raises(SearchError) as info:
         _check_cluster(config, RunStorage.open(str(tmp_path), "x"))
     message = str(info.value)
     assert message.startswith("the search cannot start") and message.count("\n  - ") == 1
     assert key in message and hint in message, message
-

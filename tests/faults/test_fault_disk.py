@@ -44,7 +44,9 @@ def _same_metrics(a: dict, b: dict) -> None:
     assert keys and all(a[k] == b[k] for k in keys), {k: (a[k], b[k]) for k in keys}
 
 
-def test_disk_full_during_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference) -> None:
+def test_disk_full_during_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference
+) -> None:
     ref, ref_reports = reference
     real_save = safetensors.torch.save_file
 
@@ -70,15 +72,22 @@ def test_disk_full_during_a_checkpoint(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(safetensors.torch, "save_file", real_save)  # space freed
     resumed: list[dict] = []
-    result = train(load_config(tiny_trial()), resumed.append, out_dir=tmp_path, trial_id="t",
-                   resume_from=checkpoints / "epoch_0001")
+    result = train(
+        load_config(tiny_trial()),
+        resumed.append,
+        out_dir=tmp_path,
+        trial_id="t",
+        resume_from=checkpoints / "epoch_0001",
+    )
     assert [r["epoch"] for r in resumed] == [2]
     _same_metrics(resumed[0], ref_reports[1])  # as if nothing had happened
     assert result.best_epoch == ref.best_epoch
     assert _visible(tmp_path / "predictions") == ["t.parquet"]
 
 
-def test_disk_full_while_writing_predictions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference) -> None:
+def test_disk_full_while_writing_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference
+) -> None:
     ref, _ = reference
     predictions = tmp_path / "predictions"
     predictions.mkdir()
@@ -93,9 +102,16 @@ def test_disk_full_while_writing_predictions(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(pq, "write_table", full_disk)
     with pytest.raises(OSError) as info:
-        train(load_config(tiny_trial()), out_dir=tmp_path / "work", trial_id="t", predictions_dir=predictions)
+        train(
+            load_config(tiny_trial()),
+            out_dir=tmp_path / "work",
+            trial_id="t",
+            predictions_dir=predictions,
+        )
     assert info.value.errno == errno.ENOSPC
-    assert f"writing predictions {predictions / 't.parquet'} failed: the disk is full" in str(info.value)
+    assert f"writing predictions {predictions / 't.parquet'} failed: the disk is full" in str(
+        info.value
+    )
     # no partial file (not even a hidden temp), the earlier file untouched, the checkpoints kept
     assert _visible(predictions) == ["earlier.parquet"]
     assert earlier.read_bytes() == earlier_bytes
@@ -104,10 +120,19 @@ def test_disk_full_while_writing_predictions(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(pq, "write_table", real_write)
     again: list[dict] = []
-    result = train(load_config(tiny_trial()), again.append, out_dir=tmp_path / "work", trial_id="t",
-                   predictions_dir=predictions, resume_from=checkpoints / "epoch_0002")
+    result = train(
+        load_config(tiny_trial()),
+        again.append,
+        out_dir=tmp_path / "work",
+        trial_id="t",
+        predictions_dir=predictions,
+        resume_from=checkpoints / "epoch_0002",
+    )
     assert again == [] and result.best_epoch == ref.best_epoch  # no epoch was trained again
     assert sorted(s.trial_id for s in read_prediction_dir(predictions)) == ["ref", "t"]
-    got, want = read_predictions(result.predictions_path).frame, read_predictions(ref.predictions_path).frame
+    got, want = (
+        read_predictions(result.predictions_path).frame,
+        read_predictions(ref.predictions_path).frame,
+    )
     assert got["sample_id"].tolist() == want["sample_id"].tolist()
     np.testing.assert_array_equal(np.stack(got["probs"]), np.stack(want["probs"]))

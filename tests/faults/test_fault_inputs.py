@@ -23,7 +23,15 @@ from trainers import load_config, train
 from trainers.data.errors import DataError
 from trainers.data.synth import synthesize
 
-ENSEMBLE_FAST = ["--n-trials", "3", "--methods", "sap,wen_kappa", "--bootstrap", "10", "--no-progress"]
+ENSEMBLE_FAST = [
+    "--n-trials",
+    "3",
+    "--methods",
+    "sap,wen_kappa",
+    "--bootstrap",
+    "10",
+    "--no-progress",
+]
 
 
 # ------------------------------------------------------------------ 6: bad prediction files
@@ -46,17 +54,24 @@ def _string_labels(path: Path) -> None:
     pq.write_table(table.set_column(i, "label", table.column("label").cast("string")), path)
 
 
-@pytest.mark.parametrize("damage", [_truncate, _rename_label_column, _string_labels],
-                         ids=["truncated", "missing-column", "wrong-column-type"])
+@pytest.mark.parametrize(
+    "damage",
+    [_truncate, _rename_label_column, _string_labels],
+    ids=["truncated", "missing-column", "wrong-column-type"],
+)
 def test_bad_prediction_file_is_named_and_never_used_silently(prediction_run: Path, damage) -> None:
     bad = prediction_run / "predictions" / "t004.parquet"
     damage(bad)
     stop = CliRunner().invoke(app, ["ensemble", str(prediction_run), *ENSEMBLE_FAST])
     assert stop.exit_code == 2, stop.output
     assert "t004.parquet" in stop.output and "--skip-bad-files" in stop.output
-    assert not (prediction_run / "ensemble" / "comparison.csv").exists()  # stopped before any output
+    assert not (
+        prediction_run / "ensemble" / "comparison.csv"
+    ).exists()  # stopped before any output
 
-    skip = CliRunner().invoke(app, ["ensemble", str(prediction_run), "--skip-bad-files", *ENSEMBLE_FAST])
+    skip = CliRunner().invoke(
+        app, ["ensemble", str(prediction_run), "--skip-bad-files", *ENSEMBLE_FAST]
+    )
     assert skip.exit_code == 0, skip.output
     assert f"skipping bad prediction file {bad}" in skip.output
     # t005 (the other fold of t004's configuration) is left out too, and said so
@@ -113,8 +128,14 @@ def test_data_check_reports_every_damaged_file(damaged_dataset, bomb_limit) -> N
     assert result.exit_code == 1, result.output
     report = json.loads(result.output)
     errors = {p["path"]: p["problem"] for p in report["problems"] if p["severity"] == "error"}
-    expect = {"zero-byte": "0 bytes", "truncated": "truncated", "corrupt": "not an image",
-              "non-image": "not an image", "bomb": "decompression bomb", "mislabelled": "disagrees"}
+    expect = {
+        "zero-byte": "0 bytes",
+        "truncated": "truncated",
+        "corrupt": "not an image",
+        "non-image": "not an image",
+        "bomb": "decompression bomb",
+        "mislabelled": "disagrees",
+    }
     for kind, path in victims.items():
         rel = path.relative_to(root).as_posix()
         assert rel in errors, f"{kind}: {rel} not reported; got {sorted(errors)}"
@@ -122,7 +143,9 @@ def test_data_check_reports_every_damaged_file(damaged_dataset, bomb_limit) -> N
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_training_refuses_before_the_first_epoch(damaged_dataset, bomb_limit, tmp_path: Path) -> None:
+def test_training_refuses_before_the_first_epoch(
+    damaged_dataset, bomb_limit, tmp_path: Path
+) -> None:
     root, victims = damaged_dataset
     epochs: list[dict] = []
     with pytest.raises(DataError) as info:
@@ -144,8 +167,11 @@ def test_training_skips_bad_files_with_one_log_line_each(
     with caplog.at_level(logging.WARNING, logger="wen.data"):
         result = train(load_config(raw), out_dir=tmp_path)
     # a mislabelled file never enters the manifest, so it is logged as "not skippable"
-    lines = [r.getMessage() for r in caplog.records
-             if r.getMessage().startswith(("skipping bad file", "not skippable"))]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith(("skipping bad file", "not skippable"))
+    ]
     assert len(lines) == len(victims), lines
     for path in victims.values():
         assert sum(path.name in line for line in lines) == 1, (path.name, lines)

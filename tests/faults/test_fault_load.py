@@ -34,7 +34,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def load_search(tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]) -> dict[str, Any]:
+def load_search(
+    tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]
+) -> dict[str, Any]:
     storage = tmp_path_factory.mktemp("load")
     args = ["search", str(SMOKE), "--storage", str(storage), "--name", "load"]
     for item in TINY:
@@ -43,14 +45,22 @@ def load_search(tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str
     board = None
     seen: dict[str, Any] = {}
     try:
-        url = wen.wait_for(lambda: re.search(r"Ray dashboard: http://([\d.]+):(\d+)", wen.output), 240,
-                           "the dashboard URL")
+        url = wen.wait_for(
+            lambda: re.search(r"Ray dashboard: http://([\d.]+):(\d+)", wen.output),
+            240,
+            "the dashboard URL",
+        )
         seen["ray_dashboard"] = (url.group(1), listening_addresses(int(url.group(2))))
         run = storage / "load"
-        wen.wait_for(lambda: (run / "tensorboard").is_dir(), 240, "the first trial's TensorBoard logs")
+        wen.wait_for(
+            lambda: (run / "tensorboard").is_dir(), 240, "the first trial's TensorBoard logs"
+        )
         board = WenProcess(["dashboard", str(run), "--port", "6106"], wen_env)
-        tb = board.wait_for(lambda: re.search(r"TensorBoard: http://([\d.]+):(\d+)", board.output), 120,
-                            "TensorBoard")
+        tb = board.wait_for(
+            lambda: re.search(r"TensorBoard: http://([\d.]+):(\d+)", board.output),
+            120,
+            "TensorBoard",
+        )
         seen["tensorboard"] = (tb.group(1), listening_addresses(int(tb.group(2))))
         board.kill_group()
         peak = 0.0
@@ -79,8 +89,10 @@ def test_fifty_short_trials_lose_no_result(load_search, capsys: pytest.CaptureFi
     assert len(read_prediction_dir(run / "predictions")) == TRIALS
     assert frame["optim.lr"].nunique() == TRIALS
     with capsys.disabled():
-        print(f"\n[load] {TRIALS} trials on 2 cores: driver peak memory (VmHWM) "
-              f"{load_search['peak_mb']:.0f} MiB")
+        print(
+            f"\n[load] {TRIALS} trials on 2 cores: driver peak memory (VmHWM) "
+            f"{load_search['peak_mb']:.0f} MiB"
+        )
     assert load_search["peak_mb"] > 0
 
 

@@ -27,8 +27,13 @@ def _suggestions(seed: int, n: int = 14) -> list[dict[str, Any]]:
     """The first ``n`` configurations Optuna suggests, each told a score that depends on it,
     so the TPE phase (after 10 random start-up trials) depends on the feedback too."""
     raw = tiny_trial()
-    raw["search"] = {"algorithm": "optuna", "seed": seed, "num_samples": n, "space": SPACE,
-                     "max_concurrent": 1}
+    raw["search"] = {
+        "algorithm": "optuna",
+        "seed": seed,
+        "num_samples": n,
+        "space": SPACE,
+        "max_concurrent": 1,
+    }
     config = load_wen_config(raw)
     settings = config.search
     searcher = create_search_alg(settings)
@@ -59,14 +64,18 @@ def test_same_seed_same_splits() -> None:
     assert a[["sample_id", "split"]].equals(b[["sample_id", "split"]])
     raw["data"]["split"]["seed"] = 6
     c = prepare_data(load_config(raw).data, seed=0).manifest
-    assert not a.set_index("sample_id")["split"].equals(c.set_index("sample_id").loc[a["sample_id"], "split"])
+    assert not a.set_index("sample_id")["split"].equals(
+        c.set_index("sample_id").loc[a["sample_id"], "split"]
+    )
 
 
 def test_same_seed_same_metrics_and_predictions_on_cpu(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
         reports: list[dict] = []
-        result = train(load_config(tiny_trial()), reports.append, out_dir=tmp_path / name, trial_id="r")
+        result = train(
+            load_config(tiny_trial()), reports.append, out_dir=tmp_path / name, trial_id="r"
+        )
         runs.append((reports, read_predictions(result.predictions_path).frame))
     (ra, pa), (rb, pb) = runs
     assert len(ra) == len(rb) == 2

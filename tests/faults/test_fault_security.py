@@ -63,14 +63,18 @@ def test_readable_token_file_is_narrowed_to_owner(home: Path) -> None:
 
 
 def test_joining_without_a_token_says_where_to_get_one(home: Path) -> None:
-    with pytest.raises(RayAuthError, match=r"no Ray authentication token at .*auth_token.*ray get-auth-token.*0600"):
+    with pytest.raises(
+        RayAuthError, match=r"no Ray authentication token at .*auth_token.*ray get-auth-token.*0600"
+    ):
         ensure_auth_token(create=False)
     assert not (home / ".ray" / "auth_token").exists()
 
 
 def test_auth_mode_disabled_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    with pytest.raises(RayAuthError, match="RAY_AUTH_MODE=disabled .* only with token authentication"):
+    with pytest.raises(
+        RayAuthError, match="RAY_AUTH_MODE=disabled .* only with token authentication"
+    ):
         enable_token_auth(create=True)
     assert not (home / ".ray").exists()
 
@@ -124,8 +128,12 @@ except Exception as exc:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
-def test_local_cluster_refuses_drivers_without_the_right_token(tmp_path: Path, wen_env: dict[str, str]) -> None:
+@pytest.mark.skipif(
+    not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network"
+)
+def test_local_cluster_refuses_drivers_without_the_right_token(
+    tmp_path: Path, wen_env: dict[str, str]
+) -> None:
     """cluster/local_cluster.sh in a private network: the token holder runs a task, others are refused."""
     home, stranger = tmp_path / "home", tmp_path / "stranger"
     home.mkdir()
@@ -148,7 +156,9 @@ wait $a; echo "right=$?"; wait $b; echo "none=$?"; wait $c; echo "wrong=$?"
 {CLUSTER} stop
 """
     try:
-        done = run_in_private_network(script, cwd=tmp_path, env=_clean_env(wen_env, home), timeout=240)
+        done = run_in_private_network(
+            script, cwd=tmp_path, env=_clean_env(wen_env, home), timeout=240
+        )
     finally:
         shutil.rmtree(state, ignore_errors=True)
     output = done.stdout + done.stderr
@@ -166,7 +176,9 @@ wait $a; echo "right=$?"; wait $b; echo "none=$?"; wait $c; echo "wrong=$?"
     assert not (stranger / ".ray").exists()  # the stranger's driver made no token of its own
 
 
-def test_an_unreachable_cluster_is_named_not_a_traceback(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_cluster_is_named_not_a_traceback(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The auth probe's own failure (no GCS there) says which cluster and what to check."""
     import ray._raylet
 
@@ -177,7 +189,9 @@ def test_an_unreachable_cluster_is_named_not_a_traceback(home: Path, monkeypatch
             raise ConnectionError(f"failed to connect to GCS at {address}")
 
     monkeypatch.setattr(ray._raylet, "GcsClient", Unreachable)
-    with pytest.raises(RayAuthError, match=r"cannot reach the Ray cluster at 127.0.0.1:6999 .*check --address"):
+    with pytest.raises(
+        RayAuthError, match=r"cannot reach the Ray cluster at 127.0.0.1:6999 .*check --address"
+    ):
         cluster_requires_token("127.0.0.1:6999")
     from ray._raylet import AuthenticationMode, get_authentication_mode
 

@@ -57,16 +57,22 @@ def failures(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def faulty_search(tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]) -> dict[str, Any]:
+def faulty_search(
+    tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]
+) -> dict[str, Any]:
     """Faults 1 + 2 in one search: every trial raises after epoch 1 on its first fresh start,
     and the first trial worker seen is killed with SIGKILL."""
     from wen_proc import WenProcess
 
     storage = tmp_path_factory.mktemp("faulty")
     env = {**wen_env, "WEN_FAULT_INJECT": "1"}
-    wen = WenProcess(["search", str(SMOKE), "--storage", str(storage), "--name", "faulty", *ONE_FOLD], env)
+    wen = WenProcess(
+        ["search", str(SMOKE), "--storage", str(storage), "--name", "faulty", *ONE_FOLD], env
+    )
     try:
-        workers = wen.wait_for(lambda: session_processes(wen.proc.pid, WORKER), 240, "a trial worker")
+        workers = wen.wait_for(
+            lambda: session_processes(wen.proc.pid, WORKER), 240, "a trial worker"
+        )
         victim = workers[0]
         time.sleep(3)  # let it get into its trial
         os.kill(victim, signal.SIGKILL)
@@ -97,8 +103,9 @@ def test_trial_that_raises_is_retried_from_its_checkpoint_with_equal_metrics(fau
         history = progress.drop_duplicates("epoch", keep="last").set_index("epoch")
         for report in reports:
             for key in ("val_loss", "val_wfs", "val_auc", "train_loss"):
-                assert history.loc[report["epoch"], key] == pytest.approx(report[key], rel=1e-9, abs=1e-12), (
-                    trial, report["epoch"], key)
+                assert history.loc[report["epoch"], key] == pytest.approx(
+                    report[key], rel=1e-9, abs=1e-12
+                ), (trial, report["epoch"], key)
 
 
 @pytest.mark.slow
@@ -114,7 +121,9 @@ def test_killed_trial_worker_is_retried_and_completes(faulty_search) -> None:
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path: Path, start_wen) -> None:
+def test_killed_driver_resumes_without_losing_or_repeating_trials(
+    tmp_path: Path, start_wen
+) -> None:
     """Fault 3, with the Optuna searcher: its state must survive the driver's death."""
     samples = 4
     args = ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "killed", *ONE_FOLD,
@@ -125,11 +134,19 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path: Path
     wen = start_wen(args)
 
     def mid_search() -> bool:
-        done = {p.stem for p in (run / "predictions").glob("*.parquet")} if (run / "predictions").is_dir() else set()
+        done = (
+            {p.stem for p in (run / "predictions").glob("*.parquet")}
+            if (run / "predictions").is_dir()
+            else set()
+        )
         if len(done) < 2:
             return False
         # a checkpoint folder of an unfinished trial: Tune persists it as the trial reports
-        running = [p for p in run.glob("trial_*/checkpoint_*") if p.parent.name.removeprefix("trial_") not in done]
+        running = [
+            p
+            for p in run.glob("trial_*/checkpoint_*")
+            if p.parent.name.removeprefix("trial_") not in done
+        ]
         return bool(running)
 
     wen.wait_for(mid_search, 400, "two trials to finish and a third to checkpoint")

@@ -31,18 +31,48 @@ SECTIONS = (
     "5. Reproducibility",
 )
 SUBSECTIONS = (
-    "Trials", "Best trial per backbone", "Hyperparameters against validation WFS",
-    "Learning curves and learning rate", "Early stopping", "Table 4 (extended): test",
-    "Table 5 (extended): validation", "Confusion matrices", "Paired comparisons", "ROC curves",
-    "Calibration", "Per-subject accuracy", "Code", "Packages", "Seeds", "Splits", "Hardware",
+    "Trials",
+    "Best trial per backbone",
+    "Hyperparameters against validation WFS",
+    "Learning curves and learning rate",
+    "Early stopping",
+    "Table 4 (extended): test",
+    "Table 5 (extended): validation",
+    "Confusion matrices",
+    "Paired comparisons",
+    "ROC curves",
+    "Calibration",
+    "Per-subject accuracy",
+    "Code",
+    "Packages",
+    "Seeds",
+    "Splits",
+    "Hardware",
     "Commands",
 )
-FIGURES = ("hyperparameters", "learning_curves_1", "early_stopping", "confusion", "roc",
-           "calibration", "gradcam_01", "gradcam_02")
+FIGURES = (
+    "hyperparameters",
+    "learning_curves_1",
+    "early_stopping",
+    "confusion",
+    "roc",
+    "calibration",
+    "gradcam_01",
+    "gradcam_02",
+)
 #: best per backbone: three members; the ensemble stage's nine methods.
 MEMBERS = 3
-METHODS = ("best_single", "sap", "wen_acc", "wen_auc", "wen_f1", "wen_kappa", "greedy", "optuna",
-           "stacking")
+METHODS = (
+    "best_single",
+    "sap",
+    "wen_acc",
+    "wen_auc",
+    "wen_f1",
+    "wen_kappa",
+    "greedy",
+    "optuna",
+    "stacking",
+)
 
 
 def test_every_section_and_subsection_is_present(smoke_report: Path) -> None:
@@ -98,10 +128,19 @@ def test_html_renders_in_headless_chromium(smoke_report: Path, tmp_path: Path) -
 def test_latex_tables_are_well_formed(smoke_report: Path) -> None:
     tables = smoke_report / "tables"
     tex_files = sorted(tables.glob("*.tex"))
-    assert {p.stem for p in tex_files} >= {"trials", "best_per_backbone", "table4_test",
-                                           "table5_validation", "confusion", "paired_comparisons",
-                                           "calibration", "per_subject_accuracy",
-                                           "gradcam_layers", "packages", "split_hashes"}
+    assert {p.stem for p in tex_files} >= {
+        "trials",
+        "best_per_backbone",
+        "table4_test",
+        "table5_validation",
+        "confusion",
+        "paired_comparisons",
+        "calibration",
+        "per_subject_accuracy",
+        "gradcam_layers",
+        "packages",
+        "split_hashes",
+    }
     for path in tex_files:
         text = path.read_text()
         assert braces_balanced(text), path.name
@@ -121,7 +160,10 @@ def test_latex_tables_are_well_formed(smoke_report: Path) -> None:
         rows = latex_body_rows((tables / f"{name}.tex").read_text())
         assert len(rows) == MEMBERS + len(METHODS), name  # one row per member and method
         for method in METHODS:
-            assert sum(r.startswith(method.replace("_", "\\_") + " ") for r in rows) == 1, (name, method)
+            assert sum(r.startswith(method.replace("_", "\\_") + " ") for r in rows) == 1, (
+                name,
+                method,
+            )
 
 
 def test_table4_has_every_metric_with_an_interval(smoke_report: Path) -> None:
@@ -132,7 +174,9 @@ def test_table4_has_every_metric_with_an_interval(smoke_report: Path) -> None:
     for key in ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa"):
         values = table[[key, f"{key}_low", f"{key}_high"]].to_numpy(float)
         assert np.isfinite(values).all(), key
-        assert (values[:, 1] <= values[:, 0] + 1e-9).all() and (values[:, 0] <= values[:, 2] + 1e-9).all(), key
+        assert (values[:, 1] <= values[:, 0] + 1e-9).all() and (
+            values[:, 0] <= values[:, 2] + 1e-9
+        ).all(), key
 
 
 def test_calibration_and_subject_tables(smoke_report: Path) -> None:
@@ -186,8 +230,9 @@ def test_wen_report_command(smoke_run: Path, tmp_path: Path) -> None:
     from search.cli import app
 
     out = tmp_path / "cli-report"
-    result = CliRunner().invoke(app, ["report", str(smoke_run), "--out", str(out), "--no-gradcam",
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["report", str(smoke_run), "--out", str(out), "--no-gradcam", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     assert "switched off" in (out / "report.md").read_text()
@@ -195,8 +240,9 @@ def test_wen_report_command(smoke_run: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "does not exist" in bad.output
 
 
-def test_report_shows_the_stored_probabilities_and_never_refits(smoke_run: Path,
-                                                                tmp_path: Path) -> None:
+def test_report_shows_the_stored_probabilities_and_never_refits(
+    smoke_run: Path, tmp_path: Path
+) -> None:
     """Every method's probabilities in the report are the ones `wen ensemble` stored and
     scored (stacking included); without that file the report says so instead of refitting."""
     import shutil

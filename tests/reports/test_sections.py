@@ -40,8 +40,17 @@ def test_an_ensemble_subsection_alone(ctx: ReportContext) -> None:
     assert table.csv == ctx.tables / "table4_test.csv" and table.csv.is_file()
     assert table.caption.startswith("Table 4 (extended): members and ensembles on test")
     assert sum(m.endswith(" *") for m in table.frame["model"]) == 1  # the chosen method
-    assert list(table.frame.columns) == ["model", "kind", "WP", "WR", "WFS", "ACC", "BA", "AUC",
-                                         "kappa"]
+    assert list(table.frame.columns) == [
+        "model",
+        "kind",
+        "WP",
+        "WR",
+        "WFS",
+        "ACC",
+        "BA",
+        "AUC",
+        "kappa",
+    ]
 
 
 def test_a_missing_input_becomes_a_note_in_its_section(ctx: ReportContext) -> None:
@@ -64,4 +73,3 @@ def test_the_report_holds_the_sections_in_order(smoke_report: Path) -> None:
     assert titles == [m.TITLE for m in SECTIONS]
     headings = re.findall(r"^### (.+)$", md, flags=re.MULTILINE)
     assert headings == [t for m in SECTIONS for t, _ in m.SUBSECTIONS if t]
-

@@ -15,7 +15,9 @@ from reports.tables import format_interval, write_table
 
 
 def test_latex_escapes_and_keeps_one_row_per_frame_row(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"model": ["wen_kappa", "a&b {x}", "50%"], "WFS [95% CI]": ["0.9", "1", ""]})
+    frame = pd.DataFrame(
+        {"model": ["wen_kappa", "a&b {x}", "50%"], "WFS [95% CI]": ["0.9", "1", ""]}
+    )
     table = write_table(frame, "demo_table", tmp_path, "Caption with _ and & and %")
     text = table.tex.read_text()
     assert braces_balanced(text)

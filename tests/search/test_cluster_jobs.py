@@ -26,7 +26,9 @@ CLUSTER = REPO / "cluster" / "local_cluster.sh"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network"),
+    pytest.mark.skipif(
+        not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network"
+    ),
 ]
 
 
@@ -67,7 +69,9 @@ def _assert_finished(run: Path, trials: int) -> None:
 
 
 @pytest.mark.timeout(480)
-def test_ray_job_submit_of_wen_search_on_a_two_node_cluster(tmp_path: Path, wen_env: dict[str, str]) -> None:
+def test_ray_job_submit_of_wen_search_on_a_two_node_cluster(
+    tmp_path: Path, wen_env: dict[str, str]
+) -> None:
     home, state, port, dash = tmp_path / "home", Path(f"/tmp/wenj-{os.getpid()}"), 6394, 8394
     home.mkdir()
     shared = tmp_path / "shared"  # every node of a loopback cluster sees this folder
@@ -93,7 +97,11 @@ echo "relative=$?"
     finally:
         shutil.rmtree(state, ignore_errors=True)
     output = done.stdout + done.stderr
-    logs = {n: (tmp_path / f"{n}.log").read_text() for n in ("job", "relative") if (tmp_path / f"{n}.log").exists()}
+    logs = {
+        n: (tmp_path / f"{n}.log").read_text()
+        for n in ("job", "relative")
+        if (tmp_path / f"{n}.log").exists()
+    }
     assert "job=0" in output, output[-2000:] + logs.get("job", "")[-5000:]
     assert "succeeded" in logs["job"], logs["job"][-3000:]
     _assert_finished(shared / "runs" / "job", trials=2)
@@ -107,7 +115,9 @@ echo "relative=$?"
 
 
 @pytest.mark.timeout(300)
-def test_joining_a_cluster_without_token_auth_warns_and_runs(tmp_path: Path, wen_env: dict[str, str]) -> None:
+def test_joining_a_cluster_without_token_auth_warns_and_runs(
+    tmp_path: Path, wen_env: dict[str, str]
+) -> None:
     home, temp, port = tmp_path / "home", Path(f"/tmp/wenn-{os.getpid()}"), 6395
     home.mkdir()
     env = _env(wen_env, home)

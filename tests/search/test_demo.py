@@ -24,7 +24,9 @@ def _paired(method: str, lo: float, hi: float) -> dict:
                 diff_low=lo, diff_high=hi)  # fmt: skip
 
 
-def test_demo_config_searches_four_backbones_and_two_augmentations_with_asha(tmp_path: Path) -> None:
+def test_demo_config_searches_four_backbones_and_two_augmentations_with_asha(
+    tmp_path: Path,
+) -> None:
     config = demo_config(tmp_path)
     assert isinstance(config, WenConfig)
     space = config.search.space
@@ -66,7 +68,9 @@ def test_verdict_calls_a_win_only_when_the_paired_interval_is_above_zero() -> No
     frame = pd.DataFrame([_row("best_single", 0.80), _row("sap", 0.84), _row("optuna", 0.86, chosen=True),
                           _row("greedy", 0.78)])  # fmt: skip
     win = ensemble_verdict(frame, pd.DataFrame([_paired("optuna", 0.01, 0.1)]))
-    assert win.startswith("2 of 3 ensemble methods have a higher test WFS than the best single member (0.800): sap, optuna.")
+    assert win.startswith(
+        "2 of 3 ensemble methods have a higher test WFS than the best single member (0.800): sap, optuna."
+    )
     assert "optuna, scores +0.060 WFS [+0.010, +0.100], a real gain" in win
     tie = ensemble_verdict(frame, pd.DataFrame([_paired("optuna", -0.02, 0.1)]))
     assert "not distinguishable" in tie and "real gain" not in tie

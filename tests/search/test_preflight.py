@@ -21,11 +21,20 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def kaggle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthesize(tmp_path_factory.mktemp("ds") / "C-NMC_Leukemia", "cnmc-kaggle", 4, 4, 32, seed=3)
+    return synthesize(
+        tmp_path_factory.mktemp("ds") / "C-NMC_Leukemia", "cnmc-kaggle", 4, 4, 32, seed=3
+    )
 
 
 def _args(root: Path, *more: str) -> list[str]:
-    out = ["--set", "data.synthetic=null", "--set", f"data.root={root}", "--set", "data.layout=auto"]
+    out = [
+        "--set",
+        "data.synthetic=null",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.layout=auto",
+    ]
     for item in more:
         out += ["--set", item]
     return out
@@ -37,7 +46,10 @@ def test_folds_the_dataset_lacks_stop_the_dry_run(kaggle: Path, tmp_path: Path) 
               *_args(kaggle, "search.folds=[0, 7]")],
     )  # fmt: skip
     assert result.exit_code == 2, result.output
-    assert "search.folds=7: data.split.fold=7 is not one of the dataset's folds [0, 1, 2]" in result.output
+    assert (
+        "search.folds=7: data.split.fold=7 is not one of the dataset's folds [0, 1, 2]"
+        in result.output
+    )
     assert "fold 0: train: hem" in result.output  # the fold that exists is shown
     assert not list(tmp_path.iterdir())
 
@@ -45,7 +57,9 @@ def test_folds_the_dataset_lacks_stop_the_dry_run(kaggle: Path, tmp_path: Path) 
 def test_the_search_refuses_before_ray_starts(kaggle: Path, tmp_path: Path) -> None:
     config = load_search_config(str(SMOKE), [f"data.root={kaggle}", "data.synthetic=null",
                                              "search.folds=[0, 7]"])  # fmt: skip
-    with pytest.raises(SearchError, match=r"does not fit the dataset or the weight caches:\n  - search.folds=7"):
+    with pytest.raises(
+        SearchError, match=r"does not fit the dataset or the weight caches:\n  - search.folds=7"
+    ):
         run_search(config, storage=str(tmp_path), name="x", say=lambda _: None)
     assert not (tmp_path / "x").exists()  # no run folder, no Ray
 
@@ -64,7 +78,9 @@ def test_class_weights_per_class_and_subjects_per_split(kaggle: Path) -> None:
         assert fold.subjects["test"] == {"hem": 1, "all": 1}  # the dataset's own labelled test set
 
 
-def test_a_download_folder_holding_the_dataset_is_used_one_level_down(kaggle: Path, tmp_path: Path) -> None:
+def test_a_download_folder_holding_the_dataset_is_used_one_level_down(
+    kaggle: Path, tmp_path: Path
+) -> None:
     download = tmp_path / "download"
     shutil.copytree(kaggle, download / "C-NMC_Leukemia")
     result = runner.invoke(app, ["search", str(SMOKE), "--dry-run", *_args(download)])
@@ -89,8 +105,12 @@ def test_a_backbone_without_cached_weights_stops_the_search_before_any_trial(
     with pytest.raises(SearchError) as caught:
         run_search(config, storage=str(tmp_path / "runs"), name="w", say=lambda _: None)
     text = str(caught.value)
-    assert "model.backbone=test_efficientnet" in text and "wen weights fetch test_efficientnet" in text
+    assert (
+        "model.backbone=test_efficientnet" in text and "wen weights fetch test_efficientnet" in text
+    )
     assert "test_resnet" not in text.replace("test_resnet.", "")  # the cached one is not named
     assert not (tmp_path / "runs" / "w").exists()
-    result = runner.invoke(app, ["search", str(SMOKE), "--dry-run", "--set", "model.pretrained=true"])
+    result = runner.invoke(
+        app, ["search", str(SMOKE), "--dry-run", "--set", "model.pretrained=true"]
+    )
     assert result.exit_code == 2 and "wen weights fetch test_efficientnet" in result.output

@@ -64,12 +64,20 @@ def _assert_as_shipped(saved: dict[str, object], shipped: dict[str, object], whe
             _assert_as_shipped(saved[key], value, f"{where}.{key}")  # type: ignore[arg-type]
         else:
             got = saved[key]
-            assert got == value or (isinstance(value, list) and list(got) == value), (f"{where}.{key}", got, value)
+            assert got == value or (isinstance(value, list) and list(got) == value), (
+                f"{where}.{key}",
+                got,
+                value,
+            )
 
 
 def _rehearse(
-    tmp_path: Path, wen_env: dict[str, str], preset: str, data: tuple[str, str, int],
-    space: dict[str, dict[str, object]] | None, more: list[str],
+    tmp_path: Path,
+    wen_env: dict[str, str],
+    preset: str,
+    data: tuple[str, str, int],
+    space: dict[str, dict[str, object]] | None,
+    more: list[str],
 ) -> pd.DataFrame:
     """Run ``configs/PRESET.yaml`` from a user folder; return its results table."""
     work = tmp_path / "study"
@@ -81,7 +89,9 @@ def _rehearse(
     assert shipped["data"]["root"] == folder and shipped["data"]["layout"] == layout
     _synth(work, folder, layout, size, env)
     searched = space if space is not None else shipped["search"]["space"]
-    backbones = list(searched.get("model.backbone", {}).get("values", [shipped["model"]["backbone"]]))
+    backbones = list(
+        searched.get("model.backbone", {}).get("values", [shipped["model"]["backbone"]])
+    )
     expected: dict[str, str] = {}
     if shipped["model"]["pretrained"]:
         from trainers.weights import weight_source
@@ -94,10 +104,19 @@ def _rehearse(
                 found = weight_source(backbone).cached()
             assert found is not None, backbone
             expected[backbone] = str(found)
-    args = ["search", str(REPO / "configs" / f"{preset}.yaml"), "--storage", "runs", "--name", preset]
+    args = [
+        "search",
+        str(REPO / "configs" / f"{preset}.yaml"),
+        "--storage",
+        "runs",
+        "--name",
+        preset,
+    ]
     for item in CUT + more + ([_space_override(space)] if space is not None else []):
         args += ["--set", item]
-    done = subprocess.run(wen_command() + args, cwd=work, env=env, capture_output=True, text=True, timeout=840)
+    done = subprocess.run(
+        wen_command() + args, cwd=work, env=env, capture_output=True, text=True, timeout=840
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     results = pd.read_csv(work / "runs" / preset / "results.csv")
@@ -105,10 +124,14 @@ def _rehearse(
     saved = yaml.safe_load((work / "runs" / preset / "config.yaml").read_text())
     assert saved["data"]["root"] == str(work / folder)
     cut = {"root", "batch_size", "eval_batch_size", "num_workers"}
-    _assert_as_shipped(saved["data"], {k: v for k, v in shipped["data"].items() if k not in cut}, "data")
+    _assert_as_shipped(
+        saved["data"], {k: v for k, v in shipped["data"].items() if k not in cut}, "data"
+    )
     for section in ("optim", "schedule", "loss"):
         _assert_as_shipped(saved[section], shipped.get(section, {}), section)
-    _assert_as_shipped(saved["model"], {k: v for k, v in shipped["model"].items() if k != "backbone"}, "model")
+    _assert_as_shipped(
+        saved["model"], {k: v for k, v in shipped["model"].items() if k != "backbone"}, "model"
+    )
     if expected:
         started = dict(zip(results["model.backbone"], results["init_weights"]))
         assert started == expected, started  # every trial fine-tuned its cached tensors

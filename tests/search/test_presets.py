@@ -62,6 +62,7 @@ def test_preset_validates_unchanged(name: str, data_folders: Path) -> None:
 
 def test_preset_study_settings() -> None:
     """The settings SEEDS.md gives, as the presets hold them."""
+
     def load(name: str) -> WenConfig:
         c = load_wen_config(_preset(name), check_registries=False)
         assert isinstance(c, WenConfig)
@@ -69,7 +70,11 @@ def test_preset_study_settings() -> None:
 
     m = load("mondal2021")
     assert m.search.space["model.backbone"].values == [
-        "vgg16", "legacy_xception", "mobilenetv1_100", "inception_resnet_v2", "densenet121"
+        "vgg16",
+        "legacy_xception",
+        "mobilenetv1_100",
+        "inception_resnet_v2",
+        "densenet121",
     ]
     assert (m.optim.name, m.optim.lr, m.optim.betas) == ("adamax", 2e-4, (0.9, 0.999))
     assert (m.schedule.name, m.schedule.mode, m.schedule.base_lr, m.schedule.max_lr,
@@ -86,7 +91,12 @@ def test_preset_study_settings() -> None:
     assert (f.schedule.name, f.schedule.gamma, f.schedule.decay_steps) == ("exponential", 0.95, 900)
 
     j = load("jawahar2022")
-    assert (j.model.backbone, j.data.input_size, j.optim.name, j.optim.lr) == ("alnet", 224, "rmsprop", 1e-4)
+    assert (j.model.backbone, j.data.input_size, j.optim.name, j.optim.lr) == (
+        "alnet",
+        224,
+        "rmsprop",
+        1e-4,
+    )
     assert j.train.epochs == 140 and j.search.folds == [0, 1, 2]
     assert 0.2 in j.search.space["model.dropout"].values and j.data.augmentation == "jawahar2022"
 
@@ -117,7 +127,9 @@ def test_preset_dry_run(name: str, data_folders: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_preset_smoke_dry_run_needs_no_data(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preset_smoke_dry_run_needs_no_data(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # no data folders here
     result = runner.invoke(app, ["search", str(_preset(name)), "--smoke", "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -126,7 +138,9 @@ def test_preset_smoke_dry_run_needs_no_data(name: str, tmp_path: Path, monkeypat
     assert f"run folder: {tmp_path}/runs/{name}-smoke" in result.output
 
 
-def test_without_data_the_real_preset_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_data_the_real_preset_says_where_to_put_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["search", str(_preset("mondal2021")), "--dry-run"])
     assert result.exit_code == 2
@@ -147,7 +161,9 @@ def test_smoke_config_is_small_synthetic_and_honest(name: str) -> None:
     assert c.search.resources.gpus == 0 and c.search.resources.cpus == 1
     assert smoke_trials(c) <= 8
     assert c.name == f"{name}-smoke"
-    backbones = c.search.space["model.backbone"].values if "model.backbone" in c.search.space else []
+    backbones = (
+        c.search.space["model.backbone"].values if "model.backbone" in c.search.space else []
+    )
     for big in ("vgg16", "inception_resnet_v2"):
         assert big not in backbones
         preset_text = _preset(name).read_text()

@@ -63,7 +63,9 @@ def test_resume_and_restart_refusals(tmp_path: Path) -> None:
     saved = yaml.safe_load(SMOKE.read_text())
     from search.run import load_search_config
 
-    (run / "config.yaml").write_text(yaml.safe_dump(load_search_config(str(SMOKE), None).model_dump(mode="json")))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(load_search_config(str(SMOKE), None).model_dump(mode="json"))
+    )
     result = runner.invoke(app, [*base, "--resume", "--set", "train.epochs=3"])
     assert result.exit_code == 2 and "differs from the one the search started with" in result.output
     assert "train.epochs" in result.output and saved["train"]["epochs"] == 2
@@ -74,7 +76,9 @@ def test_gpu_request_without_gpus_fails_before_any_trial(tmp_path: Path, monkeyp
 
     # the cluster check runs right after Ray starts; stand in a CPU-only node list for it
     monkeypatch.setattr(run_module, "start_ray", lambda *a, **k: run_module_session())
-    monkeypatch.setattr(run_module, "alive_nodes", lambda: [{"NodeID": "n", "Resources": {"CPU": 2.0}}])
+    monkeypatch.setattr(
+        run_module, "alive_nodes", lambda: [{"NodeID": "n", "Resources": {"CPU": 2.0}}]
+    )
     result = runner.invoke(app, ["search", str(SMOKE), "--storage", str(tmp_path), "--name", "g",
                                  "--set", "search.resources.gpus=1"])  # fmt: skip
     assert result.exit_code == 2, result.output

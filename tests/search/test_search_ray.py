@@ -57,7 +57,9 @@ def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen) -> Non
     port_was_free = free_port(8265) == 8265
     wen = start_wen(["search", str(SMOKE), "--storage", str(tmp_path), "--name", "smoke"])
     url = wen.wait_for(
-        lambda: re.search(r"Ray dashboard: (http://127\.0\.0\.1:(\d+))", wen.output), 180, "the dashboard URL"
+        lambda: re.search(r"Ray dashboard: (http://127\.0\.0\.1:(\d+))", wen.output),
+        180,
+        "the dashboard URL",
     )
     if port_was_free:
         assert url.group(2) == "8265"
@@ -70,7 +72,10 @@ def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen) -> Non
     assert len(frame) == 4
     assert_complete(run, frame)
     # each backbone trained on both folds: out-of-fold predictions for the ensemble stage
-    assert sorted(frame.groupby("model.backbone")["fold"].apply(sorted).tolist()) == [[0, 1], [0, 1]]
+    assert sorted(frame.groupby("model.backbone")["fold"].apply(sorted).tolist()) == [
+        [0, 1],
+        [0, 1],
+    ]
     # one configuration = the same sampled learning rate on every fold
     assert frame.groupby("model.backbone")["optim.lr"].nunique().eq(1).all()
     assert frame["node_ip"].notna().all() and frame["node_id"].notna().all()
@@ -108,12 +113,20 @@ def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> 
     wen = start_wen(args)
 
     def second_trial_running() -> bool:
-        done = {p.stem for p in (run / "predictions").glob("*.parquet")} if (run / "predictions").is_dir() else set()
+        done = (
+            {p.stem for p in (run / "predictions").glob("*.parquet")}
+            if (run / "predictions").is_dir()
+            else set()
+        )
         if len(done) != 1:
             return False
         # Tune persists a trial's checkpoint into RUN as the trial reports it (progress.csv
         # is synced later), so a checkpoint folder is the sign the second trial is mid-way
-        running = [p for p in run.glob("trial_*/checkpoint_*") if p.parent.name.removeprefix("trial_") not in done]
+        running = [
+            p
+            for p in run.glob("trial_*/checkpoint_*")
+            if p.parent.name.removeprefix("trial_") not in done
+        ]
         return bool(running)
 
     wen.wait_for(second_trial_running, 300, "the first trial to finish and the second to start")
@@ -133,8 +146,12 @@ def test_killed_driver_resumes_without_duplicates(tmp_path: Path, start_wen) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network")
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path: Path, wen_env: dict[str, str]) -> None:
+@pytest.mark.skipif(
+    not unshare_works(), reason="needs `unshare -n` (root) for a private loopback network"
+)
+def test_two_node_cluster_runs_trials_on_both_nodes(
+    tmp_path: Path, wen_env: dict[str, str]
+) -> None:
     """Head + worker on 127.0.0.1 inside a private network namespace; trials land on both."""
     home, state = tmp_path / "home", Path(f"/tmp/wenc-{os.getpid()}")
     home.mkdir()
@@ -170,6 +187,10 @@ def test_tensorboard_dashboard_serves_a_run(tmp_path: Path, start_wen) -> None:
     with SummaryWriter(str(run / "tensorboard" / "t0")) as writer:
         writer.add_scalar("val/val_wfs", 0.5, 1)
     board = start_wen(["dashboard", str(run), "--port", "6006"])
-    url = board.wait_for(lambda: re.search(r"TensorBoard: (http://127\.0\.0\.1:\d+/?)", board.output), 120, "TensorBoard")
+    url = board.wait_for(
+        lambda: re.search(r"TensorBoard: (http://127\.0\.0\.1:\d+/?)", board.output),
+        120,
+        "TensorBoard",
+    )
     board.wait_for(lambda: http_ok(url.group(1)), 60, "TensorBoard to answer")
     board.kill_group()

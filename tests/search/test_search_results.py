@@ -16,14 +16,23 @@ from search.raycluster import free_port, resource_problems, unseen_storage_messa
 from search.results import history_frame, results_table, write_results
 from search.run import resume_differences
 from search.storage import RunStorage, StorageError
-from search.trainable import _BEST_FILE, TrialSpec, _restore_best, fault_epoch_from_env, trial_config
+from search.trainable import (
+    _BEST_FILE,
+    TrialSpec,
+    _restore_best,
+    fault_epoch_from_env,
+    trial_config,
+)
 from trainers.config import TrainConfig
 
 CONFIG = load_wen_config(
     {
         "data": {"synthetic": {"size": 48}, "split": {"method": "group_kfold"}},
         "train": {"epochs": 3},
-        "search": {"space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, "folds": [0, 1]},
+        "search": {
+            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+            "folds": [0, 1],
+        },
     },
     check_registries=False,
 )
@@ -32,8 +41,16 @@ CONFIG = load_wen_config(
 def _history(rows: list[tuple[int, float, str]]) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"epoch": e, "val_wfs": w, "val_loss": 1 - w, "node_ip": "127.0.0.1", "node_id": n,
-             "time_total_s": 10.0 * e, "trial_id": "t", "resumed_from_epoch": -1 if i < 2 else 1}
+            {
+                "epoch": e,
+                "val_wfs": w,
+                "val_loss": 1 - w,
+                "node_ip": "127.0.0.1",
+                "node_id": n,
+                "time_total_s": 10.0 * e,
+                "trial_id": "t",
+                "resumed_from_epoch": -1 if i < 2 else 1,
+            }
             for i, (e, w, n) in enumerate(rows)
         ]
     )
@@ -53,7 +70,9 @@ def test_results_table_one_row_per_trial(tmp_path: Path) -> None:
     results = [
         SimpleNamespace(
             metrics={"trial_id": "t1"},
-            metrics_dataframe=_history([(1, 0.5, "a"), (2, 0.8, "a"), (2, 0.8, "a"), (3, 0.7, "b")]),
+            metrics_dataframe=_history(
+                [(1, 0.5, "a"), (2, 0.8, "a"), (2, 0.8, "a"), (3, 0.7, "b")]
+            ),
             config={"optim.lr": 0.01, "data.split.fold": 1},
             error=None,
         ),
@@ -71,7 +90,11 @@ def test_results_table_one_row_per_trial(tmp_path: Path) -> None:
     assert t1["epochs_run"] == 3 and not t1["stopped_early"] and t1["resumes"] == 1
     assert t1["node_id"] == "b" and t1["fold"] == 1 and t1["optim.lr"] == 0.01
     assert t1["predictions"].endswith("predictions/t1.parquet")
-    assert t0["status"] == "ERROR" and t0["error"] == "ValueError: bad thing" and not t0["stopped_early"]
+    assert (
+        t0["status"] == "ERROR"
+        and t0["error"] == "ValueError: bad thing"
+        and not t0["stopped_early"]
+    )
     assert pd.isna(t0["predictions"])
     write_results(frame, run)
     back = pd.read_parquet(tmp_path / "run" / "results.parquet")
@@ -145,7 +168,9 @@ def test_resumed_trial_gets_its_best_checkpoint_back(tmp_path: Path) -> None:
         ckpt.mkdir(parents=True)
         (ckpt / "model.safetensors").write_text(f"weights {epoch}")
         (ckpt / _BEST_FILE).write_text(json.dumps({"epoch": epoch, "trainer_best_epoch": 2}))
-    latest = SimpleNamespace(filesystem=pafs.LocalFileSystem(), path=str(trial_dir / "checkpoint_000004"))
+    latest = SimpleNamespace(
+        filesystem=pafs.LocalFileSystem(), path=str(trial_dir / "checkpoint_000004")
+    )
     work = tmp_path / "fresh_node" / "work"
     _restore_best(latest, {"epoch": 4, "trainer_best_epoch": 2}, work)
     assert (work / "checkpoints" / "epoch_0002" / "model.safetensors").read_text() == "weights 2"

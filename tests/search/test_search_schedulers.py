@@ -38,11 +38,15 @@ def problems(**sections: object) -> list[str]:
     ("half", "grace_cycles", "rf", "epochs"),
     [(6.0, 1, 2, 96), (1.5, 2, 3, 60), (0.5, 1, 2, 10), (2.0, 1, 4, 64)],
 )
-def test_asha_rungs_fall_on_whole_cycles_and_match_ray(half: float, grace_cycles: int, rf: float, epochs: int) -> None:
+def test_asha_rungs_fall_on_whole_cycles_and_match_ray(
+    half: float, grace_cycles: int, rf: float, epochs: int
+) -> None:
     config = cfg(
         schedule={"name": "cyclic", "half_cycle_epochs": half},
         train={"epochs": epochs},
-        search={"scheduler": {"name": "asha", "grace_cycles": grace_cycles, "reduction_factor": rf}},
+        search={
+            "scheduler": {"name": "asha", "grace_cycles": grace_cycles, "reduction_factor": rf}
+        },
     )
     cycle = cycle_epochs(config.schedule)
     assert cycle == 2 * half
@@ -78,7 +82,11 @@ def test_asha_rules_state_the_fix() -> None:
     )
     assert "after the last epoch (train.epochs=10)" in found[0]
     # without cycles a "cycle" is one epoch, and any reduction factor is fine
-    ok = cfg(schedule={"name": "constant"}, train={"epochs": 9}, search={"scheduler": {"name": "asha", "reduction_factor": 2.5}})
+    ok = cfg(
+        schedule={"name": "constant"},
+        train={"epochs": 9},
+        search={"scheduler": {"name": "asha", "reduction_factor": 2.5}},
+    )
     assert grace_epochs(ok) == 1
 
 
@@ -101,18 +109,30 @@ def test_hyperband_counts_cycles() -> None:
 def test_pbt_only_perturbs_keys_read_on_resume() -> None:
     found = problems(
         schedule={"name": "constant"},
-        search={"scheduler": {"name": "pbt"}, "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+        search={
+            "scheduler": {"name": "pbt"},
+            "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+        },
     )
-    assert "PBT copies weights" in found[0] and "optim.lr" in found[0] and "model.dropout" in found[0]
+    assert (
+        "PBT copies weights" in found[0] and "optim.lr" in found[0] and "model.dropout" in found[0]
+    )
     found = problems(
         schedule={"name": "constant"},
         data={**BASE["data"], "split": {"method": "group_kfold"}},
-        search={"scheduler": {"name": "pbt"}, "folds": [0, 1], "space": {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5}}},
+        search={
+            "scheduler": {"name": "pbt"},
+            "folds": [0, 1],
+            "space": {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5}},
+        },
     )
     assert any("leaks one fold's validation" in p for p in found)
     config = cfg(
         schedule={"name": "constant"},
-        search={"scheduler": {"name": "pbt"}, "space": {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5}}},
+        search={
+            "scheduler": {"name": "pbt"},
+            "space": {"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5}},
+        },
     )
     scheduler = create_scheduler(config)
     assert scheduler._time_attr == "lr_cycles"
@@ -149,7 +169,9 @@ def test_optuna_is_seeded_repeated_per_fold_and_limited() -> None:
     first, second = _suggestions(config, 4), _suggestions(config, 4)
     assert first == second  # seeded
     # each suggestion repeated once per fold, the Repeater's index picking the fold
-    assert first[0]["optim.lr"] == first[1]["optim.lr"] != first[2]["optim.lr"] == first[3]["optim.lr"]
+    assert (
+        first[0]["optim.lr"] == first[1]["optim.lr"] != first[2]["optim.lr"] == first[3]["optim.lr"]
+    )
     assert [s[TRIAL_INDEX] for s in first] == [0, 1, 0, 1]
     # and Optuna is told the mean over a configuration's folds
     limiter = create_search_alg(config.search)

@@ -20,7 +20,11 @@ from search.space import (
 from trainers.config import ConfigError
 
 BASE = {
-    "data": {"synthetic": {"size": 48}, "input_size": 48, "split": {"method": "group_kfold", "n_folds": 3}},
+    "data": {
+        "synthetic": {"size": 48},
+        "input_size": 48,
+        "split": {"method": "group_kfold", "n_folds": 3},
+    },
     "model": {"backbone": "test_resnet"},
     "train": {"epochs": 4},
 }
@@ -39,10 +43,14 @@ def problems(search: dict, check: bool = True, **top: object) -> list[str]:
 
 
 def test_unknown_space_key_lists_the_allowed_keys() -> None:
-    found = "\n".join(problems({"space": {"optim.lrr": {"type": "choice", "values": [1e-3]}}}, check=False))
+    found = "\n".join(
+        problems({"space": {"optim.lrr": {"type": "choice", "values": [1e-3]}}}, check=False)
+    )
     assert "search.space.optim.lrr: unknown key" in found
     assert "allowed keys under optim:" in found and "lr" in found and "weight_decay" in found
-    found = "\n".join(problems({"space": {"modell.backbone": {"type": "choice", "values": ["x"]}}}, check=False))
+    found = "\n".join(
+        problems({"space": {"modell.backbone": {"type": "choice", "values": ["x"]}}}, check=False)
+    )
     assert "allowed keys under the top level" in found and "model" in found
 
 
@@ -63,7 +71,9 @@ def test_each_value_is_checked_by_building_a_trial_config() -> None:
     assert found[0].startswith("search.space.model.backbone='no_such_net':")
     found = problems({"space": {"optim.lr": {"type": "uniform", "low": -1.0, "high": 0.1}}})
     assert found[0].startswith("search.space.optim.lr=-1.0: optim.lr:")
-    found = problems({"space": {"data.augmentation": {"type": "grid", "values": ["paper", "wild"]}}})
+    found = problems(
+        {"space": {"data.augmentation": {"type": "grid", "values": ["paper", "wild"]}}}
+    )
     assert "data.augmentation='wild'" in found[0] and "valid names" in found[0]
 
 
@@ -72,7 +82,9 @@ def test_fold_values_are_checked_and_need_a_split_with_folds() -> None:
     assert found[0].startswith("search.folds=3:") and "fold < n_folds" in found[0]
     found = problems({"folds": [0]}, data={**BASE["data"], "split": {"method": "group_holdout"}})
     assert any("data.split.method group_kfold or official" in p for p in found)
-    found = problems({"folds": [0], "space": {FOLD_KEY: {"type": "grid", "values": [0, 1]}}}, check=False)
+    found = problems(
+        {"folds": [0], "space": {FOLD_KEY: {"type": "grid", "values": [0, 1]}}}, check=False
+    )
     assert "keep search.folds" in found[0]
 
 
@@ -81,9 +93,17 @@ def test_metric_mode_and_algorithm_rules() -> None:
     assert "set search.mode=min" in msg
     (msg,) = problems({"metric": "val_wfss"}, check=False)
     assert "valid metrics" in msg and "val_wfs" in msg
-    (msg,) = problems({"algorithm": "optuna", "space": {"optim.name": {"type": "grid", "values": ["adam"]}}}, check=False)
+    (msg,) = problems(
+        {"algorithm": "optuna", "space": {"optim.name": {"type": "grid", "values": ["adam"]}}},
+        check=False,
+    )
     assert "Optuna samples" in msg and "type choice" in msg
-    found = problems({"algorithm": "optuna", "space": {"optim.betas": {"type": "choice", "values": [[0.9, 0.99]]}}})
+    found = problems(
+        {
+            "algorithm": "optuna",
+            "space": {"optim.betas": {"type": "choice", "values": [[0.9, 0.99]]}},
+        }
+    )
     assert "Optuna choices must be numbers" in found[0]
 
 

@@ -87,20 +87,32 @@ def test_fetch_failures_exit_1_with_each_reason(
     runner = CliRunner()
     with FakeHub() as hub:  # serves nothing
         go_online(monkeypatch, hub, *caches)
-        result = runner.invoke(app, ["weights", "fetch", "test_resnet", "test_convnext", "--no-progress"])
+        result = runner.invoke(
+            app, ["weights", "fetch", "test_resnet", "test_convnext", "--no-progress"]
+        )
     assert result.exit_code == 1
     assert "test_resnet: FAILED" in result.output and "test_convnext: FAILED" in result.output
-    assert "downloading timm/test_convnext.r160_in1k/model.safetensors from http://127.0.0.1" in result.output
+    assert (
+        "downloading timm/test_convnext.r160_in1k/model.safetensors from http://127.0.0.1"
+        in result.output
+    )
     bad = runner.invoke(app, ["weights", "fetch", "resnet5O"])
-    assert bad.exit_code == 2 and "neither a config file nor a timm model; did you mean" in bad.output
-    none = runner.invoke(app, ["weights", "list", str(_config(tmp_path, ["test_resnet"], pretrained=False))])
+    assert (
+        bad.exit_code == 2 and "neither a config file nor a timm model; did you mean" in bad.output
+    )
+    none = runner.invoke(
+        app, ["weights", "list", str(_config(tmp_path, ["test_resnet"], pretrained=False))]
+    )
     assert none.exit_code == 0 and "no trial starts from cached ImageNet weights" in none.output
 
 
 @pytest.mark.parametrize(
     "preset,backbones",
     [
-        ("mondal2021", ["vgg16", "legacy_xception", "mobilenetv1_100", "inception_resnet_v2", "densenet121"]),
+        (
+            "mondal2021",
+            ["vgg16", "legacy_xception", "mobilenetv1_100", "inception_resnet_v2", "densenet121"],
+        ),
         ("alim2024", ["resnet50", "vgg16", "densenet121", "efficientnet_b0"]),
         ("jawahar2022", []),
     ],

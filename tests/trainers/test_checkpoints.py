@@ -43,8 +43,14 @@ def test_round_trip_restores_model_optimizer_scheduler_and_rng(tmp_path: Path) -
     torch.manual_seed(3)
     rng = capture_rng_state()
     expect = (random.random(), np.random.rand(), torch.rand(3))
-    d = save_checkpoint(tmp_path / "epoch_0002", model, opt, sched, 2, {"val_wfs": 0.7, "lr": 1e-3}, rng)
-    assert sorted(p.name for p in d.iterdir()) == ["model.safetensors", "state.json", "state.safetensors"]
+    d = save_checkpoint(
+        tmp_path / "epoch_0002", model, opt, sched, 2, {"val_wfs": 0.7, "lr": 1e-3}, rng
+    )
+    assert sorted(p.name for p in d.iterdir()) == [
+        "model.safetensors",
+        "state.json",
+        "state.safetensors",
+    ]
     json.loads((d / "state.json").read_text())  # plain JSON, no pickle anywhere
 
     model2, opt2, sched2 = trained(9)
@@ -75,9 +81,12 @@ def test_round_trip_restores_model_optimizer_scheduler_and_rng(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     "optim,schedule",
-    [("adamax", s) for s in sorted(SCHEDULES.names())] + [("rmsprop", "cyclic"), ("sgd", "exponential")],
+    [("adamax", s) for s in sorted(SCHEDULES.names())]
+    + [("rmsprop", "cyclic"), ("sgd", "exponential")],
 )
-def test_every_schedule_and_optimizer_state_survives(tmp_path: Path, schedule: str, optim: str) -> None:
+def test_every_schedule_and_optimizer_state_survives(
+    tmp_path: Path, schedule: str, optim: str
+) -> None:
     model, opt, sched = trained(0, optim, schedule)
     d = save_checkpoint(tmp_path / "c", model, opt, sched, 1, {}, None)
     _, opt2, sched2 = trained(1, optim, schedule)
@@ -98,7 +107,9 @@ def test_save_is_atomic_and_replaces(tmp_path: Path) -> None:
 
 def test_unstorable_state_fails_before_writing(tmp_path: Path) -> None:
     model, opt, sched = trained(0)
-    with pytest.raises(CheckpointError, match="metrics.bad: cannot store a PosixPath without pickle"):
+    with pytest.raises(
+        CheckpointError, match="metrics.bad: cannot store a PosixPath without pickle"
+    ):
         save_checkpoint(tmp_path / "c", model, opt, sched, 1, {"bad": Path("/x")}, None)
     assert not any(tmp_path.iterdir())
 
@@ -107,7 +118,9 @@ def test_pickled_payload_is_refused(tmp_path: Path) -> None:
     model, opt, sched = trained(0)
     d = save_checkpoint(tmp_path / "c", model, opt, sched, 1, {}, None)
     torch.save(model.state_dict(), d / "model.safetensors")  # a pickle under a safetensors name
-    with pytest.raises(CheckpointError, match=r"model\.safetensors is not a valid safetensors file.*pickled"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors is not a valid safetensors file.*pickled"
+    ):
         load_checkpoint(d, model)
     not_ckpt = tmp_path / "legacy"
     not_ckpt.mkdir()
@@ -120,7 +133,10 @@ def test_wrong_shape_names_file_and_tensor(tmp_path: Path) -> None:
     model, opt, sched = trained(0, classes=2)
     d = save_checkpoint(tmp_path / "c", model, opt, sched, 1, {}, None)
     other = create_model("test_resnet", 3, head="dense512")
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'head\.2\.weight' has shape \(2, 512\), the model expects \(3, 512\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors: tensor 'head\.2\.weight' has shape \(2, 512\), the model expects \(3, 512\)",
+    ):
         load_checkpoint(d, other)
     with pytest.raises(CheckpointError, match="do not exist in the model"):
         load_checkpoint(d, create_model("test_resnet", 2, head="linear"))

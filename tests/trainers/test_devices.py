@@ -44,9 +44,13 @@ HIDDEN = DeviceCapabilities(False, 0, torch_cuda_version="13.0", driver_cuda_ver
 
 
 @pytest.mark.parametrize(
-    ("caps", "want"), [(A100, torch.bfloat16), (T4, torch.float16)], ids=["bf16-native", "bf16-emulated"]
+    ("caps", "want"),
+    [(A100, torch.bfloat16), (T4, torch.float16)],
+    ids=["bf16-native", "bf16-emulated"],
 )
-def test_auto_precision_uses_bf16_only_where_native(caps: DeviceCapabilities, want: torch.dtype) -> None:
+def test_auto_precision_uses_bf16_only_where_native(
+    caps: DeviceCapabilities, want: torch.dtype
+) -> None:
     assert resolve_amp("auto", CUDA, caps) == want
     assert needs_grad_scaler(want, CUDA) == (want == torch.float16)
 
@@ -107,8 +111,12 @@ def test_a_trial_given_a_gpu_never_falls_back_to_the_cpu() -> None:
         (NO_DRIVER, "no NVIDIA driver answered"),
         (CPU_BUILD, "CPU-only build"),
         (HIDDEN, "CUDA_VISIBLE_DEVICES='' hides every GPU"),
-        (DeviceCapabilities(False, 0, torch_cuda_version="12.8", driver_cuda_version="12.8",
-                            visible_devices="0"), "no usable CUDA device"),
+        (
+            DeviceCapabilities(
+                False, 0, torch_cuda_version="12.8", driver_cuda_version="12.8", visible_devices="0"
+            ),
+            "no usable CUDA device",
+        ),
     ],
     ids=["old-driver", "no-driver", "cpu-build", "hidden", "other"],
 )
@@ -173,7 +181,9 @@ def test_train_with_a_gpu_it_cannot_use_fails_before_reading_data(tmp_path: Path
         train(cuda, out_dir=tmp_path / "out", capabilities=NO_DRIVER)
 
 
-def test_train_reads_a_gpu_allotment_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_reads_a_gpu_allotment_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what Ray sets for a trial given GPU 0
     with pytest.raises(GPUUnavailableError, match="given a GPU"):
         train(load_config(_raw(tmp_path)), out_dir=tmp_path / "out", capabilities=NO_DRIVER)

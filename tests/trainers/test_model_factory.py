@@ -116,7 +116,11 @@ def test_alnet_reproduces_every_shape_of_the_layer_table() -> None:
         assert x.shape == (1, 1152)  # flatten of 3x3x128
         logits = model.head(x)
     assert seen == ALNET_TABLE
-    assert all(c.kernel_size == (5, 5) and c.padding == (0, 0) for c in model.backbone if isinstance(c, nn.Conv2d))
+    assert all(
+        c.kernel_size == (5, 5) and c.padding == (0, 0)
+        for c in model.backbone
+        if isinstance(c, nn.Conv2d)
+    )
     assert logits.shape == (1, 2)
     head = [type(m) for m in model.head]
     assert head == [nn.Dropout, nn.Linear, nn.ReLU, nn.Linear] and model.head[0].p == 0.2
@@ -176,7 +180,9 @@ def test_pretrained_path_torch_checkpoint_is_read_weights_only(tmp_path: Path) -
 def test_weights_of_another_model_are_refused_with_names(tmp_path: Path) -> None:
     path = tmp_path / "eff.safetensors"
     save_file(_random_timm_weights("test_efficientnet", seed=0), str(path))
-    with pytest.raises(PretrainedWeightsError, match=r"eff\.safetensors do not fit test_resnet.*missing"):
+    with pytest.raises(
+        PretrainedWeightsError, match=r"eff\.safetensors do not fit test_resnet.*missing"
+    ):
         create_model("test_resnet", 2, pretrained_path=path)
 
 
@@ -238,4 +244,7 @@ def test_pre_logits_false_pools_vggs_convolutional_features_as_keras_does() -> N
         assert torch.allclose(pooled.backbone(x), features, atol=1e-6)
         assert pooled(x).shape == (1, 2)
     # a backbone without pre-logits layers is unchanged
-    assert create_model("test_resnet", 2, pre_logits=False).num_features == create_model("test_resnet", 2).num_features
+    assert (
+        create_model("test_resnet", 2, pre_logits=False).num_features
+        == create_model("test_resnet", 2).num_features
+    )

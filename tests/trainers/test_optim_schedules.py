@@ -19,8 +19,13 @@ EXPECTED_OPTIMIZERS = {
 }
 
 
-def lr_trace(schedule: ScheduleConfig, steps: int, iters_per_epoch: int = 10, epochs: int = 10,
-             optim: str = "adamax") -> np.ndarray:
+def lr_trace(
+    schedule: ScheduleConfig,
+    steps: int,
+    iters_per_epoch: int = 10,
+    epochs: int = 10,
+    optim: str = "adamax",
+) -> np.ndarray:
     p = torch.nn.Parameter(torch.zeros(2))
     opt = create_optimizer([p], OptimizerConfig(name=optim))
     sched = create_scheduler(opt, schedule, iters_per_epoch, epochs)
@@ -58,17 +63,27 @@ def test_study_adamax_settings() -> None:
 
 def test_rmsprop_and_sgd_take_momentum_and_alpha() -> None:
     p = [torch.nn.Parameter(torch.zeros(1))]
-    g = create_optimizer(p, OptimizerConfig(name="rmsprop", momentum=0.5, alpha=0.8)).param_groups[0]
+    g = create_optimizer(p, OptimizerConfig(name="rmsprop", momentum=0.5, alpha=0.8)).param_groups[
+        0
+    ]
     assert g["momentum"] == 0.5 and g["alpha"] == 0.8
-    assert create_optimizer(p, OptimizerConfig(name="sgd", momentum=0.3)).param_groups[0]["momentum"] == 0.3
+    assert (
+        create_optimizer(p, OptimizerConfig(name="sgd", momentum=0.3)).param_groups[0]["momentum"]
+        == 0.3
+    )
 
 
 def test_unknown_names_fail_loudly_with_valid_names() -> None:
     p = [torch.nn.Parameter(torch.zeros(1))]
-    with pytest.raises(UnknownNameError, match=r"unknown optimizer 'adagrad' in optim.name; valid names: adam, adamax"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown optimizer 'adagrad' in optim.name; valid names: adam, adamax",
+    ):
         create_optimizer(p, OptimizerConfig(name="adagrad"))
     opt = create_optimizer(p, OptimizerConfig())
-    with pytest.raises(UnknownNameError, match="valid names: constant, cosine, cyclic, exponential"):
+    with pytest.raises(
+        UnknownNameError, match="valid names: constant, cosine, cyclic, exponential"
+    ):
         create_scheduler(opt, ScheduleConfig(name="onecycle"), 10, 1)
     assert set(SCHEDULES.names()) == {"constant", "cosine", "cyclic", "exponential"}
 
@@ -93,7 +108,9 @@ def test_triangular2_peaks_halve_every_cycle() -> None:
 def test_triangular_keeps_peaks_and_exp_range_decays() -> None:
     tri = lr_trace(ScheduleConfig(name="cyclic", mode="triangular", half_cycle_epochs=1), 80)
     assert peaks(tri, 20) == pytest.approx([2e-3] * 4, rel=1e-6)
-    exp = lr_trace(ScheduleConfig(name="cyclic", mode="exp_range", half_cycle_epochs=1, gamma=0.99), 80)
+    exp = lr_trace(
+        ScheduleConfig(name="cyclic", mode="exp_range", half_cycle_epochs=1, gamma=0.99), 80
+    )
     p = peaks(exp, 20)
     assert all(b < a for a, b in zip(p, p[1:]))
 
@@ -119,7 +136,9 @@ def test_exponential_multiplies_by_gamma_every_decay_steps() -> None:
 
 
 def test_cosine_reaches_floor_and_constant_stays() -> None:
-    cos = lr_trace(ScheduleConfig(name="cosine", min_lr=1e-6), steps=101, iters_per_epoch=10, epochs=10)
+    cos = lr_trace(
+        ScheduleConfig(name="cosine", min_lr=1e-6), steps=101, iters_per_epoch=10, epochs=10
+    )
     assert cos[0] == pytest.approx(2e-4) and cos[100] == pytest.approx(1e-6)
     assert cos[50] == pytest.approx((2e-4 + 1e-6) / 2, rel=1e-6)
     const = lr_trace(ScheduleConfig(name="constant"), steps=50)
@@ -142,7 +161,9 @@ def test_optimizer_table_names_only_keywords_the_class_takes() -> None:
         info = OPTIMIZERS.get(name)
         accepted = set(inspect.signature(info.cls).parameters)
         assert set(info.kwargs) <= accepted, (name, set(info.kwargs) - accepted)
-        assert set(info.kwargs) <= set(OptimizerConfig.model_fields)  # the adapter reads them from the config
+        assert set(info.kwargs) <= set(
+            OptimizerConfig.model_fields
+        )  # the adapter reads them from the config
         assert set(optimizer_kwargs(OptimizerConfig(name=name))) == set(info.kwargs)
 
 
@@ -150,7 +171,9 @@ def test_a_keyword_the_family_does_not_take_is_refused() -> None:
     from trainers.optim import create_optimizer_by_name
 
     p = [torch.nn.Parameter(torch.zeros(1))]
-    with pytest.raises(TypeError, match="optimizer 'adam' takes lr, betas, eps, weight_decay, got momentum"):
+    with pytest.raises(
+        TypeError, match="optimizer 'adam' takes lr, betas, eps, weight_decay, got momentum"
+    ):
         create_optimizer_by_name(p, "adam", lr=0.1, momentum=0.9)
     with pytest.raises(UnknownNameError, match="unknown optimizer 'adagrad'"):
         create_optimizer_by_name(p, "adagrad", lr=0.1)
@@ -161,5 +184,9 @@ def test_each_schedule_adapter_gives_exactly_its_factory_keywords() -> None:
 
     for name in SCHEDULES.names():
         info = SCHEDULES.get(name)
-        wanted = {p for p, v in inspect.signature(info.create).parameters.items() if v.kind is v.KEYWORD_ONLY}
+        wanted = {
+            p
+            for p, v in inspect.signature(info.create).parameters.items()
+            if v.kind is v.KEYWORD_ONLY
+        }
         assert set(info.kwargs(ScheduleConfig(name=name), 10, 3)) == wanted, name

@@ -25,7 +25,9 @@ from trainers.predictions import (
 CLASSES = ["hem", "all"]
 
 
-def make_frame(trial: str = "t0", n: int = 6, seed: int = 0, split: str = "val", k: int = 2) -> pd.DataFrame:
+def make_frame(
+    trial: str = "t0", n: int = 6, seed: int = 0, split: str = "val", k: int = 2
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return prediction_frame(
         trial_id=trial,
@@ -42,7 +44,9 @@ def make_frame(trial: str = "t0", n: int = 6, seed: int = 0, split: str = "val",
 
 
 def test_round_trip_keeps_rows_types_and_metadata(tmp_path: Path) -> None:
-    frame = pd.concat([make_frame(split="val"), make_frame(split="test", seed=1)], ignore_index=True)
+    frame = pd.concat(
+        [make_frame(split="val"), make_frame(split="test", seed=1)], ignore_index=True
+    )
     frame.loc[frame["split"] == "test", "subject_id"] = None
     path = write_predictions(tmp_path / "t0.parquet", frame, CLASSES, {"seed": 3, "lr": 1e-4})
     pset = read_predictions(path)
@@ -99,9 +103,13 @@ def test_misshaped_probs_are_rejected(tmp_path: Path) -> None:
     frame = make_frame(k=3)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.set_column(
-        COLUMNS.index("probs"), "probs", pa.array([np.asarray(p, np.float32) for p in frame["probs"]], pa.list_(pa.float32()))
+        COLUMNS.index("probs"),
+        "probs",
+        pa.array([np.asarray(p, np.float32) for p in frame["probs"]], pa.list_(pa.float32())),
     ).set_column(
-        COLUMNS.index("logits"), "logits", pa.array([np.asarray(p, np.float32) for p in frame["logits"]], pa.list_(pa.float32()))
+        COLUMNS.index("logits"),
+        "logits",
+        pa.array([np.asarray(p, np.float32) for p in frame["logits"]], pa.list_(pa.float32())),
     )
     path = _write_raw(tmp_path / "bad.parquet", table, CLASSES)
     with pytest.raises(PredictionFileError, match=r"bad\.parquet.*one value per class \(2"):

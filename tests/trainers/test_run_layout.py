@@ -21,15 +21,28 @@ PACKAGES = ("trainers", "search", "ensemble", "reports", "benchmarks")
 OWNER = REPO / "trainers" / "run_layout.py"
 
 # file names of the run folder, its sub-folders, and the prefixes of names below them
-RUN_FILES = {"config.yaml", "command.txt", "results.csv", "results.parquet", "chosen.json",
-             "comparison.csv", "comparisons.csv", "confusion.csv", "study.db", "run.lock"}
+RUN_FILES = {
+    "config.yaml",
+    "command.txt",
+    "results.csv",
+    "results.parquet",
+    "chosen.json",
+    "comparison.csv",
+    "comparisons.csv",
+    "confusion.csv",
+    "study.db",
+    "run.lock",
+}
 RUN_FOLDERS = {"predictions", "models", "tensorboard", "ensemble", "model", "report"}
 PREFIXES = ("predictions/", "models/", "tensorboard/", "ensemble/")
 
 
 def test_names_are_relative_posix_paths() -> None:
     assert RUN_LAYOUT.config == "config.yaml" and RUN_LAYOUT.command == "command.txt"
-    assert (RUN_LAYOUT.results_csv, RUN_LAYOUT.results_parquet) == ("results.csv", "results.parquet")
+    assert (RUN_LAYOUT.results_csv, RUN_LAYOUT.results_parquet) == (
+        "results.csv",
+        "results.parquet",
+    )
     assert RUN_LAYOUT.prediction("t1") == "predictions/t1.parquet"
     assert RUN_LAYOUT.orphan("t1") == "predictions/_orphaned/t1.parquet"
     assert RUN_LAYOUT.model_weights("t1") == "models/t1/model.safetensors"
@@ -57,8 +70,10 @@ def test_publish_then_read_round_trip(tmp_path: Path) -> None:
     copied = read_member(tmp_path / "out", "t1", models="members")
     assert copied.weights.read_bytes() == b"w2" and json.loads(copied.config.read_text()) == meta
     # nothing but the two files: no temporary file is left
-    assert sorted(p.name for p in copied.weights.parent.iterdir()) == ["config.json",
-                                                                       "model.safetensors"]
+    assert sorted(p.name for p in copied.weights.parent.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_publish_through_a_run_writer() -> None:
@@ -83,8 +98,11 @@ def test_reading_a_missing_member_names_the_file(tmp_path: Path) -> None:
 
 def _docstrings(tree: ast.AST) -> set[int]:
     """ids of the string constants that are docstrings or bare string statements."""
-    return {id(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    return {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
 
 
 def _hand_spelled(tree: ast.AST) -> list[ast.Constant]:
@@ -94,16 +112,26 @@ def _hand_spelled(tree: ast.AST) -> list[ast.Constant]:
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             joined.add(id(node.right))
-        elif isinstance(node, ast.Call) and node.args and getattr(node.func, "attr", "") in (
-                "join", "local_path", "joinpath"):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and getattr(node.func, "attr", "") in ("join", "local_path", "joinpath")
+        ):
             joined.add(id(node.args[0]))
     found = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Constant) or not isinstance(node.value, str) or id(node) in skip:
+        if (
+            not isinstance(node, ast.Constant)
+            or not isinstance(node.value, str)
+            or id(node) in skip
+        ):
             continue
         value = node.value
-        if (value in RUN_FILES or value.startswith(PREFIXES)
-                or (id(node) in joined and value in RUN_FOLDERS)):
+        if (
+            value in RUN_FILES
+            or value.startswith(PREFIXES)
+            or (id(node) in joined and value in RUN_FOLDERS)
+        ):
             found.append(node)
     return sorted(found, key=lambda n: (n.lineno, n.col_offset))
 
@@ -123,9 +151,15 @@ def _offenders() -> list[str]:
 
 
 def test_the_scan_finds_hand_spelled_paths() -> None:
-    source = 'p = run / "ensemble" / "chosen.json"\nq = f"models/{t}"\nr = run.join("predictions")\n'
-    assert [n.value for n in _hand_spelled(ast.parse(source))] == ["ensemble", "chosen.json",
-                                                                   "models/", "predictions"]
+    source = (
+        'p = run / "ensemble" / "chosen.json"\nq = f"models/{t}"\nr = run.join("predictions")\n'
+    )
+    assert [n.value for n in _hand_spelled(ast.parse(source))] == [
+        "ensemble",
+        "chosen.json",
+        "models/",
+        "predictions",
+    ]
     assert _hand_spelled(ast.parse('"""see RUN/ensemble/chosen.json"""\nx = {"model": 1}\n')) == []
 
 

@@ -18,7 +18,12 @@ RAW: dict[str, Any] = {
     "name": "looptest",
     "seed": 3,
     "data": {
-        "synthetic": {"layout": "cnmc-kaggle", "subjects_per_class": 4, "cells_per_subject": 4, "size": 40},
+        "synthetic": {
+            "layout": "cnmc-kaggle",
+            "subjects_per_class": 4,
+            "cells_per_subject": 4,
+            "size": 40,
+        },
         "input_size": 32,
         "batch_size": 8,
         "augmentation": "paper",
@@ -59,7 +64,9 @@ def test_reports_one_dict_per_epoch(full_run: tuple[TrialResult, list[dict], Pat
     assert result.history == [{k: v for k, v in r.items() if k != "lr_trace"} for r in reports]
 
 
-def test_best_checkpoint_is_kept_and_others_pruned(full_run: tuple[TrialResult, list[dict], Path]) -> None:
+def test_best_checkpoint_is_kept_and_others_pruned(
+    full_run: tuple[TrialResult, list[dict], Path],
+) -> None:
     result, reports, out = full_run
     wfs = [r["val_wfs"] for r in reports]
     assert result.best_epoch == 1 + int(np.argmax(wfs))  # first epoch with the highest val WFS
@@ -69,7 +76,9 @@ def test_best_checkpoint_is_kept_and_others_pruned(full_run: tuple[TrialResult, 
     assert result.checkpoint_dir == out / "checkpoints" / f"epoch_{result.best_epoch:04d}"
 
 
-def test_predictions_written_for_val_test_final(full_run: tuple[TrialResult, list[dict], Path]) -> None:
+def test_predictions_written_for_val_test_final(
+    full_run: tuple[TrialResult, list[dict], Path],
+) -> None:
     result, _, out = full_run
     assert result.predictions_path == out / "predictions" / f"{result.trial_id}.parquet"
     pset = read_predictions(result.predictions_path)  # validates the schema
@@ -88,7 +97,9 @@ def test_predictions_written_for_val_test_final(full_run: tuple[TrialResult, lis
     assert set(result.test_metrics) >= {"wfs", "auc", "ba"}
 
 
-def test_resume_gives_the_same_next_epoch(full_run: tuple[TrialResult, list[dict], Path], tmp_path: Path) -> None:
+def test_resume_gives_the_same_next_epoch(
+    full_run: tuple[TrialResult, list[dict], Path], tmp_path: Path
+) -> None:
     result, reports, _ = full_run
     seen: list[dict] = []
 
@@ -122,7 +133,9 @@ def test_model_input_size_is_checked_before_training() -> None:
 
 def test_loss_class_weights_and_smoothing() -> None:
     labels = np.array([0, 0, 0, 1])
-    loss = build_loss(LossConfig(class_weights="balanced", label_smoothing=0.1), labels, 2, torch.device("cpu"))
+    loss = build_loss(
+        LossConfig(class_weights="balanced", label_smoothing=0.1), labels, 2, torch.device("cpu")
+    )
     assert loss.weight.tolist() == pytest.approx([4 / 6, 2.0])
     assert loss.label_smoothing == 0.1
     explicit = build_loss(LossConfig(class_weights=[1.0, 3.0]), labels, 2, torch.device("cpu"))
@@ -153,7 +166,9 @@ def test_selection_direction() -> None:
 # ------------------------------------------------- precision of stored numbers, device aug
 
 
-def _fp32_logits(cfg: Any, checkpoint: Path, split: str, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+def _fp32_logits(
+    cfg: Any, checkpoint: Path, split: str, amp_dtype: torch.dtype | None = None
+) -> np.ndarray:
     """The best checkpoint's logits on ``split``, recomputed here (fp32 unless ``amp_dtype``)."""
     from trainers.checkpoint import load_checkpoint
     from trainers.data import prepare_data
@@ -169,7 +184,9 @@ def _fp32_logits(cfg: Any, checkpoint: Path, split: str, amp_dtype: torch.dtype 
     return predict(model, loader, inputs=inputs, amp_dtype=amp_dtype)[0]
 
 
-def test_stored_predictions_are_fp32_when_training_in_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stored_predictions_are_fp32_when_training_in_bf16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import trainers.loop as loop
 
     seen: list[tuple[Any, bool]] = []

@@ -84,7 +84,9 @@ def test_fetch_from_the_hub_fills_the_cache_timm_reads(
     assert path == folder / "snapshots" / commit / "model.safetensors"
     assert path.resolve() == (folder / "blobs" / sha).resolve()
     assert (folder / "refs" / "main").read_text() == commit
-    assert try_to_load_from_cache(repo, "model.safetensors", cache_dir=str(hf_home / "hub")) == str(path)
+    assert try_to_load_from_cache(repo, "model.safetensors", cache_dir=str(hf_home / "hub")) == str(
+        path
+    )
     assert [r[:2] for r in hub.requests] == [("HEAD", "hub"), ("GET", "cdn")]
 
     again, downloaded = fetch_weights("test_resnet", progress=False)
@@ -110,7 +112,9 @@ def test_fetch_of_a_url_only_model_goes_to_torch_hub_checkpoints(
 ) -> None:
     _, torch_home = caches
     served = pretrained_tensors("legacy_xception", seed=13)
-    point_weights_url(monkeypatch, "legacy_xception", hub.add_url_file(f"/files/{XCEPTION_FILE}", served))
+    point_weights_url(
+        monkeypatch, "legacy_xception", hub.add_url_file(f"/files/{XCEPTION_FILE}", served)
+    )
     source = weight_source("legacy_xception")
     assert source.kind == "url" and source.hf_repo is None
 
@@ -124,13 +128,19 @@ def test_fetch_of_a_url_only_model_goes_to_torch_hub_checkpoints(
 def test_fetch_errors_name_the_backbone_source_and_fix(
     hub: FakeHub, caches: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(WeightsFetchError, match=r"test_convnext: downloading timm/test_convnext\.r160_in1k"):
+    with pytest.raises(
+        WeightsFetchError, match=r"test_convnext: downloading timm/test_convnext\.r160_in1k"
+    ):
         fetch_weights("test_convnext", progress=False)  # the hub has no such repo
     hub.add_hf_file("timm/test_byobnet.r160_in1k", "README.md.safetensors", {"x": torch.zeros(1)})
-    with pytest.raises(WeightsFetchError, match=r"has none of \['model\.safetensors', 'pytorch_model\.bin'"):
+    with pytest.raises(
+        WeightsFetchError, match=r"has none of \['model\.safetensors', 'pytorch_model\.bin'"
+    ):
         fetch_weights("test_byobnet", progress=False)
     point_weights_url(monkeypatch, "legacy_xception", hub.endpoint + "/files/absent.pth")
-    with pytest.raises(WeightsFetchError, match=r"legacy_xception: downloading .*absent\.pth.*by hand into"):
+    with pytest.raises(
+        WeightsFetchError, match=r"legacy_xception: downloading .*absent\.pth.*by hand into"
+    ):
         fetch_weights("legacy_xception", progress=False)
     with pytest.raises(WeightsFetchError, match="alnet has no ImageNet weights"):
         fetch_weights("alnet")
@@ -138,7 +148,9 @@ def test_fetch_errors_name_the_backbone_source_and_fix(
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(WeightsFetchError, match=r"HF_HUB_OFFLINE is set.*`HF_HUB_OFFLINE=0 wen weights fetch"):
+    with pytest.raises(
+        WeightsFetchError, match=r"HF_HUB_OFFLINE is set.*`HF_HUB_OFFLINE=0 wen weights fetch"
+    ):
         fetch_weights("test_resnet")
 
 
@@ -169,7 +181,8 @@ def test_torchvision_densenet_file_loads_through_timm_conversion(
     tv = _torchvision_tensors("densenet121", seed=3)
     published = {
         re.sub(r"(denselayer\d+\.(?:norm|relu|conv))(\d)\.", r"\1.\2.", k): v
-        for k, v in tv.items() if not k.endswith("num_batches_tracked")
+        for k, v in tv.items()
+        if not k.endswith("num_batches_tracked")
     }
     assert "features.denseblock1.denselayer1.norm.1.weight" in published
     path = save_tensors(published, tmp_path / "densenet121-a639ec97.pth")
@@ -193,7 +206,9 @@ def test_torchvision_vgg_file_loads_through_timm_conversion(tmp_path: Path) -> N
     fc1 = own["pre_logits.fc1.weight"]
     assert fc1.shape == (4096, 512, 7, 7)
     assert torch.equal(fc1, tv["classifier.0.weight"].reshape(4096, 512, 7, 7))
-    assert torch.equal(own["pre_logits.fc2.weight"], tv["classifier.3.weight"].reshape(4096, 4096, 1, 1))
+    assert torch.equal(
+        own["pre_logits.fc2.weight"], tv["classifier.3.weight"].reshape(4096, 4096, 1, 1)
+    )
     assert torch.equal(own["features.0.weight"], tv["features.0.weight"])
     assert not any(k.startswith("head.fc") for k in own)  # the ImageNet classifier is gone
 
@@ -221,13 +236,19 @@ def test_offline_message_names_the_fetch_command(caches: tuple[Path, Path]) -> N
     "name",
     ["mobilenetv1_100", "efficientnet_b0", "densenet121", "legacy_xception", "resnet50"],
 )
-def test_laid_out_weights_are_where_a_download_leaves_them(name: str, caches: tuple[Path, Path]) -> None:
+def test_laid_out_weights_are_where_a_download_leaves_them(
+    name: str, caches: tuple[Path, Path]
+) -> None:
     hf_home, torch_home = caches
     tensors = lay_out_cached_weights(name, hf_home, torch_home, seed=7)
     source = weight_source(name)
     if source.hf_repo:  # huggingface_hub itself finds it without a network
-        found = hf_hub_download(source.hf_repo, "model.safetensors", local_files_only=True,
-                                cache_dir=str(hf_home / "hub"))
+        found = hf_hub_download(
+            source.hf_repo,
+            "model.safetensors",
+            local_files_only=True,
+            cache_dir=str(hf_home / "hub"),
+        )
         assert Path(found) == source.cached()
     else:
         assert source.cached() == torch_home / "hub" / "checkpoints" / XCEPTION_FILE
@@ -236,7 +257,9 @@ def test_laid_out_weights_are_where_a_download_leaves_them(name: str, caches: tu
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["inception_resnet_v2", "vgg16"])  # 215 MB and 528 MB files
-def test_laid_out_weights_of_the_large_study_backbones(name: str, caches: tuple[Path, Path]) -> None:
+def test_laid_out_weights_of_the_large_study_backbones(
+    name: str, caches: tuple[Path, Path]
+) -> None:
     tensors = lay_out_cached_weights(name, *caches, seed=8)
     _assert_started_from(create_model(name, 2, pretrained=True), tensors)
 
@@ -244,8 +267,12 @@ def test_laid_out_weights_of_the_large_study_backbones(name: str, caches: tuple[
 # ------------------------------------------------------------------------ pre-trial check
 
 
-def _config(backbone: str = "test_resnet", pretrained: bool = True, path: str | None = None,
-            space: dict | None = None) -> SimpleNamespace:
+def _config(
+    backbone: str = "test_resnet",
+    pretrained: bool = True,
+    path: str | None = None,
+    space: dict | None = None,
+) -> SimpleNamespace:
     model = SimpleNamespace(backbone=backbone, pretrained=pretrained, pretrained_path=path)
     return SimpleNamespace(model=model, search=SimpleNamespace(space=space or {}))
 
@@ -262,13 +289,18 @@ def test_backbones_needing_weights_follow_the_space() -> None:
 
 def test_missing_weight_problems_name_backbone_and_fetch_command(caches: tuple[Path, Path]) -> None:
     hf_home, torch_home = caches
-    space = {"model.backbone": SimpleNamespace(type="choice", values=["test_resnet", "legacy_xception"])}
+    space = {
+        "model.backbone": SimpleNamespace(type="choice", values=["test_resnet", "legacy_xception"])
+    }
     problems = missing_weight_problems(_config(space=space))
     assert len(problems) == 2
     hf, url = problems
     assert hf.startswith("model.backbone=test_resnet:") and "`wen weights fetch test_resnet`" in hf
     assert str(hf_home / "hub" / "models--timm--test_resnet.r160_in1k") in hf
-    assert url.startswith("model.backbone=legacy_xception:") and "`wen weights fetch legacy_xception`" in url
+    assert (
+        url.startswith("model.backbone=legacy_xception:")
+        and "`wen weights fetch legacy_xception`" in url
+    )
     assert f"into {torch_home / 'hub' / 'checkpoints'}/ (as {XCEPTION_FILE})" in url
 
     lay_out_cached_weights("test_resnet", hf_home, torch_home)

@@ -16,7 +16,17 @@ SMOKE = Path(__file__).resolve().parents[2] / "configs" / "train_smoke.yaml"
 def test_wen_train_smoke_config_leaves_checkpoints_and_predictions(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["train", str(SMOKE), "--out", str(out), "--set", "train.threads=2", "--trial-id", "smoke0"]
+        app,
+        [
+            "train",
+            str(SMOKE),
+            "--out",
+            str(out),
+            "--set",
+            "train.threads=2",
+            "--trial-id",
+            "smoke0",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "best epoch" in result.output and "predictions:" in result.output
@@ -35,7 +45,15 @@ def test_wen_train_smoke_config_leaves_checkpoints_and_predictions(tmp_path: Pat
 
 def test_wen_train_config_errors_are_one_clear_message(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["train", str(SMOKE), "--out", str(tmp_path / "x"), "--set", "model.backbone=inception_resnet_v2"]
+        app,
+        [
+            "train",
+            str(SMOKE),
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "model.backbone=inception_resnet_v2",
+        ],
     )
     assert result.exit_code == 2
     assert "inception_resnet_v2 needs inputs of at least 75 px" in result.output

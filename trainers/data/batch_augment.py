@@ -85,7 +85,9 @@ class RandomErase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        p = {k: v.to(x.device).view(-1, 1, 1) for k, v in self.params(len(x), height, width).items()}
+        p = {
+            k: v.to(x.device).view(-1, 1, 1) for k, v in self.params(len(x), height, width).items()
+        }
         rows = torch.arange(height, device=x.device).view(1, -1, 1)
         cols = torch.arange(width, device=x.device).view(1, 1, -1)
         inside = ((rows >= p["top"]) & (rows < p["top"] + p["h"])

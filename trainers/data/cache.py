@@ -240,8 +240,12 @@ class DecodedStore:
             meta["build_seconds"] = round(time.perf_counter() - start, 3)
             # the sidecar appears last: its presence marks a complete store
             atomic_write_text(meta_path, json.dumps(meta), what="image cache")
-            log.info("decoded-image cache built: %s (%d images, %.1f s)", data_path,
-                     len(paths), meta["build_seconds"])
+            log.info(
+                "decoded-image cache built: %s (%d images, %.1f s)",
+                data_path,
+                len(paths),
+                meta["build_seconds"],
+            )
             return cls(data_path, meta, built=True)
 
     @classmethod
@@ -289,8 +293,13 @@ class DecodedStore:
 
             # PIL releases the GIL while decoding and resizing, so threads scale
             n_workers = workers or min(8, os.cpu_count() or 1)
-            bar = tqdm(total=len(paths), desc="decoding images into the cache", unit="img",
-                       mininterval=2.0, disable=not progress)
+            bar = tqdm(
+                total=len(paths),
+                desc="decoding images into the cache",
+                unit="img",
+                mininterval=2.0,
+                disable=not progress,
+            )
             pool = ThreadPoolExecutor(max_workers=n_workers)
             try:
                 with bar:

@@ -98,7 +98,10 @@ class CheckReport:
     def format_table(self) -> str:
         """A human-readable summary: counts per split and class, then every problem."""
         lines = [f"note: {n}" for n in self.notes]
-        lines += [f"dataset {self.root}", f"layout  {self.layout} (subjects: {self.subject_source})"]
+        lines += [
+            f"dataset {self.root}",
+            f"layout  {self.layout} (subjects: {self.subject_source})",
+        ]
         columns = list(self.class_names)
         if any("unlabelled" in per_class for per_class in self.counts.values()):
             columns.append("unlabelled")
@@ -107,8 +110,12 @@ class CheckReport:
         for split, per_class in self.counts.items():
             n_subjects = sum(self.subjects.get(split, {}).values())
             rows.append(
-                [split, *(str(per_class.get(c, 0)) for c in columns),
-                 str(sum(per_class.values())), str(n_subjects) if n_subjects else "-"]
+                [
+                    split,
+                    *(str(per_class.get(c, 0)) for c in columns),
+                    str(sum(per_class.values())),
+                    str(n_subjects) if n_subjects else "-",
+                ]
             )
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -265,7 +272,9 @@ def _diagnosis_problems(frame: pd.DataFrame, layout: str) -> list[Problem]:
         if len(classes) > 1:
             ranked = sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))
             summary = ", ".join(f"{c} ({n} images)" for c, n in ranked)
-            for row in group[group["class_name"] != ranked[0][0]].sort_values("sample_id").itertuples():
+            for row in (
+                group[group["class_name"] != ranked[0][0]].sort_values("sample_id").itertuples()
+            ):
                 problems.append(Problem(
                     row.sample_id,
                     f"subject {subject} has images of two classes: {summary}; a subject has one "
@@ -362,4 +371,3 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 def check_dataset(root: Path, layout: str = "auto") -> CheckReport:
     """Read the dataset at ``root`` and report every problem (see the module docstring)."""
     return check_manifest(read_manifest(Path(root), layout))
-

@@ -113,7 +113,9 @@ class _ImageBatches(_ImageRows):
     evaluation, and training with ``augment="device"``.
     """
 
-    def __getitems__(self, items: Sequence[Any]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __getitems__(
+        self, items: Sequence[Any]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         import torch
 
         rows = np.fromiter(
@@ -125,7 +127,9 @@ class _ImageBatches(_ImageRows):
         else:
             array = np.stack([self.image(int(r)).numpy().transpose(1, 2, 0) for r in rows])
         images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
-        return [(images, torch.from_numpy(self.labels[rows].astype(np.int64)), torch.from_numpy(rows))]
+        return [
+            (images, torch.from_numpy(self.labels[rows].astype(np.int64)), torch.from_numpy(rows))
+        ]
 
 
 def _already_batched(batch: list[Any]) -> Any:
@@ -450,7 +454,10 @@ def prepare_data(data: DataConfig, seed: int, cache_root: Path | None = None) ->
     store = None
     if data.cache:
         store = DecodedStore.open_or_build(
-            frame["path"].astype(str).tolist(), _data_key(frame), data.crop, data.input_size,
+            frame["path"].astype(str).tolist(),
+            _data_key(frame),
+            data.crop,
+            data.input_size,
             cache_dir,
         )
     return PreparedData(

@@ -164,9 +164,7 @@ def _read_cnmc_training(train_dir: Path, root: Path, problems: list[Problem]) ->
             continue
         match = _FOLD_DIR.match(child.name)
         if match is None or not child.is_dir():
-            problems.append(
-                Problem(_rel(child, root), "not a fold_<k> folder; ignored", "warning")
-            )
+            problems.append(Problem(_rel(child, root), "not a fold_<k> folder; ignored", "warning"))
             continue
         folds.append((int(match.group(1)), child))
     if not folds:
@@ -180,8 +178,9 @@ def _read_cnmc_training(train_dir: Path, root: Path, problems: list[Problem]) ->
             cls = class_dir.name.lower()
             if cls not in CNMC_CLASSES or not class_dir.is_dir():
                 problems.append(
-                    Problem(_rel(class_dir, root), "not a class folder (all, hem); ignored",
-                            "warning")
+                    Problem(
+                        _rel(class_dir, root), "not a class folder (all, hem); ignored", "warning"
+                    )
                 )
                 continue
             for path in _walk_images(class_dir, root, problems, recursive=False):
@@ -243,8 +242,7 @@ def _read_cnmc_prelim(
     listed: set[str] = set()
     csv_rel = _rel(csv_path, root)
     for i, row in enumerate(table.itertuples(index=False), start=2):  # row 1 is the header
-        entry = _prelim_row(row, f"{csv_rel} line {i}", prelim_dir, by_name, listed, root,
-                            problems)
+        entry = _prelim_row(row, f"{csv_rel} line {i}", prelim_dir, by_name, listed, root, problems)
         if entry is not None:
             entries.append(entry)
     for name, path in by_name.items():
@@ -255,7 +253,9 @@ def _read_cnmc_prelim(
     return entries
 
 
-def _prelim_files_by_name(files: list[Path], root: Path, problems: list[Problem]) -> dict[str, Path]:
+def _prelim_files_by_name(
+    files: list[Path], root: Path, problems: list[Problem]
+) -> dict[str, Path]:
     """The preliminary test images by file name (the CSV names them); repeats are warned."""
     by_name: dict[str, Path] = {}
     for path in files:
@@ -309,16 +309,20 @@ def _prelim_row(
     original = str(row.Patient_ID).strip()
     if new_name in listed:
         problems.append(
-            Problem(_rel(prelim_dir, root) + "/" + new_name,
-                    f"{where}: {new_name!r} is listed a second time; the row is ignored")
+            Problem(
+                _rel(prelim_dir, root) + "/" + new_name,
+                f"{where}: {new_name!r} is listed a second time; the row is ignored",
+            )
         )
         return None
     listed.add(new_name)
     path = by_name.get(new_name)
     if path is None:
         problems.append(
-            Problem(_rel(prelim_dir, root) + "/" + new_name,
-                    f"listed in {where} but the file does not exist")
+            Problem(
+                _rel(prelim_dir, root) + "/" + new_name,
+                f"listed in {where} but the file does not exist",
+            )
         )
         return None
     rel = _rel(path, root)
@@ -534,7 +538,11 @@ def read_imagefolder(root: Path) -> Manifest:
                     Problem(rel, f"listed in {SUBJECTS_CSV} but the file does not exist")
                 )
     return manifest_from_entries(
-        root, "imagefolder", entries, class_names, "csv" if mapping is not None else "none",
+        root,
+        "imagefolder",
+        entries,
+        class_names,
+        "csv" if mapping is not None else "none",
         problems,
     )
 
@@ -550,9 +558,7 @@ def _looks_like(root: Path) -> list[str]:
         _FOLD_DIR.match(p.name) for p in (root / "training_data").iterdir()
     ):
         hits.append("cnmc-kaggle")
-    if (root / "Original").is_dir() and any(
-        (root / "Original" / c).is_dir() for c in ALL4_CLASSES
-    ):
+    if (root / "Original").is_dir() and any((root / "Original" / c).is_dir() for c in ALL4_CLASSES):
         hits.append("all4")
     return hits
 
@@ -572,7 +578,8 @@ def detect_layout(root: Path) -> str:
     class_dirs = [
         c
         for c in root.iterdir()
-        if c.is_dir() and not _is_hidden(c)
+        if c.is_dir()
+        and not _is_hidden(c)
         and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in c.rglob("*"))
     ]
     if len(class_dirs) >= 2:
@@ -615,7 +622,9 @@ def find_dataset_root(root: Path, layout: str = "auto") -> tuple[Path, str | Non
     if not root.is_dir() or _is_dataset(root, layout):
         return root, None
     subdirs = [
-        c for c in root.iterdir() if c.is_dir() and not _is_hidden(c) and c.name not in _ARCHIVE_NOISE
+        c
+        for c in root.iterdir()
+        if c.is_dir() and not _is_hidden(c) and c.name not in _ARCHIVE_NOISE
     ]
     if len(subdirs) == 1 and _is_dataset(subdirs[0], layout):
         inner = subdirs[0]
@@ -641,4 +650,3 @@ def read_manifest(root: Path, layout: str = "auto") -> Manifest:
     if note:
         manifest.notes.append(note)
     return manifest
-

@@ -108,17 +108,27 @@ def _probe(path: Path) -> tuple[int, int, str, str | None]:
     except Image.DecompressionBombError as exc:
         return -1, -1, digest, f"decompression bomb refused by PIL ({exc})"
     except UnidentifiedImageError:
-        return -1, -1, digest, (
-            f"not an image: PIL cannot identify the content of this {path.suffix} file "
-            "(a non-image file with an image extension?)"
+        return (
+            -1,
+            -1,
+            digest,
+            (
+                f"not an image: PIL cannot identify the content of this {path.suffix} file "
+                "(a non-image file with an image extension?)"
+            ),
         )
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reportable problem
         return -1, -1, digest, f"unreadable image header: {type(exc).__name__}: {exc}"
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
-        return -1, -1, digest, (
-            f"decompression bomb: {width}x{height} = {width * height} pixels exceeds PIL's "
-            f"Image.MAX_IMAGE_PIXELS={limit}"
+        return (
+            -1,
+            -1,
+            digest,
+            (
+                f"decompression bomb: {width}x{height} = {width * height} pixels exceeds PIL's "
+                f"Image.MAX_IMAGE_PIXELS={limit}"
+            ),
         )
     return width, height, digest, None
 

@@ -224,8 +224,10 @@ def assign_splits(frame: pd.DataFrame, split: SplitConfig) -> pd.DataFrame:
     out[final] = "final"
     unlabelled = final & (frame["source_split"] != "final").to_numpy()
     if unlabelled.any():
-        log.info("%d unlabelled image(s) outside the final set go to the final split",
-                 int(unlabelled.sum()))
+        log.info(
+            "%d unlabelled image(s) outside the final set go to the final split",
+            int(unlabelled.sum()),
+        )
     if split.method == "official":
         _official(frame, split, out)
     else:
@@ -235,8 +237,10 @@ def assign_splits(frame: pd.DataFrame, split: SplitConfig) -> pd.DataFrame:
                 "identical files"
             )
         elif frame["subject_id"].isna().any():
-            log.info("%d image(s) have no subject id: each is its own group",
-                     int(frame["subject_id"].isna().sum()))
+            log.info(
+                "%d image(s) have no subject id: each is its own group",
+                int(frame["subject_id"].isna().sum()),
+            )
         groups = split_groups(frame)
         if split.method == "group_kfold":
             _group_kfold(frame, split, out, groups)
@@ -282,9 +286,7 @@ def audit_leakage(frame: pd.DataFrame) -> None:
         for value in sorted(where):
             sides = where[value]
             if len(sides) > 1:
-                parts = "; ".join(
-                    f"{s}: {_files(frame, sides[s])}" for s in _AUDITED if s in sides
-                )
+                parts = "; ".join(f"{s}: {_files(frame, sides[s])}" for s in _AUDITED if s in sides)
                 problems.append(
                     f"{what} {value!r} is in {' and '.join(s for s in _AUDITED if s in sides)} "
                     f"({parts})"

@@ -126,8 +126,12 @@ def _contour_table(
 
 
 def _shape_alpha(
-    polar: _Polar, size: int, centre: tuple[int, int], box: tuple[int, int, int, int],
-    table: np.ndarray, edge: float,
+    polar: _Polar,
+    size: int,
+    centre: tuple[int, int],
+    box: tuple[int, int, int, int],
+    table: np.ndarray,
+    edge: float,
 ) -> np.ndarray:
     """Soft-edged mask (0..1) over ``box`` of a shape with contour radius ``table[angle]``."""
     radius = _patch(polar.radius, size, *centre, box)
@@ -278,8 +282,14 @@ def _plan_subjects(layout: str, per_class: int, cells: int) -> list[_Subject]:
                 name = f"{cls_name.upper()}{number:02d}"
             final_cells = max(1, cells // 2)
             subjects.append(
-                _Subject(len(subjects), name, cls, split, fold,
-                         final_cells if split == "final" else n_cells)
+                _Subject(
+                    len(subjects),
+                    name,
+                    cls,
+                    split,
+                    fold,
+                    final_cells if split == "final" else n_cells,
+                )
             )
     return subjects
 
@@ -344,8 +354,11 @@ def _check_args(layout: str, per_class: int, cells: int, size: int, label_noise:
     if per_class < minimum:
         raise ValueError(
             f"`subjects_per_class >= {minimum}` must hold for {layout}, got {per_class}"
-            + (": C-NMC layouts need three training folds plus a test subject per class"
-               if minimum > 1 else "")
+            + (
+                ": C-NMC layouts need three training folds plus a test subject per class"
+                if minimum > 1
+                else ""
+            )
         )
     if cells < 1:
         raise ValueError(f"`cells_per_subject >= 1` must hold, got {cells}")
@@ -445,9 +458,7 @@ def synthesize(
 
 def _write_prelim_csv(out: Path, layout: str, cells: list[_Cell]) -> None:
     folder = "validation_data" if layout == "cnmc-kaggle" else PRELIM_DIR
-    rows = sorted(
-        (c for c in cells if c.split == "test"), key=lambda c: int(Path(c.rel).stem)
-    )
+    rows = sorted((c for c in cells if c.split == "test"), key=lambda c: int(Path(c.rel).stem))
     path = out / folder / PRELIM_CSV
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
@@ -510,8 +521,15 @@ def ensure_synthetic(spec: SyntheticSpec, directory: Path | None = None) -> Path
     try:
         # replace=False: the rename fails when a racing process put its copy there first
         with staged_folder(target, "synthetic dataset", replace=False) as tmp:
-            synthesize(tmp, spec.layout, spec.subjects_per_class, spec.cells_per_subject,
-                       spec.size, spec.seed, spec.label_noise)
+            synthesize(
+                tmp,
+                spec.layout,
+                spec.subjects_per_class,
+                spec.cells_per_subject,
+                spec.size,
+                spec.seed,
+                spec.label_noise,
+            )
     except OSError:
         if not _matches(read_synthetic_info(target), spec):
             raise

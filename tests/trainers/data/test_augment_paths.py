@@ -43,7 +43,9 @@ def torchvision_draws(spec: AugmentSpec, n: int = N) -> dict[str, np.ndarray]:
     steps = pil_steps(spec) + tensor_steps(spec)
     flat = [torch.zeros(3, SIDE, SIDE, dtype=torch.uint8)]
     out: dict[str, list[float]] = {}
-    affine, jitter, erase = (_by_type(steps, k) for k in ("RandomAffine", "ColorJitter", "RandomErasing"))
+    affine, jitter, erase = (
+        _by_type(steps, k) for k in ("RandomAffine", "ColorJitter", "RandomErasing")
+    )
     for _ in range(n):
         if affine is not None:
             p = affine.make_params(flat)
@@ -106,10 +108,15 @@ def test_parameter_distributions_agree(name: str) -> None:
     assert sorted(tv) == sorted(ko) and tv, (sorted(tv), sorted(ko))
     for key in tv:
         result = stats.ks_2samp(tv[key], ko[key])
-        assert result.pvalue > 1e-3, f"{name}.{key}: KS D={result.statistic:.3f} p={result.pvalue:.2g}"
+        assert result.pvalue > 1e-3, (
+            f"{name}.{key}: KS D={result.statistic:.3f} p={result.pvalue:.2g}"
+        )
     # and both match the spec's ranges, not merely each other
     if spec.affine:
-        assert np.abs(ko["angle"]).max() <= spec.degrees and np.abs(ko["angle"]).max() > 0.95 * spec.degrees
+        assert (
+            np.abs(ko["angle"]).max() <= spec.degrees
+            and np.abs(ko["angle"]).max() > 0.95 * spec.degrees
+        )
         assert spec.scale[0] <= ko["scale"].min() and ko["scale"].max() <= spec.scale[1]
         assert np.abs(ko["tx"]).max() <= spec.translate + 1e-9
 
@@ -134,7 +141,9 @@ def test_flip_rates_agree(name: str) -> None:
     torch.manual_seed(0)
     tv = _flip_rates(lambda n: [per_image(img).float() for _ in range(n)], 2000)
     batch = BatchAugment(name, spec)
-    ko = _flip_rates(lambda n: batch(img.expand(n, 3, 2, 2), torch.Generator().manual_seed(0)), 2000)
+    ko = _flip_rates(
+        lambda n: batch(img.expand(n, 3, 2, 2), torch.Generator().manual_seed(0)), 2000
+    )
     sigma = math.sqrt(0.25 / 2000)
     for got_tv, got_ko, p in zip(tv, ko, (spec.hflip, spec.vflip), strict=True):
         assert abs(got_tv - p) < 4 * sigma and abs(got_ko - p) < 4 * sigma, (tv, ko, p)

@@ -105,8 +105,9 @@ def test_store_invalidated_when_crop_size_or_data_change(tmp_path: Path) -> None
     paths = write_images(tmp_path / "img", 3)
     root = tmp_path / "cache"
     base = DecodedStore.open_or_build(paths, ["v1"], CropConfig(), 32, root, progress=False)
-    crop = DecodedStore.open_or_build(paths, ["v1"], CropConfig(fraction=0.5), 32, root,
-                                      progress=False)
+    crop = DecodedStore.open_or_build(
+        paths, ["v1"], CropConfig(fraction=0.5), 32, root, progress=False
+    )
     size = DecodedStore.open_or_build(paths, ["v1"], CropConfig(), 24, root, progress=False)
     data = DecodedStore.open_or_build(paths, ["v2"], CropConfig(), 32, root, progress=False)
     assert crop.built and size.built and data.built
@@ -118,8 +119,9 @@ def test_store_pickles_as_a_path(tmp_path: Path) -> None:
     import pickle
 
     paths = write_images(tmp_path / "img", 2)
-    store = DecodedStore.open_or_build(paths, ["p"], CropConfig(), 16, tmp_path / "c",
-                                       progress=False)
+    store = DecodedStore.open_or_build(
+        paths, ["p"], CropConfig(), 16, tmp_path / "c", progress=False
+    )
     _ = store[0]
     blob = pickle.dumps(store)
     assert len(blob) < 2000  # the map is not copied into the pickle
@@ -140,8 +142,7 @@ def test_bad_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     bad.write_bytes(b"BM not really an image")
     root = tmp_path / "cache"
     with pytest.raises(CacheBuildError) as info:
-        DecodedStore.open_or_build([*paths, bad], ["bad"], CropConfig(), 16, root,
-                                   progress=False)
+        DecodedStore.open_or_build([*paths, bad], ["bad"], CropConfig(), 16, root, progress=False)
     msg = str(info.value)
     assert str(bad) in msg and "wen data check" in msg and "data.skip_bad_files" in msg
     # no half-built store and no temp file is left
@@ -179,7 +180,10 @@ def test_concurrent_open_builds_once(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _CHILD, json.dumps(paths), str(root), str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for _ in range(2)
     ]

@@ -230,7 +230,8 @@ def test_json_report_lists_every_problem_with_path_and_severity(kaggle: Path) ->
     out = check_dataset(kaggle).to_json()
     assert out["ok"] is False
     assert {(p["path"], p["severity"]) for p in out["problems"]} == {
-        (_rel(kaggle, files[0]), "error"), (_rel(kaggle, files[1]), "warning")
+        (_rel(kaggle, files[0]), "error"),
+        (_rel(kaggle, files[1]), "warning"),
     }
     assert all(set(p) == {"path", "problem", "severity"} for p in out["problems"])
 
@@ -302,7 +303,9 @@ def test_a_folder_holding_one_dataset_folder_is_read_as_that_folder(
         check_dataset(download)
 
 
-def test_all4_class_folder_disagrees_with_the_name(pristine: dict[str, Path], tmp_path: Path) -> None:
+def test_all4_class_folder_disagrees_with_the_name(
+    pristine: dict[str, Path], tmp_path: Path
+) -> None:
     root = Path(shutil.copytree(pristine["all4"], tmp_path / "all4"))
     source = sorted((root / "Original" / "Pre").glob("*.jpg"))[0]
     stray = root / "Original" / "Early" / "WBC-Malignant-Pre-901.jpg"

@@ -18,8 +18,22 @@ runner = CliRunner()
 def _synth(out: Path, layout: str, *extra: str) -> None:
     result = runner.invoke(
         app,
-        ["data", "synth", str(out), "--layout", layout, "--subjects-per-class", "4",
-         "--cells-per-subject", "3", "--size", "32", "--seed", "3", *extra],
+        [
+            "data",
+            "synth",
+            str(out),
+            "--layout",
+            layout,
+            "--subjects-per-class",
+            "4",
+            "--cells-per-subject",
+            "3",
+            "--size",
+            "32",
+            "--seed",
+            "3",
+            *extra,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output

@@ -64,14 +64,21 @@ def test_cnmc_kaggle_reader_parses_subjects_labels_folds_and_the_prelim_csv(
     assert list(m.frame.columns) == COLUMNS
     row = f.loc["training_data/fold_0/all/UID_11_10_1_all.bmp"]
     assert (row.subject_id, row.label, row.class_name, row.source_split, row.fold) == (
-        "11", 1, "all", "train", 0
+        "11",
+        1,
+        "all",
+        "train",
+        0,
     )
     assert f.loc["training_data/fold_1/hem/UID_h7_3_2_hem.bmp"].subject_id == "H7"
     assert f.loc["training_data/fold_0/hem/UID_H22_1_1_hem.bmp"].label == 0
     prelim1 = f.loc[f"validation_data/{PRELIM}/1.bmp"]
     prelim2 = f.loc[f"validation_data/{PRELIM}/2.bmp"]
     assert (prelim1.subject_id, prelim1.label, prelim1.source_split, prelim1.fold) == (
-        "H10", 0, "test", -1
+        "H10",
+        0,
+        "test",
+        -1,
     )
     assert (prelim2.subject_id, prelim2.label, prelim2.class_name) == ("54", 1, "all")
     final = f.loc["testing_data/C-NMC_test_final_phase_data/1.bmp"]
@@ -130,16 +137,21 @@ def test_imagefolder_reads_classes_and_subjects_csv(tmp_path: Path) -> None:
     _bmp(root / "benign/a.bmp", 1)
     _bmp(root / "malignant/b.bmp", 2)
     _bmp(root / "malignant/deeper/c.bmp", 3)
-    (root / "subjects.csv").write_text("path,subject_id\nbenign/a.bmp,p1\nmalignant/b.bmp,P2\n"
-                                       "malignant/deeper/c.bmp,p2\n")
+    (root / "subjects.csv").write_text(
+        "path,subject_id\nbenign/a.bmp,p1\nmalignant/b.bmp,P2\nmalignant/deeper/c.bmp,p2\n"
+    )
     assert detect_layout(root) == "imagefolder"
     m = read_manifest(root)
     assert m.problems == [] and m.subjects == "csv" and m.class_names == ["benign", "malignant"]
     assert dict(zip(m.frame["sample_id"], m.frame["subject_id"])) == {
-        "benign/a.bmp": "P1", "malignant/b.bmp": "P2", "malignant/deeper/c.bmp": "P2"
+        "benign/a.bmp": "P1",
+        "malignant/b.bmp": "P2",
+        "malignant/deeper/c.bmp": "P2",
     }
     assert dict(zip(m.frame["sample_id"], m.frame["label"])) == {
-        "benign/a.bmp": 0, "malignant/b.bmp": 1, "malignant/deeper/c.bmp": 1
+        "benign/a.bmp": 0,
+        "malignant/b.bmp": 1,
+        "malignant/deeper/c.bmp": 1,
     }
 
 

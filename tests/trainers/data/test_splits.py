@@ -45,9 +45,18 @@ def make_frame(
                 )
     for k in range(final):
         rows.append(
-            {"sample_id": f"final/{k}.bmp", "path": f"/data/final/{k}.bmp", "label": -1,
-             "class_name": None, "subject_id": None, "source_split": "final", "fold": -1,
-             "width": 64, "height": 64, "content_hash": f"final-{k}"}
+            {
+                "sample_id": f"final/{k}.bmp",
+                "path": f"/data/final/{k}.bmp",
+                "label": -1,
+                "class_name": None,
+                "subject_id": None,
+                "source_split": "final",
+                "fold": -1,
+                "width": 64,
+                "height": 64,
+                "content_hash": f"final-{k}",
+            }
         )
     return pd.DataFrame(rows)
 
@@ -109,8 +118,11 @@ def test_group_kfold_uses_official_test_and_is_subject_disjoint() -> None:
 def test_group_kfold_folds_partition_the_pool() -> None:
     frame = make_frame(subjects_per_class=6, test_subjects=1)
     vals = [
-        set(assign_splits(frame, SplitConfig(method="group_kfold", n_folds=3, fold=k))
-            .query("split == 'val'")["sample_id"])
+        set(
+            assign_splits(frame, SplitConfig(method="group_kfold", n_folds=3, fold=k)).query(
+                "split == 'val'"
+            )["sample_id"]
+        )
         for k in range(3)
     ]
     assert not (vals[0] & vals[1]) and not (vals[1] & vals[2]) and not (vals[0] & vals[2])

@@ -23,8 +23,12 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     ("layout", "suffix", "fmt"),
-    [("cnmc-kaggle", ".bmp", "BMP"), ("cnmc-tcia", ".bmp", "BMP"), ("all4", ".jpg", "JPEG"),
-     ("imagefolder", ".png", "PNG")],
+    [
+        ("cnmc-kaggle", ".bmp", "BMP"),
+        ("cnmc-tcia", ".bmp", "BMP"),
+        ("all4", ".jpg", "JPEG"),
+        ("imagefolder", ".png", "PNG"),
+    ],
 )
 def test_writes_real_image_files_of_the_requested_size(
     tmp_path: Path, layout: str, suffix: str, fmt: str
@@ -156,10 +160,16 @@ def test_all4_grades_give_graded_morphology(tmp_path: Path) -> None:
     assert grades == sorted(grades) and len(grades) == 4
     look = synth_module._draw_subject(np.random.default_rng(0))
     shares = [
-        float(np.mean([
-            _nucleus_share(synth_module._render_cell(np.random.default_rng([9, i]), 48, g, look))
-            for i in range(150)
-        ]))
+        float(
+            np.mean(
+                [
+                    _nucleus_share(
+                        synth_module._render_cell(np.random.default_rng([9, i]), 48, g, look)
+                    )
+                    for i in range(150)
+                ]
+            )
+        )
         for g in grades
     ]
     assert shares == sorted(shares) and shares[3] - shares[0] > 0.05
