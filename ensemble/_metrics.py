@@ -118,9 +118,11 @@ class GroupedScorer:
         self.pos = positive_index(class_names, k)
         G = self.n_groups
         # per-group confusion counts, so a batch of group weights is one matrix product
-        self._cm = np.bincount(
-            g * k * k + y * k + pred, minlength=G * k * k
-        ).reshape(G, k * k).astype(np.float64)
+        self._cm = (
+            np.bincount(g * k * k + y * k + pred, minlength=G * k * k)
+            .reshape(G, k * k)
+            .astype(np.float64)
+        )
         clipped = np.clip(p, _CLIP, 1.0)
         p_true = clipped[np.arange(len(y)), y] / clipped.sum(axis=1)
         self._ll = np.bincount(g, weights=-np.log(p_true), minlength=G)
@@ -168,9 +170,7 @@ class GroupedScorer:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN, as intended
             return np.nanmean(stacked, axis=0)
 
-    def scores(
-        self, W: np.ndarray, keys: Sequence[str] = METRIC_KEYS
-    ) -> dict[str, np.ndarray]:
+    def scores(self, W: np.ndarray, keys: Sequence[str] = METRIC_KEYS) -> dict[str, np.ndarray]:
         """Each metric in ``keys`` (default: all of ``trainers.metrics.METRIC_KEYS``) for each
         row of ``W`` [B, n_groups]; leaving out ``auc`` skips its cell-level sums."""
         W = np.atleast_2d(np.asarray(W, dtype=np.float64))

@@ -119,7 +119,11 @@ def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def _setup(
-    labels: np.ndarray, subject_ids: Sequence[object] | np.ndarray, k: int, n_boot: int, seed: int,
+    labels: np.ndarray,
+    subject_ids: Sequence[object] | np.ndarray,
+    k: int,
+    n_boot: int,
+    seed: int,
     stratify: bool,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     codes, by_subject = encode_subjects(subject_ids)
@@ -487,21 +491,31 @@ class PermutationResult:
 
 
 def _swap_scorer(
-    y: np.ndarray, probs: tuple[np.ndarray, np.ndarray], preds: tuple[np.ndarray, np.ndarray],
-    codes: np.ndarray, class_names: Sequence[str] | None,
+    y: np.ndarray,
+    probs: tuple[np.ndarray, np.ndarray],
+    preds: tuple[np.ndarray, np.ndarray],
+    codes: np.ndarray,
+    class_names: Sequence[str] | None,
 ) -> GroupedScorer:
     """One scorer over both methods' cells: group s is subject s under a, group G + s under b,
     so a batch of swaps is a batch of 0/1 group weights (the vectorised ``GroupedScorer``)."""
     n_subjects = int(codes.max()) + 1
     return GroupedScorer(
-        np.r_[y, y], np.vstack(probs), np.r_[codes, codes + n_subjects], class_names,
+        np.r_[y, y],
+        np.vstack(probs),
+        np.r_[codes, codes + n_subjects],
+        class_names,
         np.r_[preds[0], preds[1]],
     )
 
 
 def _permutation_inputs(
-    y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, metric: str,
-    pred_a: np.ndarray | None, pred_b: np.ndarray | None,
+    y: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    metric: str,
+    pred_a: np.ndarray | None,
+    pred_b: np.ndarray | None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     if metric not in METRIC_KEYS:
         raise ValueError(

@@ -76,7 +76,9 @@ def score(
         # undefined cases (one class present) are reported as NaN/0 below, not as warnings
         warnings.simplefilter("ignore")
         out = {
-            "wp": skm.precision_score(y, pred, labels=all_labels, average="weighted", zero_division=0),
+            "wp": skm.precision_score(
+                y, pred, labels=all_labels, average="weighted", zero_division=0
+            ),
             "wr": skm.recall_score(y, pred, labels=all_labels, average="weighted", zero_division=0),
             "wfs": skm.f1_score(y, pred, labels=all_labels, average="weighted", zero_division=0),
             "acc": skm.accuracy_score(y, pred),
@@ -84,7 +86,9 @@ def score(
             "kappa": skm.cohen_kappa_score(y, pred, labels=all_labels),
         }
         if k == 2:
-            out["f1"] = skm.f1_score(y, pred, labels=all_labels, pos_label=pos, average="binary", zero_division=0)
+            out["f1"] = skm.f1_score(
+                y, pred, labels=all_labels, pos_label=pos, average="binary", zero_division=0
+            )
         else:
             out["f1"] = skm.f1_score(y, pred, labels=all_labels, average="macro", zero_division=0)
         out["auc"] = _auc(y, p, pos)

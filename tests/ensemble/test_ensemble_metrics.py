@@ -100,8 +100,16 @@ def _tied_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows from a few probability vectors; 0.7 + 0.2 + 0.1 sums to 1 - 2**-53 in floating
     point, so renormalising rows breaks the exact ties between these and the others."""
     palette = np.array(
-        [[0.1, 0.2, 0.7], [0.7, 0.2, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1], [0.1, 0.6, 0.3],
-         [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.7, 0.1, 0.2]]
+        [
+            [0.1, 0.2, 0.7],
+            [0.7, 0.2, 0.1],
+            [0.2, 0.1, 0.7],
+            [0.3, 0.6, 0.1],
+            [0.1, 0.6, 0.3],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.7, 0.1, 0.2],
+        ]
     )
     rng = np.random.default_rng(seed)
     return rng.integers(0, 3, n), palette[rng.integers(0, len(palette), n)]

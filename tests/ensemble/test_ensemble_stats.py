@@ -220,10 +220,14 @@ def _obuchowski_by_hand(
     for s in (a, b):
         pos, neg = s[labels == 1], s[labels == 0]
         theta = sum(_psi(x, y) for x in pos for y in neg) / (big_m * big_n)
-        v10 = [sum(sum(_psi(x, y) for y in neg) / big_n for x in s[(clusters == c) & (labels == 1)])
-               for c in ids]
-        v01 = [sum(sum(_psi(x, y) for x in pos) / big_m for y in s[(clusters == c) & (labels == 0)])
-               for c in ids]
+        v10 = [
+            sum(sum(_psi(x, y) for y in neg) / big_n for x in s[(clusters == c) & (labels == 1)])
+            for c in ids
+        ]
+        v01 = [
+            sum(sum(_psi(x, y) for x in pos) / big_m for y in s[(clusters == c) & (labels == 0)])
+            for c in ids
+        ]
         thetas.append(theta)
         xs.append([v10[i] - m_i[i] * theta for i in range(big_i)])
         ys.append([v01[i] - n_i[i] * theta for i in range(big_i)])
@@ -414,7 +418,11 @@ def test_permutation_equals_a_loop_over_the_same_swaps() -> None:
 
 
 def _swapped_diff(
-    labels: np.ndarray, probs: tuple, preds: tuple, subjects: np.ndarray, swap: np.ndarray,
+    labels: np.ndarray,
+    probs: tuple,
+    preds: tuple,
+    subjects: np.ndarray,
+    swap: np.ndarray,
     metric: str,
 ) -> float:
     """metric(a') - metric(b') where the subjects flagged in ``swap`` trade a's and b's cells."""

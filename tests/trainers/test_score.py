@@ -83,8 +83,16 @@ def _tied_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     dividing by the row sum moves only the first kind and breaks their ties with the second.
     """
     palette = np.array(
-        [[0.1, 0.2, 0.7], [0.7, 0.2, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1], [0.1, 0.6, 0.3],
-         [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.7, 0.1, 0.2]]
+        [
+            [0.1, 0.2, 0.7],
+            [0.7, 0.2, 0.1],
+            [0.2, 0.1, 0.7],
+            [0.3, 0.6, 0.1],
+            [0.1, 0.6, 0.3],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.7, 0.1, 0.2],
+        ]
     )
     rng = np.random.default_rng(seed)
     return rng.integers(0, 3, n), palette[rng.integers(0, len(palette), n)]
