@@ -34,9 +34,11 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP) system-deps
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# ruff's lint rules as configured in pyproject.toml; .ci/run runs it before the tests
+# ruff's lint rules and its formatter as configured in pyproject.toml; .ci/run runs it before
+# the tests (`ruff format .` fixes what the check finds)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

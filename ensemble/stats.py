@@ -587,7 +587,7 @@ def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     Journal of Statistics 6:65-70. The *test* is the unit: the adjustment holds whatever the
     dependence between the tests. NaN p-values (a test that could not be run) stay NaN and
     are not counted in the family. The step itself is ``statsmodels.stats.multitest.
-    multipletests(method="holm")``; statsmodels is imported here, on first use.
+    multipletests(method="holm")``.
     """
     p = np.asarray(p_values, dtype=np.float64)
     finite = ~np.isnan(p)
@@ -596,12 +596,8 @@ def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
             f"holm_adjust: p_values must lie in [0, 1] (or be NaN for a test not run), got "
             f"{p[finite][(p[finite] < 0) | (p[finite] > 1)][:5].tolist()}"
         )
-    try:
-        from statsmodels.stats.multitest import multipletests
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "holm_adjust needs statsmodels; install it with `pip install statsmodels`"
-        ) from err
+    from statsmodels.stats.multitest import multipletests  # lazy: statsmodels is slow to import
+
     out = np.full(p.shape, np.nan)
     if finite.any():
         out[finite] = multipletests(p[finite], method="holm")[1]
