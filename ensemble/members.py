@@ -31,6 +31,7 @@ __all__ = [
     "load_prediction_sets",
     "member_table",
     "select_candidates",
+    "CandidateRule",
     "stack_members",
 ]
 
@@ -308,37 +309,70 @@ def select_candidates(members: list[Member], spec: str, by: str = "wfs") -> list
     study's five networks); ``top-K`` the K best members overall; ids pick the members those
     trials belong to (any fold's trial id names its member). Order: best first.
     """
+    scores = np.array([m.val_scores.get(by, float("nan")) for m in members], dtype=np.float64)
+    rule = CandidateRule.from_members(members, spec, by)
+    return [members[i] for i in rule.pick(scores)]
 
-    def key(m: Member) -> float:
-        v = m.val_scores.get(by, float("nan"))
-        return -np.inf if np.isnan(v) else (-v if by == "logloss" else v)
 
-    ranked = sorted(members, key=key, reverse=True)
-    spec = spec.strip()
-    if spec == "best-per-backbone":
-        best: dict[str, Member] = {}
-        for m in ranked:
-            best.setdefault(m.backbone, m)
-        return list(best.values())
-    match = _TOP_K.match(spec)
-    if match:
-        k = int(match.group(1))
-        if k < 1:
-            raise ValueError(f"candidates top-K needs K >= 1, got {spec!r}")
-        return ranked[:k]
-    wanted = [t.strip() for t in spec.split(",") if t.strip()]
-    by_trial = {t: m for m in members for t in m.trial_ids}
-    unknown = [t for t in wanted if t not in by_trial]
-    if unknown:
-        raise ValueError(
-            f"candidates: unknown trial id(s) {unknown}; use best-per-backbone, top-K or ids "
-            f"among {sorted(by_trial)[:20]}"
+@dataclass(frozen=True)
+class CandidateRule:
+    """``select_candidates`` on member indices and scores, so the protocol can repeat the
+    selection inside every cross-fitting fold (on the fold's fitting rows only).
+
+    >>> rule = CandidateRule("best-per-backbone", ("a", "a", "b"), ((), (), ()))
+    >>> rule.pick(np.array([0.6, 0.8, 0.7]))
+    [1, 2]
+    """
+
+    spec: str
+    backbones: tuple[str, ...]
+    trial_ids: tuple[tuple[str, ...], ...]
+    by: str = "wfs"
+
+    @classmethod
+    def from_members(cls, members: Sequence[Member], spec: str, by: str = "wfs") -> CandidateRule:
+        """The rule for ``members``; a bad ``spec`` fails here, before any fitting."""
+        rule = cls(
+            spec.strip(),
+            tuple(m.backbone for m in members),
+            tuple(tuple(m.trial_ids) for m in members),
+            by,
         )
-    chosen: list[Member] = []
-    for t in wanted:
-        if by_trial[t] not in chosen:
-            chosen.append(by_trial[t])
-    return chosen
+        rule.pick(np.zeros(len(members)))
+        return rule
+
+    @property
+    def fixed(self) -> bool:
+        """Trial ids name the members: nothing is chosen on data."""
+        return self.spec != "best-per-backbone" and _TOP_K.match(self.spec) is None
+
+    def pick(self, scores: np.ndarray) -> list[int]:
+        """Indices of the chosen members, best first, given each member's ``by`` score."""
+        key = np.where(np.isnan(scores), -np.inf, -scores if self.by == "logloss" else scores)
+        ranked = sorted(range(len(scores)), key=lambda i: -key[i])  # stable: ties keep order
+        if self.spec == "best-per-backbone":
+            best: dict[str, int] = {}
+            for i in ranked:
+                best.setdefault(self.backbones[i], i)
+            return list(best.values())
+        match = _TOP_K.match(self.spec)
+        if match:
+            k = int(match.group(1))
+            if k < 1:
+                raise ValueError(f"candidates top-K needs K >= 1, got {self.spec!r}")
+            return ranked[:k]
+        return self._by_ids()
+
+    def _by_ids(self) -> list[int]:
+        wanted = [t.strip() for t in self.spec.split(",") if t.strip()]
+        by_trial = {t: i for i, ids in enumerate(self.trial_ids) for t in ids}
+        unknown = [t for t in wanted if t not in by_trial]
+        if unknown:
+            raise ValueError(
+                f"candidates: unknown trial id(s) {unknown}; use best-per-backbone, top-K or ids "
+                f"among {sorted(by_trial)[:20]}"
+            )
+        return list(dict.fromkeys(by_trial[t] for t in wanted))
 
 
 def member_table(members: Sequence[Member]) -> list[dict[str, Any]]:

@@ -21,12 +21,13 @@ import numpy as np
 from sklearn.base import clone
 
 from ensemble._metrics import LOWER_IS_BETTER, GroupedScorer, confusion_metrics, labels_from_probs
-from ensemble.members import SplitArrays
-from ensemble.methods import EnsembleMethod
+from ensemble.members import CandidateRule, SplitArrays
+from ensemble.methods import EnsembleMethod, member_scores
 from ensemble.stats import encode_subjects
 from trainers.metrics import positive_index, score
 
 __all__ = [
+    "CandidateSelection",
     "MethodResult",
     "ProtocolResult",
     "choose_method",
@@ -94,6 +95,8 @@ class ProtocolResult:
     chosen_by: str
     why: str
     notes: list[str]
+    #: the candidate rule cross-fitting repeated in every fold ("" when members were given)
+    nested_selection: str = ""
 
 
 def score_predictions(
@@ -152,12 +155,15 @@ def crossfit_predict(
     seed: int,
     threshold_metric: str | None = None,
     class_names: Sequence[str] | None = None,
+    selection: CandidateSelection | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, list[float]]:
     """Held-out predictions of every validation cell by clones fitted on the other folds.
 
     Folds are ``StratifiedGroupKFold`` by subject (cells of one subject never straddle a
-    fit/held-out boundary). Returns probabilities, predicted labels, the folds used and the
-    per-fold thresholds (when ``threshold_metric`` is set).
+    fit/held-out boundary). With ``selection``, the members themselves are chosen again in
+    every fold, on its fitting rows only (nested: the held-out fold chose nothing). Returns
+    probabilities, predicted labels, the folds used and the per-fold thresholds (when
+    ``threshold_metric`` is set).
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -170,16 +176,33 @@ def crossfit_predict(
     labels = np.zeros(val.P.shape[1], dtype=np.int64)
     thresholds = []
     for fit_idx, held_idx in splitter.split(np.zeros(len(val.y)), val.y, groups):
-        m = _fresh(method).fit(val.P[:, fit_idx], val.y[fit_idx], groups[fit_idx])
-        probs[held_idx] = m.predict_proba(val.P[:, held_idx])
+        P = val.P if selection is None else selection.members_for(fit_idx, val.y, class_names)
+        m = _fresh(method).fit(P[:, fit_idx], val.y[fit_idx], groups[fit_idx])
+        probs[held_idx] = m.predict_proba(P[:, held_idx])
         t = None
         if threshold_metric is not None:
             t = tune_threshold(
-                val.y[fit_idx], m.predict_proba(val.P[:, fit_idx]), threshold_metric, class_names
+                val.y[fit_idx], m.predict_proba(P[:, fit_idx]), threshold_metric, class_names
             )
             thresholds.append(t)
         labels[held_idx] = labels_from_probs(probs[held_idx], t, pos)
     return probs, labels, n_folds, thresholds
+
+
+@dataclass(frozen=True)
+class CandidateSelection:
+    """Every member's validation predictions (``pool``) and the rule that picks the candidates
+    (``ensemble.members.CandidateRule``), for choosing members inside each fold."""
+
+    pool: np.ndarray  # [all members, samples, classes], aligned with the candidates' val
+    rule: CandidateRule
+
+    def members_for(
+        self, fit_idx: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None
+    ) -> np.ndarray:
+        """The candidates' predictions [candidates, samples, classes], chosen on ``fit_idx``."""
+        scores = member_scores(self.pool[:, fit_idx], y[fit_idx], self.rule.by, class_names)
+        return self.pool[self.rule.pick(scores)]
 
 
 def _usable_folds(y: np.ndarray, groups: np.ndarray, wanted: int) -> int:
@@ -235,9 +258,15 @@ def run_protocol(
     seed: int = 0,
     select_by: str = "wfs",
     tune_thresholds: bool = False,
+    selection: CandidateSelection | None = None,
     say: Callable[[str], None] = print,
 ) -> ProtocolResult:
-    """Fit each method on validation, cross-fit it, predict test, score all; choose one."""
+    """Fit each method on validation, cross-fit it, predict test, score all; choose one.
+
+    ``selection`` (every member and the candidate rule) makes the cross-fit choose the
+    members again in each fold, so the held-out score that chooses the method is nested over
+    member selection too; without it the candidates in ``val`` are taken as given.
+    """
     notes: list[str] = []
     k = val.P.shape[2]
     pos = positive_index(class_names, k)
@@ -260,7 +289,7 @@ def run_protocol(
             t = tune_threshold(val.y, val_probs, threshold_metric, class_names)
         test_probs = method.predict_proba(test.P) if test is not None else None
         cf_probs, cf_labels, folds_used, cf_t = crossfit_predict(
-            method, val, crossfit_folds, seed, threshold_metric, class_names
+            method, val, crossfit_folds, seed, threshold_metric, class_names, selection
         )
         r = MethodResult(name, method, val_probs, cf_probs, cf_labels, test_probs, t, cf_t)
         r.scores["val"] = score_predictions(
@@ -285,4 +314,9 @@ def run_protocol(
         select_by,
         f" over {folds_used} subject-grouped folds",
     )
-    return ProtocolResult(results, folds_used, chosen, select_by, why, notes)
+    nested = selection.rule.spec if selection is not None else ""
+    if nested:
+        notes.append(
+            f"cross-fitting chose the members again ({nested}) in every fold, on its fitting rows"
+        )
+    return ProtocolResult(results, folds_used, chosen, select_by, why, notes, nested)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ensemble.config import EnsembleSettings
 from ensemble.members import (
+    CandidateRule,
     EnsembleInputError,
     Member,
     build_members,
@@ -33,7 +34,7 @@ from ensemble.members import (
 )
 from ensemble.methods import METHODS, MethodOptions, create_method
 from ensemble.probabilities import method_rows, write_method_probabilities
-from ensemble.protocol import SIMPLICITY, ProtocolResult, run_protocol
+from ensemble.protocol import SIMPLICITY, CandidateSelection, ProtocolResult, run_protocol
 from ensemble.stats import bootstrap_metrics, delong_test, mcnemar_test, paired_bootstrap
 from trainers._atomic import atomic_write_json, atomic_write_text
 from trainers.metrics import positive_index
@@ -173,8 +174,9 @@ def _run_locked(
     if not has_test:
         say("no test predictions: only validation rows are reported")
 
+    selection = _nested_selection(members, settings)
     protocol = _fit_methods(
-        run_dir, names, settings, chosen_members, val, test, class_names, progress, say
+        run_dir, names, settings, chosen_members, val, test, class_names, progress, say, selection
     )
 
     pos = positive_index(class_names, len(class_names))
@@ -213,6 +215,7 @@ def _fit_methods(
     class_names: list[str],
     progress: bool,
     say: Callable[[str], None],
+    selection: CandidateSelection | None = None,
 ) -> ProtocolResult:
     """Every method built from the settings and run through the honest protocol."""
     storage = f"sqlite:///{(run_dir / RUN_LAYOUT.study_db).resolve()}"
@@ -229,11 +232,23 @@ def _fit_methods(
         seed=settings.seed,
         select_by=settings.select_by,
         tune_thresholds=settings.tune_threshold,
+        selection=selection,
         say=say,
     )
     for note in protocol.notes:
         say(f"note: {note}")
     return protocol
+
+
+def _nested_selection(
+    members: Sequence[Member], settings: EnsembleSettings
+) -> CandidateSelection | None:
+    """Every member and the candidate rule, so cross-fitting repeats the choice of members in
+    each fold (None when trial ids name the members: nothing was chosen on data)."""
+    rule = CandidateRule.from_members(members, settings.candidates, by="wfs")
+    if rule.fixed:
+        return None
+    return CandidateSelection(stack_members(members, "val").P, rule)
 
 
 def _class_names(sets: Sequence[Any], members: Sequence[Member]) -> list[str]:
@@ -244,15 +259,18 @@ def _class_names(sets: Sequence[Any], members: Sequence[Member]) -> list[str]:
 # ------------------------------------------------------------------------------- tables
 
 
-def _how(split: str, folds: int, n_boot: int, by_subject: bool, threshold: bool) -> str:
+def _how(
+    split: str, folds: int, n_boot: int, by_subject: bool, threshold: bool, nested: str = ""
+) -> str:
     unit = "subject" if by_subject else "cell (no subject ids)"
     boot = f"95% {unit} bootstrap n={n_boot}, stratified by class"
     rule = ", tuned threshold" if threshold else ""
+    chosen = f"members chosen ({nested}) and " if nested else ""
     return {
         "val": f"fitted on val (OOF), scored on the same val predictions (optimistic){rule}; "
         f"{boot}",
-        "val_crossfit": f"fitted on {folds - 1} of {folds} subject-grouped val folds, scored on "
-        f"the held-out fold{rule}; {boot}",
+        "val_crossfit": f"{chosen}fitted on {folds - 1} of {folds} subject-grouped val folds, "
+        f"scored on the held-out fold{rule}; {boot}",
         "test": f"fitted on val (OOF), scored on test{rule}; {boot}",
     }[split]
 
@@ -297,7 +315,12 @@ def _comparison_table(
                 row[f"{key}_low"], row[f"{key}_high"] = ci[key]
             row["chosen"] = name == protocol.chosen
             row["how"] = _how(
-                split, protocol.crossfit_folds, settings.bootstrap, boot.by_subject, tuned
+                split,
+                protocol.crossfit_folds,
+                settings.bootstrap,
+                boot.by_subject,
+                tuned,
+                protocol.nested_selection,
             )
             rows.append(row)
     return pd.DataFrame(rows)

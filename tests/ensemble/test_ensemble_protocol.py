@@ -132,3 +132,60 @@ def test_choose_method_by_validation_ties_go_to_the_simpler() -> None:
     assert choose_method({"optuna": 0.30, "sap": 0.35}, "logloss")[0] == "optuna"
     with pytest.raises(ValueError, match="no method has a finite"):
         choose_method({"sap": float("nan")}, "wfs")
+
+
+def _equal_members(
+    rng: np.random.Generator, n_subjects: int = 40, cells: int = 10, members: int = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Members equal by construction: each is the same signal plus its own noise per subject
+    (member x subject) and per cell, on subjects with random effects of their own."""
+    subject = np.repeat(np.arange(n_subjects), cells)
+    y = np.repeat(np.arange(n_subjects) % 2, cells)
+    shared = rng.normal(0, 0.8, n_subjects)[subject]
+    P = []
+    for _ in range(members):
+        z = 0.6 * (2 * y - 1) + shared + rng.normal(0, 0.8, n_subjects)[subject]
+        p1 = 1 / (1 + np.exp(-(z + rng.normal(0, 1.0, len(y)))))
+        P.append(np.stack([1 - p1, p1], axis=1))
+    return np.array(P), y, np.array([f"s{i:03d}" for i in subject], dtype=object)
+
+
+def test_nested_crossfit_removes_the_optimism_of_choosing_members() -> None:
+    """Eight members of two backbones, equal by construction. Candidates chosen on the whole
+    validation set (best per backbone) make best_single's cross-fitted WFS optimistic; choosing
+    them again inside every fold (CandidateSelection) removes that: its mean over 60 studies
+    is within noise of the members' true WFS, the plain cross-fit's mean well above."""
+    from ensemble.members import CandidateRule
+    from ensemble.methods import member_scores
+    from ensemble.protocol import CandidateSelection
+    from trainers.metrics import score
+
+    rng = np.random.default_rng(0)
+    rule = CandidateRule(
+        "best-per-backbone", ("a",) * 4 + ("b",) * 4, tuple((f"t{i}",) for i in range(8))
+    )
+    big_P, big_y, _ = _equal_members(rng, n_subjects=2000)
+    true = np.mean([score(big_y, big_P[m], NAMES)["wfs"] for m in range(8)])
+    plain, nested = [], []
+    for replicate in range(60):
+        P, y, subjects = _equal_members(rng)
+        chosen = rule.pick(member_scores(P, y, "wfs", NAMES))
+        val = _split(P[chosen], y, subjects)
+        for out, selection in ((plain, None), (nested, CandidateSelection(P, rule))):
+            result = run_protocol(
+                {"best_single": create_method("best_single")},
+                val,
+                None,
+                class_names=NAMES,
+                crossfit_folds=5,
+                seed=replicate,
+                selection=selection,
+                say=lambda _m: None,
+            )
+            out.append(result.results["best_single"].scores["val_crossfit"]["wfs"])
+    plain, nested = np.array(plain), np.array(nested)
+    gap = plain - nested
+    assert gap.mean() > 0.01 and gap.mean() > 4 * gap.std() / np.sqrt(len(gap))
+    assert plain.mean() - true > 2 * plain.std() / np.sqrt(len(plain))
+    assert abs(nested.mean() - true) < 2 * nested.std() / np.sqrt(len(nested))
+    assert "chose the members again (best-per-backbone)" in " ".join(result.notes)
