@@ -27,6 +27,9 @@ class EnsembleSettings(StrictModel):
     )
     seed: int = Field(0, ge=0, description="Seed of samplers and the bootstrap.")
     bootstrap: int = Field(1000, ge=10, description="Subject-bootstrap resamples for intervals.")
+    permutations: int = Field(
+        2000, ge=100, description="Subject permutations of the paired WFS and BA tests."
+    )
     crossfit_folds: int = Field(5, ge=2, description="Grouped folds that estimate overfitting.")
     select_by: Literal["wfs", "ba", "auc", "acc", "kappa", "logloss"] = Field(
         "wfs", description="Validation metric that chooses the method to export."

@@ -205,6 +205,28 @@ class CandidateSelection:
         return self.pool[self.rule.pick(scores)]
 
 
+def _score_result(
+    r: MethodResult,
+    val: SplitArrays,
+    test: SplitArrays | None,
+    class_names: Sequence[str] | None,
+    pos: int,
+    tuned: bool,
+) -> None:
+    """The study metrics of a method on val, held-out val and test (with its threshold)."""
+    t = r.threshold
+    r.scores["val"] = score_predictions(
+        val.y, r.val_probs, class_names, None if t is None else r.labels("val", pos)
+    )
+    r.scores["val_crossfit"] = score_predictions(
+        val.y, r.crossfit_probs, class_names, r.crossfit_labels if tuned else None
+    )
+    if test is not None:
+        r.scores["test"] = score_predictions(
+            test.y, r.test_probs, class_names, None if t is None else r.labels("test", pos)
+        )
+
+
 def _usable_folds(y: np.ndarray, groups: np.ndarray, wanted: int) -> int:
     """At most as many folds as the rarest class has subjects (each fold needs one)."""
     per_class = [len(np.unique(groups[y == c])) for c in np.unique(y)]
@@ -292,16 +314,7 @@ def run_protocol(
             method, val, crossfit_folds, seed, threshold_metric, class_names, selection
         )
         r = MethodResult(name, method, val_probs, cf_probs, cf_labels, test_probs, t, cf_t)
-        r.scores["val"] = score_predictions(
-            val.y, val_probs, class_names, None if t is None else r.labels("val", pos)
-        )
-        r.scores["val_crossfit"] = score_predictions(
-            val.y, cf_probs, class_names, cf_labels if threshold_metric else None
-        )
-        if test is not None:
-            r.scores["test"] = score_predictions(
-                test.y, test_probs, class_names, None if t is None else r.labels("test", pos)
-            )
+        _score_result(r, val, test, class_names, pos, tuned=threshold_metric is not None)
         notes += [f"{name}: {n}" for n in getattr(method, "notes_", [])]
         results[name] = r
     if folds_used < crossfit_folds:

@@ -2,7 +2,9 @@
 
 Writes into ``RUN/ensemble/`` (each file atomically): ``members.csv``, ``comparison.csv`` and
 ``comparison.md`` (one row per method and split, with 95% subject-bootstrap intervals),
-``comparisons.csv`` (paired tests against ``best_single`` and ``wen_kappa``),
+``comparisons.csv`` (every method against ``best_single`` and ``wen_kappa`` on test: the
+bootstrap difference and the subject-level, Holm-adjusted headline test), ``tests.csv`` (every
+test behind it, subject- and cell-level: ``ensemble.inference``),
 ``confusion.csv`` (test), ``weights.json`` (each method's weights, parameters and combiner:
 its export spec), ``probabilities.parquet`` (each method's probabilities on val, held-out val and
 test: what the tables scored and the report shows), ``settings.json`` (the settings used),
@@ -34,8 +36,9 @@ from ensemble.members import (
 )
 from ensemble.methods import METHODS, MethodOptions, create_method
 from ensemble.probabilities import method_rows, write_method_probabilities
+from ensemble.inference import PairedSettings, paired_tests
 from ensemble.protocol import SIMPLICITY, CandidateSelection, ProtocolResult, run_protocol
-from ensemble.stats import bootstrap_metrics, delong_test, mcnemar_test, paired_bootstrap
+from ensemble.stats import bootstrap_metrics
 from trainers._atomic import atomic_write_json, atomic_write_text
 from trainers.metrics import positive_index
 from trainers.run_layout import RUN_LAYOUT
@@ -181,11 +184,19 @@ def _run_locked(
 
     pos = positive_index(class_names, len(class_names))
     comparison = _comparison_table(protocol, chosen_members, val, test, class_names, settings, pos)
-    comparisons = (
-        _paired_table(protocol, test, class_names, settings, pos)
+    tests = (
+        paired_tests(
+            protocol.results,
+            BASELINES,
+            test,
+            class_names,
+            pos,
+            PairedSettings(settings.bootstrap, settings.permutations, settings.seed),
+        )
         if test is not None
         else pd.DataFrame()
     )
+    comparisons = _comparisons(protocol, tests, settings) if test is not None else pd.DataFrame()
     chosen = _chosen(protocol, chosen_members, settings, class_names)
     _write_outputs(
         run_dir,
@@ -193,7 +204,7 @@ def _run_locked(
         chosen_members,
         protocol,
         comparison,
-        comparisons,
+        (comparisons, tests),
         chosen,
         val,
         test,
@@ -326,83 +337,29 @@ def _comparison_table(
     return pd.DataFrame(rows)
 
 
-def _paired_table(
-    protocol: ProtocolResult,
-    test: Any,
-    class_names: Sequence[str],
-    settings: EnsembleSettings,
-    pos: int,
+def _comparisons(
+    protocol: ProtocolResult, tests: pd.DataFrame, settings: EnsembleSettings
 ) -> pd.DataFrame:
-    """Every method against each baseline on test: bootstrap differences, DeLong, McNemar."""
+    """``comparisons.csv``: per (method, baseline, metric) the headline test (subject-level,
+    Holm-adjusted) with the bootstrap's difference and interval, and the cell-level test."""
     rows = []
-    for base in BASELINES:
-        for name in protocol.results:
-            if name != base:
-                rows += _paired_rows(protocol, name, base, test, class_names, settings, pos)
+    for (name, base, metric), part in tests.groupby(["method", "baseline", "metric"], sort=False):
+        boot = part[part["test"].str.contains("bootstrap")].iloc[0]
+        main = part[part["family"] == "headline"]
+        head = main.iloc[0] if not main.empty else boot
+        cell = part[part["unit"] == "cell"]
+        rows.append({
+            "split": "test", "method": name, "baseline": base, "metric": metric,
+            "method_value": protocol.results[name].scores["test"][metric],
+            "baseline_value": protocol.results[base].scores["test"][metric],
+            "diff": boot["estimate"], "diff_low": boot["low"], "diff_high": boot["high"],
+            "p_bootstrap": boot["p_value"], "test": head["test"], "unit": head["unit"],
+            "statistic": head["statistic"], "p_value": head["p_value"],
+            "p_adjusted": head["p_adjusted"], "family": head["family"], "detail": head["detail"],
+            "cell_test": cell["test"].iloc[0] if not cell.empty else "",
+            "cell_p_value": cell["p_value"].iloc[0] if not cell.empty else np.nan,
+        })  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def _paired_rows(
-    protocol: ProtocolResult,
-    name: str,
-    base: str,
-    test: Any,
-    class_names: Sequence[str],
-    settings: EnsembleSettings,
-    pos: int,
-) -> list[dict[str, Any]]:
-    """Method ``name`` against baseline ``base`` on test, one row per metric."""
-    r, b = protocol.results[name], protocol.results[base]
-    pred_a, pred_b = r.labels("test", pos), b.labels("test", pos)
-    diffs = paired_bootstrap(
-        test.y,
-        r.test_probs,
-        b.test_probs,
-        test.subject_ids,
-        class_names,
-        n_boot=settings.bootstrap,
-        seed=settings.seed,
-        pred_a=pred_a,
-        pred_b=pred_b,
-    )
-    rows = []
-    for metric in TABLE_METRICS:
-        d = diffs[metric]
-        row = {
-            "split": "test",
-            "method": name,
-            "baseline": base,
-            "metric": metric,
-            "method_value": d["a"],
-            "baseline_value": d["b"],
-            "diff": d["diff"],
-            "diff_low": d["low"],
-            "diff_high": d["high"],
-            "p_bootstrap": d["p"],
-            "test": f"paired {settings.bootstrap}-resample subject bootstrap",
-            "statistic": np.nan,
-            "p_value": d["p"],
-            "detail": "",
-        }
-        if metric == "auc" and len(class_names) == 2:
-            y_pos = (test.y == pos).astype(int)
-            dl = delong_test(y_pos, r.test_probs[:, pos], b.test_probs[:, pos])
-            row.update(
-                test="DeLong (fast, Sun & Xu 2014; cells independent)",
-                statistic=dl.z,
-                p_value=dl.p,
-                detail=f"se={dl.se:.5f}",
-            )
-        elif metric == "acc":
-            mc = mcnemar_test(test.y, pred_a, pred_b)
-            row.update(
-                test="McNemar, exact binomial (scipy binomtest; cells independent)",
-                statistic=np.nan,
-                p_value=mc.p,
-                detail=f"only_method_right={mc.only_a}; only_baseline_right={mc.only_b}",
-            )
-        rows.append(row)
-    return rows
 
 
 def _weights_by_member(weights: np.ndarray, members: Sequence[Member]) -> dict[str, float]:
@@ -552,7 +509,7 @@ def _write_outputs(
     members: Sequence[Member],
     protocol: ProtocolResult,
     comparison: pd.DataFrame,
-    comparisons: pd.DataFrame,
+    paired: tuple[pd.DataFrame, pd.DataFrame],
     chosen: dict[str, Any],
     val: Any,
     test: Any,
@@ -568,7 +525,8 @@ def _write_outputs(
         run_dir / RUN_LAYOUT.comparison_md, _markdown(comparison, chosen, protocol.notes)
     )
     if test is not None:
-        atomic_write_text(run_dir / RUN_LAYOUT.comparisons, comparisons.to_csv(index=False))
+        atomic_write_text(run_dir / RUN_LAYOUT.comparisons, paired[0].to_csv(index=False))
+        atomic_write_text(run_dir / RUN_LAYOUT.tests, paired[1].to_csv(index=False))
         atomic_write_text(
             run_dir / RUN_LAYOUT.confusion,
             _confusion(protocol, test, class_names, pos).to_csv(index=False),

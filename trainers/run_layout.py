@@ -130,6 +130,11 @@ class RunLayout:
         return self.ensemble_file("comparisons.csv")
 
     @property
+    def tests(self) -> str:
+        """Every paired test on test, one row per (method, baseline, metric, test)."""
+        return self.ensemble_file("tests.csv")
+
+    @property
     def confusion(self) -> str:
         """Every method's confusion matrices."""
         return self.ensemble_file("confusion.csv")

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ensemble.inference import family_text
 from ensemble.stats import bootstrap_metrics
 from reports import figures as figs
 from reports._inputs import STUDY_METRICS, MethodPredictions, MissingInput, RunInputs
@@ -255,15 +256,19 @@ def paired_comparisons(ctx: ReportContext) -> list[Any]:
             if r.empty:
                 continue
             r = r.iloc[0]
-            p = r.get("p_value", r.get("p_bootstrap"))
+            p = r.get("p_adjusted", r.get("p_value", r.get("p_bootstrap")))
             cells[f"d{HEADERS[m]}"] = (
                 f"{r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}] p={p:.3g}"
             )
         display.append(cells)
+    family = family_text(comp) if "family" in comp else "not adjusted (comparisons.csv predates it)"
     text = (
-        "Differences method - baseline on test with 95% paired subject-bootstrap "
-        "intervals. p-values: AUC by DeLong's test, ACC by McNemar's exact test, the "
-        "others by the paired bootstrap (the full table, with every test, is the CSV)."
+        "Differences method - baseline on test with 95% paired subject-bootstrap intervals. "
+        "p-values treat the subject as the unit: AUC by Obuchowski's clustered comparison, "
+        "ACC by Durkalski's clustered McNemar test, WFS and BA by a paired permutation over "
+        f"subjects, kappa by the paired subject bootstrap; {family}. The cell-level DeLong and "
+        "McNemar tests (cells treated as independent, too small p-values on clustered cells) "
+        "are in RUN/ensemble/tests.csv with every other test."
     )
     return [
         Text(text),

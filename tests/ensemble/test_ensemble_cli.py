@@ -85,11 +85,34 @@ def test_wen_ensemble_end_to_end(synthetic_run: Path) -> None:
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert set(comparisons["baseline"]) == {"best_single", "wen_kappa"}
     assert set(comparisons["method"]) == names
-    delong = comparisons[comparisons["metric"] == "auc"]
-    assert delong["test"].str.startswith("DeLong").all() and delong["p_value"].between(0, 1).all()
-    mcnemar = comparisons[comparisons["metric"] == "acc"]
-    assert mcnemar["test"].str.startswith("McNemar").all()
+    # the headline p-values are subject-level and Holm-adjusted; cell-level tests stand beside
+    assert (comparisons["unit"] == "subject").all()
+    auc = comparisons[comparisons["metric"] == "auc"]
+    assert auc["test"].str.startswith("Obuchowski").all() and auc["p_value"].between(0, 1).all()
+    assert auc["cell_test"].str.startswith("DeLong").all()
+    acc = comparisons[comparisons["metric"] == "acc"]
+    assert acc["test"].str.startswith("Durkalski").all()
+    assert acc["cell_test"].str.contains("cells treated as independent").all()
+    for metric in ("wfs", "ba"):
+        rows = comparisons[comparisons["metric"] == metric]
+        assert rows["test"].str.contains("subject permutation").all()
+    assert (comparisons["p_adjusted"] >= comparisons["p_value"] - 1e-12).all()
     assert (comparisons["diff_low"] <= comparisons["diff_high"]).all()
+
+    tests = pd.read_csv(out / "tests.csv")
+    assert list(tests.columns[:14]) == [
+        "method", "baseline", "split", "metric", "test", "unit", "family", "estimate", "low",
+        "high", "statistic", "p_value", "p_adjusted", "detail",
+    ]  # fmt: skip
+    assert set(tests["unit"]) == {"subject", "cell"}
+    headline = tests[tests["family"] == "headline"]
+    # every method against both baselines on WFS, BA, AUC, ACC and kappa (binary task)
+    assert len(headline) == 2 * (len(names) - 1) * 5
+    assert (headline["unit"] == "subject").all()
+    from ensemble.stats import holm_adjust
+
+    np.testing.assert_allclose(headline["p_adjusted"], holm_adjust(headline["p_value"].to_numpy()))
+    assert (tests.loc[tests["unit"] == "cell", "family"] == "cell-level").all()
 
     # each method's stored probabilities are the ones the comparison table scored
     from ensemble.probabilities import read_method_probabilities

@@ -262,3 +262,17 @@ def test_report_shows_the_stored_probabilities_and_never_refits(
     test = load_run(copy).predictions("test")
     assert test.methods == {} and len(test.members) == MEMBERS
     assert any("ensemble methods are not shown" in n and "wen ensemble" in n for n in test.notes)
+
+
+def test_paired_p_values_are_subject_level_and_adjusted(
+    smoke_run: Path, smoke_report: Path
+) -> None:
+    """The report's paired table shows the Holm-adjusted subject-level p-values and names the
+    family; the cell-level tests are only in tests.csv."""
+    md = (smoke_report / "report.md").read_text()
+    section = md.split("### Paired comparisons", 1)[1].split("\n## ", 1)[0]
+    assert "Holm-adjusted over the" in section and "subjects are the independent unit" in section
+    assert "Obuchowski" in section and "cells treated as independent" in section
+    comparisons = pd.read_csv(smoke_run / "ensemble" / "comparisons.csv")
+    row = comparisons[(comparisons["metric"] == "wfs")].iloc[0]
+    assert f"p={row['p_adjusted']:.3g}" in section
