@@ -39,6 +39,16 @@ class EnsembleSettings(StrictModel):
         description="Binary only: tune the decision threshold of each method on validation "
         "predictions (by select_by; ba when select_by does not depend on it) instead of argmax.",
     )
+    operating_point: Literal["argmax", "youden", "sensitivity"] = Field(
+        "argmax",
+        description="Binary only: the decision rule the export and `wen predict` apply, its "
+        "threshold chosen on the chosen method's held-out validation probabilities: argmax, "
+        "youden (Youden's J) or sensitivity (the highest threshold reaching "
+        "target_sensitivity). Overrides tune_threshold for the export.",
+    )
+    target_sensitivity: float = Field(
+        0.95, gt=0.0, le=1.0, description="Validation sensitivity the `sensitivity` rule reaches."
+    )
     greedy_rounds: int = Field(50, ge=1, description="Rounds of greedy forward selection.")
     stacking_C: float = Field(
         1.0, gt=0.0, description="Inverse L2 strength of the logistic-regression stacker."

@@ -104,6 +104,29 @@ class ExportSpec:
     dropped: list[dict[str, Any]] = field(default_factory=list)
     threshold: float | None = None
     combiner: Combiner = field(default_factory=weighted_average)
+    #: chosen.json's operating point (rule, threshold, test rates) when this is the chosen method
+    operating_point: dict[str, Any] | None = None
+
+
+def _graph_members(
+    members: list[dict[str, Any]], weights: dict[str, float], method: str, combiner: Combiner
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The members the graph holds and those left out for a zero weight (unless the combiner
+    keeps every member)."""
+    kept, dropped = [], []
+    for m in members:
+        weight = float(weights[m["name"]])
+        row = {
+            "name": m["name"],
+            "trial_ids": list(m["trial_ids"]),
+            "backbone": m["backbone"],
+            "weight": weight,
+        }
+        if weight <= 0 and not combiner.keeps_zero_weight_members:
+            dropped.append({**row, "why": f"weight 0 under {method}: left out of the graph"})
+        else:
+            kept.append(row)
+    return kept, dropped
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -145,6 +168,8 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
         )
         raise ExportError(f"{hint}; methods fitted in {weights_path}: {', '.join(methods)}")
     entry = methods[name]
+    # the chosen method is exported at the operating point chosen for it (chosen.json)
+    is_chosen = name == chosen["method"]
     try:
         combiner = Combiner.from_json(entry["combiner"])
     except (KeyError, TypeError) as exc:
@@ -152,19 +177,7 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
             f"{weights_path}: method {name!r} has no readable combiner ({exc!r} missing); it was "
             f"written by an older wen: re-run `wen ensemble {run_dir}` (the study resumes)"
         ) from None
-    members, dropped = [], []
-    for m in table["members"]:
-        weight = float(entry["weights"][m["name"]])
-        row = {
-            "name": m["name"],
-            "trial_ids": list(m["trial_ids"]),
-            "backbone": m["backbone"],
-            "weight": weight,
-        }
-        if weight <= 0 and not combiner.keeps_zero_weight_members:
-            dropped.append({**row, "why": f"weight 0 under {name}: left out of the graph"})
-        else:
-            members.append(row)
+    members, dropped = _graph_members(table["members"], entry["weights"], name, combiner)
     if not members:
         raise ExportError(f"{name}: every member has weight 0 in {weights_path}; nothing to export")
     return ExportSpec(
@@ -174,8 +187,9 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
         class_names=list(chosen["class_names"]),
         members=members,
         dropped=dropped,
-        threshold=entry.get("threshold"),
+        threshold=chosen.get("threshold") if is_chosen else entry.get("threshold"),
         combiner=combiner,
+        operating_point=chosen.get("operating_point") if is_chosen else None,
     )
 
 
@@ -539,11 +553,8 @@ def _manifest(
         "class_names": spec.class_names,
         "positive_class": spec.class_names[pos] if k == 2 else None,
         "threshold": spec.threshold,
-        "decision": (
-            f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the other class"
-            if spec.threshold is not None and k == 2
-            else "argmax of probs"
-        ),
+        "decision": _decision(spec, pos),
+        "operating_point": spec.operating_point,
         "combine": spec.combiner.description,
         "combiner": spec.combiner.to_json(),
         "input": {
@@ -565,6 +576,17 @@ def _manifest(
         "metrics": metrics,
         "versions": _versions(),
     }
+
+
+def _decision(spec: ExportSpec, pos: int) -> str:
+    """The decision rule a client applies to ``probs``, in words."""
+    if spec.threshold is None or len(spec.class_names) != 2:
+        return "argmax of probs"
+    rule = f"{spec.class_names[pos]} when probs[:, {pos}] >= threshold, else the other class"
+    point = spec.operating_point
+    if point and point.get("rule") != "argmax":
+        rule += f" (operating point: {point['how']}, on {point['threshold_fitted_on']})"
+    return rule
 
 
 def _files(folder: Path, exporter: str) -> dict[str, Any]:

@@ -275,6 +275,14 @@ class RunInputs:
         )
 
     @cached_property
+    def operating_points(self) -> pd.DataFrame:
+        """``operating_points.csv``: the chosen method's thresholds and test rates (binary)."""
+        return _read_csv(
+            self.run_dir / RUN_LAYOUT.operating_points,
+            f"{ENSEMBLE_HINT} (it is written for a binary task with test predictions)",
+        )
+
+    @cached_property
     def confusion(self) -> pd.DataFrame:
         """``confusion.csv``: test confusion counts of every method (long format)."""
         return _read_csv(

@@ -135,6 +135,11 @@ class RunLayout:
         return self.ensemble_file("tests.csv")
 
     @property
+    def operating_points(self) -> str:
+        """The chosen method's decision thresholds (binary) and their test rates."""
+        return self.ensemble_file("operating_points.csv")
+
+    @property
     def confusion(self) -> str:
         """Every method's confusion matrices."""
         return self.ensemble_file("confusion.csv")

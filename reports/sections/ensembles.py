@@ -282,10 +282,41 @@ def paired_comparisons(ctx: ReportContext) -> list[Any]:
     ]
 
 
+def operating_points(ctx: ReportContext) -> list[Any]:
+    """The chosen method's decision thresholds (chosen on validation) and their test rates."""
+    table = ctx.run.operating_points
+    display = pd.DataFrame(
+        {
+            "rule": table["rule"] + np.where(table["chosen"], " *", ""),
+            "threshold": table["threshold"].map("{:.3f}".format),
+            **{
+                rate.upper() if len(rate) == 3 else rate: [
+                    f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+                    for v, lo, hi in zip(table[rate], table[f"{rate}_low"], table[f"{rate}_high"])
+                ]
+                for rate in ("sensitivity", "specificity", "ppv", "npv")
+            },
+        }
+    )
+    method = table["method"].iloc[0]
+    text = (
+        f"Decision thresholds of the chosen method ({method}), each chosen on its held-out "
+        "(cross-fitted) validation probabilities, and their rates on test with "
+        f"{table['intervals'].iloc[0]}. * marks the rule the export and `wen predict` apply. "
+        + "; ".join(f"{r}: {h}" for r, h in zip(table["rule"], table["how"]))
+        + "."
+    )
+    return [
+        Text(text),
+        write_table(display, "operating_points", ctx.tables, "Operating points on test", table),
+    ]
+
+
 SUBSECTIONS: SubsectionTable = (
     (None, intro),
     ("Table 4 (extended): test", table4_test),
     ("Table 5 (extended): validation", table5_validation),
     ("Confusion matrices", confusion_matrices),
     ("Paired comparisons", paired_comparisons),
+    ("Operating points", operating_points),
 )

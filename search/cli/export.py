@@ -48,12 +48,14 @@ def predict_command(
     """One CSV row per image: path, each class's probability, the predicted class and an error
     column. Unreadable images (not an image, truncated, decompression bomb) keep a row with
     the error and make the exit code 1, unless --skip-bad."""
+    from ensemble.export import read_manifest
     from ensemble.predict import predict_images
 
     try:
         table = predict_images(
             model_dir, paths, backend, batch_size=batch_size, skip_bad=False, progress=progress
         )
+        typer.echo(f"decision: {read_manifest(model_dir)['decision']}", err=True)
     except (WenError, ValueError) as exc:
         raise fail(str(exc)) from None
     bad = table[table["error"].notna()]

@@ -11,6 +11,7 @@ probabilities recomputed from the members' prediction files.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import shutil
 import sys
@@ -479,3 +480,47 @@ def test_export_refuses_a_wrong_member_weights_file(trained_run: Path, tmp_path:
     ):
         export_ensemble(run, "sap", say=lambda _m: None)
     assert not (run / "model").exists()
+
+
+@pytest.mark.slow
+def test_predict_reproduces_the_operating_point_on_test(trained_run: Path, tmp_path: Path) -> None:
+    """With ``ensemble.operating_point: youden`` the export carries the threshold chosen on
+    validation, and ``wen predict`` on the raw test images gives exactly the test sensitivity
+    and specificity that ``chosen.json`` and operating_points.csv report."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("ensemble", "model"))
+    (run.parent / "dataset").symlink_to(_dataset(trained_run).resolve())
+    settings = EnsembleSettings(bootstrap=50, n_trials=10, crossfit_folds=2, seed=0,
+                                operating_point="youden")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        run_ensemble(run, settings, say=lambda _msg: None)
+    chosen = json.loads((run / "ensemble" / "chosen.json").read_text())
+    point = chosen["operating_point"]
+    assert point["rule"] == "youden" and chosen["threshold"] == point["threshold"]
+    table = pd.read_csv(run / "ensemble" / "operating_points.csv")
+    assert set(table["rule"]) == {"argmax", "youden", "sensitivity"}
+    assert table.loc[table["chosen"], "rule"].tolist() == ["youden"]
+    model = export_ensemble(run, out_dir=tmp_path / "model", say=lambda _m: None)
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["threshold"] == point["threshold"]
+    assert "Youden" in manifest["decision"] and manifest["operating_point"]["rule"] == "youden"
+
+    dataset = _dataset(trained_run)
+    truth = next(iter(_members_test(run).values()))
+    labels = dict(zip(truth.sample_ids, truth.y))
+    result = CliRunner().invoke(app, ["predict", str(model), *map(str, _test_folders(truth.sample_ids, dataset)),
+                                      "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Youden" in result.output  # the decision rule is said
+    rows = pd.read_csv(io.StringIO(result.stdout))
+    rows["sample_id"] = [Path(p).resolve().relative_to(dataset.resolve()).as_posix()
+                         for p in rows["path"]]  # fmt: skip
+    rows = rows[rows["sample_id"].isin(labels)]
+    y = np.array([labels[s] for s in rows["sample_id"]])
+    called = (rows["predicted"] == "all").to_numpy()
+    assert len(rows) == len(labels)
+    assert (called & (y == 1)).sum() / (y == 1).sum() == pytest.approx(point["test_sensitivity"][0])
+    assert (~called & (y == 0)).sum() / (y == 0).sum() == pytest.approx(
+        point["test_specificity"][0]
+    )

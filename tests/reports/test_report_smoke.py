@@ -40,6 +40,7 @@ SUBSECTIONS = (
     "Table 5 (extended): validation",
     "Confusion matrices",
     "Paired comparisons",
+    "Operating points",
     "ROC curves",
     "Calibration",
     "Per-subject accuracy",
