@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ensemble.calibration import TEMPERATURE_CLIP
 from ensemble.combiners import LOGISTIC_STACKER, STACKING_CLIP, WEIGHTED_AVERAGE, Combiner
 from trainers._registry import Registry
 
@@ -33,6 +34,7 @@ __all__ = [
     "COMBINERS",
     "MemberNet",
     "StackingEnsemble",
+    "TemperatureScaled",
     "WeightedEnsemble",
     "create_ensemble_module",
 ]
@@ -150,12 +152,31 @@ def _stacker(
     return StackingEnsemble(members, params["coef"], params["intercept"], n_classes)
 
 
+class TemperatureScaled(nn.Module):
+    """``softmax(log(p) / T)`` on an ensemble's probabilities, p clipped at 1e-7 first
+    (``ensemble.calibration.apply_temperature``)."""
+
+    def __init__(self, ensemble: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.log(self.ensemble(x).clamp(min=TEMPERATURE_CLIP, max=1.0))
+        return torch.softmax(logp / self.temperature, dim=1)
+
+
 def create_ensemble_module(
     members: Sequence[MemberNet],
     combiner: Combiner,
     weights: Sequence[float],
     n_classes: int,
+    temperature: float | None = None,
 ) -> nn.Module:
-    """The ensemble of ``members`` under a method's ``combiner``, in eval mode."""
+    """The ensemble of ``members`` under a method's ``combiner`` (then its ``temperature``,
+    when one was fitted), in eval mode."""
     factory = COMBINERS.get(combiner.kind)
-    return factory(members, weights, combiner.params, n_classes).eval()
+    module = factory(members, weights, combiner.params, n_classes)
+    if temperature is not None:
+        module = TemperatureScaled(module, temperature)
+    return module.eval()

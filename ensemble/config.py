@@ -49,6 +49,12 @@ class EnsembleSettings(StrictModel):
     target_sensitivity: float = Field(
         0.95, gt=0.0, le=1.0, description="Validation sensitivity the `sensitivity` rule reaches."
     )
+    temperature_scaling: bool = Field(
+        True,
+        description="Fit a temperature to the chosen method's held-out validation probabilities "
+        "(log loss); the export applies it and calibration.csv shows test ECE/Brier before "
+        "and after.",
+    )
     greedy_rounds: int = Field(50, ge=1, description="Rounds of greedy forward selection.")
     stacking_C: float = Field(
         1.0, gt=0.0, description="Inverse L2 strength of the logistic-regression stacker."

@@ -106,6 +106,8 @@ class ExportSpec:
     combiner: Combiner = field(default_factory=weighted_average)
     #: chosen.json's operating point (rule, threshold, test rates) when this is the chosen method
     operating_point: dict[str, Any] | None = None
+    #: chosen.json's temperature (applied to the ensemble's probabilities) for the chosen method
+    temperature: float | None = None
 
 
 def _graph_members(
@@ -190,6 +192,7 @@ def load_export_spec(run_dir: str | Path, method: str | None = None) -> ExportSp
         threshold=chosen.get("threshold") if is_chosen else entry.get("threshold"),
         combiner=combiner,
         operating_point=chosen.get("operating_point") if is_chosen else None,
+        temperature=chosen.get("temperature") if is_chosen else None,
     )
 
 
@@ -315,6 +318,7 @@ def _module(manifest: Mapping[str, Any], networks: Mapping[str, nn.Module]) -> n
         Combiner.from_json(manifest["combiner"]),
         [m["weight"] for m in manifest["members"]],
         len(manifest["class_names"]),
+        manifest.get("temperature"),
     )
 
 
@@ -555,7 +559,13 @@ def _manifest(
         "threshold": spec.threshold,
         "decision": _decision(spec, pos),
         "operating_point": spec.operating_point,
-        "combine": spec.combiner.description,
+        "temperature": spec.temperature,
+        "combine": spec.combiner.description
+        + (
+            ""
+            if spec.temperature is None
+            else f"; then softmax(log p / T), T = {spec.temperature:.4f}"
+        ),
         "combiner": spec.combiner.to_json(),
         "input": {
             "name": INPUT_NAME,

@@ -37,7 +37,7 @@ from ensemble.members import (
 from ensemble.methods import METHODS, MethodOptions, create_method
 from ensemble.probabilities import method_rows, write_method_probabilities
 from ensemble.inference import PairedSettings, paired_tests
-from ensemble.operating import RATES, operating_point_table
+from ensemble.decision import finalise_chosen
 from ensemble.protocol import SIMPLICITY, CandidateSelection, ProtocolResult, run_protocol
 from ensemble.stats import bootstrap_metrics
 from trainers._atomic import atomic_write_json, atomic_write_text
@@ -187,12 +187,7 @@ def _run_locked(
     comparison = _comparison_table(protocol, chosen_members, val, test, class_names, settings, pos)
     comparisons, tests = _paired(protocol, test, class_names, settings, pos)
     chosen = _chosen(protocol, chosen_members, settings, class_names)
-    points = _operating_points(protocol, val, test, settings, class_names, pos)
-    if points is not None:
-        chosen["operating_point"] = _operating_point(points, settings)
-        if settings.operating_point != "argmax":
-            chosen["threshold"] = chosen["operating_point"]["threshold"]
-        atomic_write_text(run_dir / RUN_LAYOUT.operating_points, points.to_csv(index=False))
+    chosen.update(finalise_chosen(run_dir, protocol, val, test, settings, class_names, say))
     _write_outputs(
         run_dir,
         members,
@@ -403,50 +398,6 @@ def _chosen(
         ],
         "class_names": list(class_names),
     }
-
-
-def _operating_points(
-    protocol: ProtocolResult,
-    val: Any,
-    test: Any,
-    settings: EnsembleSettings,
-    class_names: Sequence[str],
-    pos: int,
-) -> pd.DataFrame | None:
-    """The chosen method's operating points (binary, with test predictions), or None."""
-    if len(class_names) != 2 or test is None:
-        return None
-    r = protocol.results[protocol.chosen]
-    return operating_point_table(
-        protocol.chosen,
-        (_binary_labels(val.y, pos), r.crossfit_probs[:, pos]),
-        (_binary_labels(test.y, pos), r.test_probs[:, pos], test.subject_ids),
-        settings.target_sensitivity,
-        settings.operating_point,
-        n_boot=settings.bootstrap,
-        seed=settings.seed,
-    )
-
-
-def _operating_point(points: pd.DataFrame, settings: EnsembleSettings) -> dict[str, Any]:
-    """chosen.json's operating point: the configured rule's threshold and its test rates."""
-    row = points[points["rule"] == settings.operating_point].iloc[0]
-    out = {
-        "rule": settings.operating_point,
-        "how": row["how"],
-        "threshold": float(row["threshold"]),
-        "threshold_fitted_on": row["threshold_fitted_on"],
-        "target_sensitivity": settings.target_sensitivity,
-    }
-    for rate in RATES:
-        out[f"test_{rate}"] = [float(row[rate]), float(row[f"{rate}_low"]),
-                               float(row[f"{rate}_high"])]  # fmt: skip
-    return out
-
-
-def _binary_labels(y: np.ndarray, pos: int) -> np.ndarray:
-    """1 for the positive class, 0 for the other, -1 for unknown labels."""
-    return np.where(y < 0, -1, (y == pos).astype(np.int64))
 
 
 def _weights_json(protocol: ProtocolResult, members: Sequence[Member]) -> dict[str, Any]:

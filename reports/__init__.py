@@ -12,7 +12,7 @@ PosixPath('runs/smoke/report')
 from reports._inputs import MissingInput, RunInputs, load_run
 from reports.browser import PageCheck, inspect_html, screenshot_html
 from reports.build import build_report
-from reports.calibration import brier_score, expected_calibration_error, reliability_curve
+from ensemble.calibration import brier_score, expected_calibration_error, reliability_curve
 from reports.gradcam import (
     GradCamError,
     GradCamTarget,

@@ -275,6 +275,15 @@ class RunInputs:
         )
 
     @cached_property
+    def recalibration(self) -> pd.DataFrame:
+        """``calibration.csv``: the chosen method's test ECE/Brier before and after its
+        temperature scaling."""
+        return _read_csv(
+            self.run_dir / RUN_LAYOUT.calibration,
+            f"{ENSEMBLE_HINT} with ensemble.temperature_scaling on and test predictions",
+        )
+
+    @cached_property
     def operating_points(self) -> pd.DataFrame:
         """``operating_points.csv``: the chosen method's thresholds and test rates (binary)."""
         return _read_csv(

@@ -135,6 +135,11 @@ class RunLayout:
         return self.ensemble_file("tests.csv")
 
     @property
+    def calibration(self) -> str:
+        """The chosen method's test calibration before and after temperature scaling."""
+        return self.ensemble_file("calibration.csv")
+
+    @property
     def operating_points(self) -> str:
         """The chosen method's decision thresholds (binary) and their test rates."""
         return self.ensemble_file("operating_points.csv")

@@ -9,7 +9,7 @@ import pandas as pd
 
 from reports import figures as figs
 from reports._inputs import MissingInput
-from reports.calibration import brier_score, expected_calibration_error, reliability_curve
+from ensemble.calibration import brier_score, expected_calibration_error, reliability_curve
 from reports.render import Note, Text
 from reports.sections._common import (
     ReportContext,
@@ -78,7 +78,7 @@ def calibration(ctx: ReportContext) -> list[Any]:
     curves, rows = [], []
     for name, kind, probs in all_models(test):
         brier = brier_score(test.y, probs, pos)
-        ece = expected_calibration_error(test.y, probs, n_bins=10)
+        ece = expected_calibration_error(test.y, probs, n_bins=10, pos=pos)
         mean_pred, observed = reliability_curve(test.y, probs, pos, n_bins=10)
         curves.append((name, kind, mean_pred, observed, brier, ece))
         rows.append({"model": name, "kind": kind, "brier": brier, "ece": ece})
@@ -87,11 +87,16 @@ def calibration(ctx: ReportContext) -> list[Any]:
     text = (
         "Brier score: scikit-learn's `brier_score_loss` "
         + ("on the positive class. " if binary else "summed over classes. ")
-        + "ECE (expected calibration error, written here): the highest class "
-        "probability of each cell is its confidence; cells go into 10 equal-width "
-        "confidence bins and ECE = sum over bins of (share of cells) x |accuracy - mean "
-        "confidence|. Lower is better for both. Ensemble methods tuned with a decision "
-        "threshold are still judged on their probabilities here."
+        + "ECE (expected calibration error, written here): cells go into 10 equal-width "
+        + (
+            "bins of the positive class's probability (the diagram's quantity) and ECE = sum "
+            "over bins of (share of cells) x |observed frequency - mean probability|. "
+            if binary
+            else "bins of their top-class confidence and ECE = sum over bins of (share of "
+            "cells) x |accuracy - mean confidence|. "
+        )
+        + "Lower is better for both. Ensemble methods tuned with a decision threshold are "
+        "still judged on their probabilities here."
     )
     return [
         Text(text),
@@ -101,6 +106,31 @@ def calibration(ctx: ReportContext) -> list[Any]:
             "Reliability diagram on test (points: non-empty bins)",
         ),
         ctx.table(pd.DataFrame(rows), "calibration", "Brier score and ECE on test"),
+        *_recalibration(ctx),
+    ]
+
+
+def _recalibration(ctx: ReportContext) -> list[Any]:
+    """The chosen method's test ECE and Brier before and after its temperature scaling."""
+    try:
+        table = ctx.run.recalibration
+    except MissingInput as exc:
+        return [Note(f"no temperature scaling to show: {exc}")]
+    shown = pd.DataFrame(
+        {
+            "stage": table["stage"],
+            "temperature": table["temperature"].map("{:.3f}".format),
+            "ECE": [f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+                    for v, lo, hi in zip(table["ece"], table["ece_low"], table["ece_high"])],
+            "Brier": [f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+                      for v, lo, hi in zip(table["brier"], table["brier_low"], table["brier_high"])],
+        }
+    )  # fmt: skip
+    return [
+        Text(f"Temperature scaling of the chosen method, {table['how'].iloc[0]}."),
+        ctx.table(
+            shown, "recalibration", "The chosen method before and after temperature scaling (test)"
+        ),
     ]
 
 

@@ -91,7 +91,11 @@ def _build_run(root: Path) -> Path:
                 predictions_dir=run / "predictions",
             )
             _publish(storage, result, config, trial_id, result.predictions_path)
-    settings = EnsembleSettings(bootstrap=50, n_trials=10, crossfit_folds=2, seed=0)
+    # the parity tests compare exported graphs with the fitted methods' own probabilities:
+    # no temperature (test_predict_reproduces_the_operating_point_on_test fits one)
+    settings = EnsembleSettings(
+        bootstrap=50, n_trials=10, crossfit_folds=2, seed=0, temperature_scaling=False
+    )
     with warnings.catch_warnings():
         # two-epoch networks: a member's kappa can be <= 0, which wen_kappa warns about
         warnings.simplefilter("ignore", UserWarning)
@@ -491,7 +495,7 @@ def test_predict_reproduces_the_operating_point_on_test(trained_run: Path, tmp_p
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("ensemble", "model"))
     (run.parent / "dataset").symlink_to(_dataset(trained_run).resolve())
     settings = EnsembleSettings(bootstrap=50, n_trials=10, crossfit_folds=2, seed=0,
-                                operating_point="youden")  # fmt: skip
+                                operating_point="youden", temperature_scaling=True)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         run_ensemble(run, settings, say=lambda _msg: None)
@@ -505,6 +509,12 @@ def test_predict_reproduces_the_operating_point_on_test(trained_run: Path, tmp_p
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["threshold"] == point["threshold"]
     assert "Youden" in manifest["decision"] and manifest["operating_point"]["rule"] == "youden"
+    # the temperature fitted on held-out validation is in the graph and the manifest
+    assert manifest["temperature"] == chosen["temperature"] and chosen["temperature"] > 0
+    assert "softmax(log p / T)" in manifest["combine"]
+    calibration = pd.read_csv(run / "ensemble" / "calibration.csv")
+    assert calibration["stage"].tolist() == ["before", "after"]
+    assert (calibration["ece_low"] <= calibration["ece"] + 1e-12).all()
 
     dataset = _dataset(trained_run)
     truth = next(iter(_members_test(run).values()))

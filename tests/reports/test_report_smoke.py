@@ -277,3 +277,14 @@ def test_paired_p_values_are_subject_level_and_adjusted(
     comparisons = pd.read_csv(smoke_run / "ensemble" / "comparisons.csv")
     row = comparisons[(comparisons["metric"] == "wfs")].iloc[0]
     assert f"p={row['p_adjusted']:.3g}" in section
+
+
+def test_calibration_shows_the_chosen_method_before_and_after_temperature(
+    smoke_report: Path,
+) -> None:
+    md = (smoke_report / "report.md").read_text()
+    section = md.split("### Calibration", 1)[1].split("\n### ", 1)[0]
+    assert "Temperature scaling of the chosen method, on test" in section
+    assert "positive class's probability (the diagram's quantity)" in section
+    table = pd.read_csv(smoke_report / "tables" / "recalibration.csv")
+    assert table["stage"].tolist() == ["before", "after"]
