@@ -49,7 +49,9 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def confusion_metrics(cm: np.ndarray, pos: int) -> dict[str, np.ndarray]:
-    """wp, wr, wfs, acc, ba, kappa and f1 from confusion matrices ``cm`` [B, k, k] (true x pred)."""
+    """wp, wr, wfs, acc, ba, kappa, f1 and mcc from confusion matrices ``cm`` [B, k, k]
+    (true x pred). MCC is Gorodkin's (2004) multi-class form, scikit-learn's
+    ``matthews_corrcoef``: 0 where a denominator is 0."""
     cm = np.asarray(cm, dtype=np.float64)
     k = cm.shape[-1]
     n = cm.sum(axis=(1, 2))
@@ -75,6 +77,12 @@ def confusion_metrics(cm: np.ndarray, pos: int) -> dict[str, np.ndarray]:
             "kappa": kappa,
             "f1": f1[:, pos] if k == 2 else f1.mean(axis=1),
         }
+        c, s = tp.sum(axis=1), n
+        cov_pt = c * s - (predicted * support).sum(axis=1)
+        cov_pp = s**2 - (predicted**2).sum(axis=1)
+        cov_tt = s**2 - (support**2).sum(axis=1)
+        denom = np.sqrt(cov_pp * cov_tt)
+        out["mcc"] = np.where(denom > 0, cov_pt / np.where(denom > 0, denom, 1.0), 0.0)
     return out
 
 

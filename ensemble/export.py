@@ -39,6 +39,7 @@ import numpy as np
 from ensemble.combiners import Combiner, weighted_average
 from trainers._atomic import atomic_write_json, staged_folder
 from trainers.errors import WenError
+from trainers.metrics import METRIC_KEYS
 from trainers.run_layout import (
     MODEL_CONFIG,
     MODEL_WEIGHTS,
@@ -73,7 +74,6 @@ MANIFEST_FILE = "manifest.json"
 MEMBERS_DIR = "members"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
-_METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
 _VERSIONED = (
     "wen-search",
     "torch",
@@ -211,7 +211,7 @@ def _metrics(run_dir: Path, method: str) -> dict[str, Any]:
     for _, row in table[table["method"] == method].iterrows():
         split = {
             k: {"value": row.get(k), "low": row.get(f"{k}_low"), "high": row.get(f"{k}_high")}
-            for k in _METRICS
+            for k in METRIC_KEYS
             if k in row
         }
         split["how"] = row.get("how")

@@ -41,7 +41,7 @@ from ensemble.decision import finalise_chosen
 from ensemble.protocol import SIMPLICITY, CandidateSelection, ProtocolResult, run_protocol
 from ensemble.stats import bootstrap_metrics
 from trainers._atomic import atomic_write_json, atomic_write_text
-from trainers.metrics import positive_index
+from trainers.metrics import METRIC_KEYS, positive_index
 from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["BASELINES", "EnsembleResult", "method_options", "run_ensemble"]
@@ -49,7 +49,7 @@ __all__ = ["BASELINES", "EnsembleResult", "method_options", "run_ensemble"]
 #: Every method is compared (paired) against these.
 BASELINES = ("best_single", "wen_kappa")
 #: The metric columns of comparison.csv, the study's seven first.
-TABLE_METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
+TABLE_METRICS = METRIC_KEYS
 SPLITS = ("val", "val_crossfit", "test")
 
 

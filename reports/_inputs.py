@@ -28,6 +28,8 @@ log = logging.getLogger("wen.reports")
 TB_LR_STEP = "lr/step"
 #: The study's seven metrics, in the study's column order.
 STUDY_METRICS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa")
+#: The report's metric tables: the study's seven, and Matthews' correlation beside them.
+REPORT_METRICS = (*STUDY_METRICS, "mcc")
 
 
 class MissingInput(Exception):

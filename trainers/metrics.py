@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["METRIC_KEYS", "labelled_rows", "ovr_scores", "positive_index", "score"]
 
-METRIC_KEYS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "logloss")
+METRIC_KEYS = ("wp", "wr", "wfs", "acc", "ba", "auc", "kappa", "f1", "mcc", "logloss")
 POSITIVE_CLASS = "all"
 
 
@@ -58,7 +58,8 @@ def score(
     Keys: ``wp``, ``wr``, ``wfs`` (precision, recall, F1 weighted by class support), ``acc``,
     ``ba`` (mean per-class recall), ``auc`` (binary: of the positive class; more classes:
     macro one-vs-rest), ``kappa`` (Cohen), ``f1`` (binary: of the positive class; more
-    classes: macro F1, since one class's F1 says little there) and ``logloss``. Rows with
+    classes: macro F1, since one class's F1 says little there), ``mcc`` (Matthews' correlation; Gorodkin's
+    multi-class form) and ``logloss``. Rows with
     label -1 (unknown) are left out; a metric that is undefined (one class only) is NaN.
     """
     from sklearn import metrics as skm
@@ -84,6 +85,7 @@ def score(
             "acc": skm.accuracy_score(y, pred),
             "ba": skm.balanced_accuracy_score(y, pred),
             "kappa": skm.cohen_kappa_score(y, pred, labels=all_labels),
+            "mcc": skm.matthews_corrcoef(y, pred),
         }
         if k == 2:
             out["f1"] = skm.f1_score(

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from reports import figures as figs
-from reports._inputs import STUDY_METRICS, MethodPredictions, MissingInput, RunInputs
+from reports._inputs import REPORT_METRICS, MethodPredictions, MissingInput, RunInputs
 from reports.render import Figure, Heading, Note, Section
 from reports.tables import Table, format_interval, write_table
 from trainers.metrics import positive_index
@@ -34,7 +34,7 @@ __all__ = [
 
 log = logging.getLogger("wen.reports")
 
-#: The study's column headers of ``STUDY_METRICS``.
+#: The column headers of ``REPORT_METRICS``.
 HEADERS = {
     "wp": "WP",
     "wr": "WR",
@@ -43,6 +43,7 @@ HEADERS = {
     "ba": "BA",
     "auc": "AUC",
     "kappa": "kappa",
+    "mcc": "MCC",
 }
 
 
@@ -131,7 +132,7 @@ def metric_table(ctx: ReportContext, rows: list[dict[str, Any]], name: str, capt
             "kind": [r["kind"] for r in rows],
             **{
                 HEADERS[k]: [format_interval(r[k], r[f"{k}_low"], r[f"{k}_high"]) for r in rows]
-                for k in STUDY_METRICS
+                for k in REPORT_METRICS
             },
         }
     )

@@ -11,7 +11,7 @@ import pandas as pd
 from ensemble.inference import family_text
 from ensemble.stats import bootstrap_metrics
 from reports import figures as figs
-from reports._inputs import STUDY_METRICS, MethodPredictions, MissingInput, RunInputs
+from reports._inputs import REPORT_METRICS, MethodPredictions, MissingInput, RunInputs
 from reports.render import Note, Text
 from reports.sections._common import (
     HEADERS,
@@ -55,7 +55,7 @@ def _member_rows(run: RunInputs, preds: MethodPredictions) -> list[dict[str, Any
         )
         ci = boot.interval()
         row: dict[str, Any] = {"model": name, "kind": "member", "chosen": False}
-        for key in STUDY_METRICS:
+        for key in REPORT_METRICS:
             row[key] = boot.point[key]
             row[f"{key}_low"], row[f"{key}_high"] = ci[key]
         rows.append(row)
@@ -72,7 +72,7 @@ def _method_rows(run: RunInputs, split: str) -> list[dict[str, Any]]:
             "kind": "ensemble",
             "chosen": bool(r.get("chosen", False)),
         }
-        for key in STUDY_METRICS:
+        for key in REPORT_METRICS:
             row[key] = r.get(key)
             row[f"{key}_low"], row[f"{key}_high"] = r.get(f"{key}_low"), r.get(f"{key}_high")
         rows.append(row)
@@ -265,8 +265,8 @@ def paired_comparisons(ctx: ReportContext) -> list[Any]:
     text = (
         "Differences method - baseline on test with 95% paired subject-bootstrap intervals. "
         "p-values treat the subject as the unit: AUC by Obuchowski's clustered comparison, "
-        "ACC by Durkalski's clustered McNemar test, WFS and BA by a paired permutation over "
-        f"subjects, kappa by the paired subject bootstrap; {family}. The cell-level DeLong and "
+        "ACC by Durkalski's clustered McNemar test, WFS, BA and kappa by a paired permutation "
+        f"over subjects; {family}. The cell-level DeLong and "
         "McNemar tests (cells treated as independent, too small p-values on clustered cells) "
         "are in RUN/ensemble/tests.csv with every other test."
     )

@@ -50,6 +50,7 @@ def test_an_ensemble_subsection_alone(ctx: ReportContext) -> None:
         "BA",
         "AUC",
         "kappa",
+        "MCC",
     ]
 
 
