@@ -120,6 +120,63 @@ def intro(ctx: ReportContext) -> list[Any]:
     return blocks
 
 
+def partition(ctx: ReportContext) -> list[Any]:
+    """Subjects and cells per split and class, and how the split was made."""
+    run = ctx.run
+    rows = []
+    for split in ("val", "test"):
+        try:
+            preds = run.predictions(split)
+        except MissingInput:
+            continue
+        subjects = pd.Series(preds.subject_ids, dtype=object)
+        for k, name in enumerate(run.class_names):
+            mask = preds.y == k
+            rows.append({"split": split, "class": name, "subjects": subjects[mask].nunique(),
+                         "cells": int(mask.sum())})  # fmt: skip
+    if not rows:
+        raise MissingInput("the members have no validation or test predictions")
+    split_cfg = (run.config_or_empty().get("data") or {}).get("split") or {}
+    folds = (run.config_or_empty().get("search") or {}).get("folds")
+    how = f"`data.split.method: {split_cfg.get('method', '?')}`" + (
+        f", validation = the out-of-fold union of folds {folds}" if folds else ""
+    )
+    text = (
+        f"The partition the numbers below rest on ({how}): no subject is on both sides of a "
+        "split (the data layer refuses such a split). Validation holds the members' "
+        "out-of-fold predictions; the training cells are not in the prediction files."
+    )
+    return [Text(text), ctx.table(pd.DataFrame(rows), "partition", "Subjects and cells per split")]
+
+
+def selection_flow(ctx: ReportContext) -> list[Any]:
+    """What was chosen on which data, and how many configurations validation judged."""
+    run = ctx.run
+    cfg = run.config_or_empty()
+    select = (cfg.get("train") or {}).get("select_metric", "wfs")
+    trials = run.results
+    epochs = int(pd.to_numeric(trials.get("epochs_run"), errors="coerce").fillna(0).sum()) \
+        if "epochs_run" in trials else 0  # fmt: skip
+    settings = run.ensemble_settings
+    methods = len(run.weights.get("methods", {}))
+    steps = [
+        f"each trial's best epoch: on its validation fold, by `{select}` ({len(trials)} trials, "
+        f"{epochs} epochs considered); not nested (it happened in training)",
+        f"which trials ran on: the search's scheduler, on validation "
+        f"(`{(cfg.get('search') or {}).get('scheduler', {}).get('name', '?')}`)",
+        f"the members combined: `{settings.candidates}` by validation WFS, chosen again inside "
+        "every cross-fitting fold",
+        "each method's weights, threshold and (for the chosen method) temperature and operating "
+        "point: on validation",
+        f"the method exported: by held-out (cross-fitted) validation `{settings.select_by}` "
+        f"among {methods} methods",
+        "every number on test: computed once, after all of the above; test chose nothing",
+    ]
+    text = "Selection flow, in order: " + "; ".join(f"({i}) {s}" for i, s in enumerate(steps, 1))
+    return [Text(text + f". Configurations judged on validation: {len(trials)} x epochs, then "
+                 f"{methods} ensemble methods.")]  # fmt: skip
+
+
 def table4_test(ctx: ReportContext) -> list[Any]:
     """Table 4 (extended): every member and ensemble method on test, with intervals."""
     run = ctx.run
@@ -314,6 +371,8 @@ def operating_points(ctx: ReportContext) -> list[Any]:
 
 SUBSECTIONS: SubsectionTable = (
     (None, intro),
+    ("Partition", partition),
+    ("Selection flow", selection_flow),
     ("Table 4 (extended): test", table4_test),
     ("Table 5 (extended): validation", table5_validation),
     ("Confusion matrices", confusion_matrices),

@@ -36,6 +36,8 @@ SUBSECTIONS = (
     "Hyperparameters against validation WFS",
     "Learning curves and learning rate",
     "Early stopping",
+    "Partition",
+    "Selection flow",
     "Table 4 (extended): test",
     "Table 5 (extended): validation",
     "Confusion matrices",
@@ -288,3 +290,12 @@ def test_calibration_shows_the_chosen_method_before_and_after_temperature(
     assert "positive class's probability (the diagram's quantity)" in section
     table = pd.read_csv(smoke_report / "tables" / "recalibration.csv")
     assert table["stage"].tolist() == ["before", "after"]
+
+
+def test_partition_and_selection_flow(smoke_run: Path, smoke_report: Path) -> None:
+    md = (smoke_report / "report.md").read_text()
+    part = pd.read_csv(smoke_report / "tables" / "partition.csv")
+    assert set(part["split"]) == {"val", "test"} and (part["subjects"] > 0).all()
+    flow = md.split("### Selection flow", 1)[1].split("\n### ", 1)[0]
+    trials = len(pd.read_csv(smoke_run / "results.csv"))
+    assert f"({trials} trials" in flow and "test chose nothing" in flow
