@@ -9,7 +9,12 @@ import pandas as pd
 
 from reports import figures as figs
 from reports._inputs import MissingInput
-from ensemble.calibration import brier_score, expected_calibration_error, reliability_curve
+from ensemble.calibration import (
+    apply_temperature,
+    brier_score,
+    expected_calibration_error,
+    reliability_curve,
+)
 from reports.render import Note, Text
 from reports.sections._common import (
     ReportContext,
@@ -76,12 +81,14 @@ def calibration(ctx: ReportContext) -> list[Any]:
     test = run.predictions("test")
     pos = positive_class(run)
     curves, rows = [], []
-    for name, kind, probs in all_models(test):
+    for name, kind, probs in [*all_models(test), *_recalibrated(run, test)]:
         brier = brier_score(test.y, probs, pos)
         ece = expected_calibration_error(test.y, probs, n_bins=10, pos=pos)
         mean_pred, observed = reliability_curve(test.y, probs, pos, n_bins=10)
-        curves.append((name, kind, mean_pred, observed, brier, ece))
-        rows.append({"model": name, "kind": kind, "brier": brier, "ece": ece})
+        curves.append((name, "ensemble" if kind == "recalibrated" else kind, mean_pred,
+                       observed, brier, ece))  # fmt: skip
+        if kind != "recalibrated":  # the recalibration table below holds its numbers
+            rows.append({"model": name, "kind": kind, "brier": brier, "ece": ece})
     binary = len(run.class_names) == 2
     xlabel = f"mean predicted P({run.class_names[pos]})" if binary else "mean top-class confidence"
     text = (
@@ -108,6 +115,18 @@ def calibration(ctx: ReportContext) -> list[Any]:
         ctx.table(pd.DataFrame(rows), "calibration", "Brier score and ECE on test"),
         *_recalibration(ctx),
     ]
+
+
+def _recalibrated(run: Any, test: Any) -> list[tuple[str, str, Any]]:
+    """The chosen method after its temperature scaling, when one was fitted."""
+    try:
+        chosen = run.chosen
+    except MissingInput:
+        return []
+    t, name = chosen.get("temperature"), chosen.get("method")
+    if t is None or name not in test.methods:
+        return []
+    return [(f"{name} after T = {t:.2f}", "recalibrated", apply_temperature(test.methods[name], t))]
 
 
 def _recalibration(ctx: ReportContext) -> list[Any]:

@@ -299,3 +299,19 @@ def test_partition_and_selection_flow(smoke_run: Path, smoke_report: Path) -> No
     flow = md.split("### Selection flow", 1)[1].split("\n### ", 1)[0]
     trials = len(pd.read_csv(smoke_run / "results.csv"))
     assert f"({trials} trials" in flow and "test chose nothing" in flow
+
+
+def test_the_diagram_draws_the_chosen_method_after_its_temperature(smoke_run: Path) -> None:
+    import json
+
+    from ensemble.calibration import apply_temperature
+    from reports import load_run
+    from reports.sections.curves import _recalibrated
+
+    run = load_run(smoke_run)
+    test = run.predictions("test")
+    chosen = json.loads((smoke_run / "ensemble" / "chosen.json").read_text())
+    ((name, kind, probs),) = _recalibrated(run, test)
+    assert kind == "recalibrated" and name.startswith(f"{chosen['method']} after T = ")
+    want = apply_temperature(test.methods[chosen["method"]], chosen["temperature"])
+    np.testing.assert_allclose(probs, want)
