@@ -11,6 +11,7 @@ from ensemble._metrics import GroupedScorer
 from ensemble.objective import WeightObjective
 from trainers._atomic import atomic_write_text
 from trainers.metrics import score
+from tied_rows import tied_rows
 
 
 def _close(a: float, b: float) -> bool:
@@ -96,28 +97,9 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch) ->
     assert [p.name for p in tmp_path.iterdir()] == ["comparison.csv"]
 
 
-def _tied_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows from a few probability vectors; 0.7 + 0.2 + 0.1 sums to 1 - 2**-53 in floating
-    point, so renormalising rows breaks the exact ties between these and the others."""
-    palette = np.array(
-        [
-            [0.1, 0.2, 0.7],
-            [0.7, 0.2, 0.1],
-            [0.2, 0.1, 0.7],
-            [0.3, 0.6, 0.1],
-            [0.1, 0.6, 0.3],
-            [0.6, 0.3, 0.1],
-            [0.2, 0.7, 0.1],
-            [0.7, 0.1, 0.2],
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 3, n), palette[rng.integers(0, len(palette), n)]
-
-
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_grouped_multiclass_auc_keeps_exact_ties(seed: int) -> None:
-    y, p = _tied_rows(60, seed)
+    y, p = tied_rows(60, seed)
     want = roc_auc_score(y, p, multi_class="ovr", average="macro")
     got = GroupedScorer(y, p, np.arange(60)).scores(np.ones((1, 60)))["auc"][0]
     assert got == pytest.approx(want, abs=1e-12)

@@ -9,6 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from trainers.metrics import METRIC_KEYS, positive_index, score
+from tied_rows import tied_rows
 
 
 def random_probs(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,32 +77,10 @@ def test_positive_index() -> None:
     assert positive_index(None, 2) == 1
 
 
-def _tied_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows drawn from a few probability vectors, so many cells tie exactly.
-
-    Some rows (0.7 + 0.2 + 0.1) sum to 1 - 2**-53 in floating point, others to exactly 1:
-    dividing by the row sum moves only the first kind and breaks their ties with the second.
-    """
-    palette = np.array(
-        [
-            [0.1, 0.2, 0.7],
-            [0.7, 0.2, 0.1],
-            [0.2, 0.1, 0.7],
-            [0.3, 0.6, 0.1],
-            [0.1, 0.6, 0.3],
-            [0.6, 0.3, 0.1],
-            [0.2, 0.7, 0.1],
-            [0.7, 0.1, 0.2],
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 3, n), palette[rng.integers(0, len(palette), n)]
-
-
 @pytest.mark.parametrize("seed", [0, 1, 3])
 def test_multiclass_auc_keeps_exact_ties(seed: int) -> None:
     """Probabilities that already sum to 1 are scored as they are, as scikit-learn does."""
-    y, p = _tied_rows(60, seed)
+    y, p = tied_rows(60, seed)
     want = skm.roc_auc_score(y, p, multi_class="ovr", average="macro")
     assert score(y, p)["auc"] == pytest.approx(want, abs=1e-12)
 
