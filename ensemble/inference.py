@@ -24,7 +24,7 @@ bootstrap p-values) and ``cell-level``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,14 +191,28 @@ def _headline_tests(
     the bootstrap's estimate and interval."""
     out = {}
     if len(pair.class_names) == 2:
-        out["auc"] = _auc_row(pair, unit)
-    out["acc"] = _acc_row(pair, unit)
+        out["auc"] = _guarded(pair, "auc", unit, lambda: _auc_row(pair, unit))
+    out["acc"] = _guarded(pair, "acc", unit, lambda: _acc_row(pair, unit))
     for metric in PERMUTED_METRICS:
-        out[metric] = _permutation_row(pair, metric, unit, settings)
+        out[metric] = _guarded(
+            pair, metric, unit, lambda m=metric: _permutation_row(pair, m, unit, settings)
+        )
     for metric, row in out.items():
         d = boot[metric]
         row.update(estimate=d["diff"], low=d["low"], high=d["high"])
     return out
+
+
+def _guarded(
+    pair: _Pair, metric: str, unit: str, build: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """The test's row, or, when the test set cannot support it (too few subjects of a class),
+    a row without a p-value that says why; the other tests and the tables still stand."""
+    try:
+        return build()
+    except ValueError as exc:
+        return pair.row(metric, "not computed", unit, "headline", p_value=np.nan,
+                        detail=f"test not computed: {exc}")  # fmt: skip
 
 
 def _auc_row(pair: _Pair, unit: str) -> dict[str, Any]:
