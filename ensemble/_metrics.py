@@ -27,6 +27,13 @@ _CLIP = 1e-12  # as trainers.metrics.score clips before the log
 _CHUNK = 128  # resamples scored at once by the cell-level AUC (bounds memory to ~chunk x cells)
 
 
+def binary_labels(y: np.ndarray, pos: int) -> np.ndarray:
+    """1 for the positive class ``pos``, 0 for the other, -1 kept for unknown labels (the
+    coding ``ensemble.stats``' AUC tests and ``ensemble.operating`` take)."""
+    y = np.asarray(y)
+    return np.where(y < 0, -1, (y == pos).astype(np.int64))
+
+
 def labels_from_probs(
     probs: np.ndarray, threshold: float | None = None, pos: int = 1
 ) -> np.ndarray:

@@ -25,6 +25,7 @@ __all__ = [
     "TEMPERATURE_CLIP",
     "apply_temperature",
     "brier_score",
+    "calibration_target",
     "expected_calibration_error",
     "fit_temperature",
     "reliability_curve",
@@ -35,7 +36,7 @@ __all__ = [
 TEMPERATURE_CLIP = 1e-7
 
 
-def _calibration_target(
+def calibration_target(
     labels: np.ndarray, probs: np.ndarray, pos: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(outcome, predicted probability) per labelled cell: the positive class when binary,
@@ -61,7 +62,7 @@ def expected_calibration_error(
     positive class ``pos`` when binary (the reliability curve's quantity), else top-label
     (Guo et al., ICML 2017). Written by hand: scikit-learn has the curve, not this summary.
     """
-    target, score = _calibration_target(labels, probs, pos)
+    target, score = calibration_target(labels, probs, pos)
     if len(target) == 0:
         return float("nan")
     weights = np.ones((1, len(target)))
@@ -106,7 +107,7 @@ def reliability_curve(
     against correctness."""
     from sklearn.calibration import calibration_curve
 
-    target, score = _calibration_target(labels, probs, pos)
+    target, score = calibration_target(labels, probs, pos)
     if len(np.unique(target)) < 2:
         # calibration_curve needs both outcomes; a constant target has a trivial curve
         return np.array([score.mean()]), np.array([target.mean()])

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ensemble._metrics import binary_labels
 from ensemble.calibration import (
     apply_temperature,
+    calibration_target,
     brier_score,
     expected_calibration_error,
     fit_temperature,
@@ -68,8 +70,8 @@ def finalise_chosen(
     if len(class_names) == 2 and test is not None:
         points = operating_point_table(
             protocol.chosen,
-            (_binary_labels(val.y, pos), cf[:, pos]),
-            (_binary_labels(test.y, pos), test_probs[:, pos], test.subject_ids),
+            (binary_labels(val.y, pos), cf[:, pos]),
+            (binary_labels(test.y, pos), test_probs[:, pos], test.subject_ids),
             settings.target_sensitivity,
             settings.operating_point,
             n_boot=settings.bootstrap,
@@ -99,7 +101,7 @@ def calibration_table(
     known = np.asarray(y) >= 0
     rows = []
     for stage, p in (("before", probs), ("after", apply_temperature(probs, temperature))):
-        target, score = _target(np.asarray(y)[known], p[known], pos)
+        target, score = calibration_target(np.asarray(y)[known], p[known], pos)
         w = weights[:, known]
         row = {
             "stage": stage,
@@ -115,12 +117,6 @@ def calibration_table(
                       f"95% {unit} bootstrap n={settings.bootstrap}")  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _target(y: np.ndarray, p: np.ndarray, pos: int) -> tuple[np.ndarray, np.ndarray]:
-    if p.shape[1] == 2:
-        return (y == pos).astype(np.float64), p[:, pos]
-    return (p.argmax(axis=1) == y).astype(np.float64), p.max(axis=1)
 
 
 def _brier_cells(y: np.ndarray, p: np.ndarray, pos: int) -> np.ndarray:
@@ -151,8 +147,3 @@ def _operating_point(
             float(row[f"{rate}_high"]),
         ]
     return out
-
-
-def _binary_labels(y: np.ndarray, pos: int) -> np.ndarray:
-    """1 for the positive class, 0 for the other, -1 for unknown labels."""
-    return np.where(y < 0, -1, (y == pos).astype(np.int64))

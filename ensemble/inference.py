@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ensemble._metrics import binary_labels
 from ensemble.protocol import MethodResult
 from trainers.metrics import METRIC_KEYS
 from ensemble.stats import (
@@ -218,7 +219,7 @@ def _guarded(
 def _auc_row(pair: _Pair, unit: str) -> dict[str, Any]:
     test = pair.test
     r = clustered_auc_test(
-        _binary(test.y, pair.pos),
+        binary_labels(test.y, pair.pos),
         pair.a.test_probs[:, pair.pos],
         pair.b.test_probs[:, pair.pos],
         test.subject_ids,
@@ -286,7 +287,7 @@ def _cell_tests(pair: _Pair, boot: Mapping[str, Mapping[str, float]]) -> list[di
     test, rows = pair.test, []
     if len(pair.class_names) == 2:
         d = delong_test(
-            _binary(test.y, pair.pos),
+            binary_labels(test.y, pair.pos),
             pair.a.test_probs[:, pair.pos],
             pair.b.test_probs[:, pair.pos],
         )
@@ -319,8 +320,3 @@ def _cell_tests(pair: _Pair, boot: Mapping[str, Mapping[str, float]]) -> list[di
         )
     )
     return rows
-
-
-def _binary(y: np.ndarray, pos: int) -> np.ndarray:
-    """1 for the positive class, 0 for the other, -1 kept for unknown labels."""
-    return np.where(y < 0, -1, (y == pos).astype(np.int64))
