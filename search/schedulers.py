@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from search.space import build_param_space
 from trainers._registry import Registry
+from trainers.optim import cycle_epochs
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
 
     from search.config import SearchSettings, WenConfig
-    from trainers.config import ScheduleConfig
 
 __all__ = [
     "PBT_MUTABLE_KEYS",
@@ -48,11 +48,6 @@ SCHEDULERS: Registry[SchedulerFactory] = Registry("scheduler", key="search.sched
 #: The learning rate and optimizer settings are restored from the copied state and would be
 #: silently ignored.
 PBT_MUTABLE_KEYS = ("model.dropout", "loss.label_smoothing", "data.augmentation")
-
-
-def cycle_epochs(schedule: ScheduleConfig) -> float:
-    """Length of one learning-rate cycle in epochs (1 for schedules without cycles)."""
-    return 2.0 * schedule.half_cycle_epochs if schedule.name == "cyclic" else 1.0
 
 
 def grace_epochs(config: WenConfig) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers._atomic import staged_folder
+from trainers._atomic import atomic_path, staged_folder
 from trainers.errors import WenError
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
+    "save_model_weights",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -177,6 +178,17 @@ def save_checkpoint(
         save_file(tensors, str(tmp / STATE_FILE))
         (tmp / JSON_FILE).write_text(json.dumps(payload, indent=1))
     return directory
+
+
+def save_model_weights(path: str | Path, model: torch.nn.Module) -> Path:
+    """Write ``model``'s weights alone (a snapshot's) as one safetensors file, atomically."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    with atomic_path(path, what="model weights") as tmp:
+        # save_model handles tied (shared) parameters, which save_file refuses
+        save_model(model, str(tmp))
+    return path
 
 
 # --------------------------------------------------------------------------------- loading

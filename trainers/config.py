@@ -141,6 +141,15 @@ class SyntheticSpec(StrictModel):
     label_noise: float = Field(
         0.0, ge=0.0, lt=0.5, description="Share of labels flipped at random (a known ceiling)."
     )
+    preset: str = Field(
+        "morphology",
+        description="Difficulty model (trainers.data.synth_presets): morphology = subtle "
+        "class morphology, best score unknown; complementary = independent texture, stain and "
+        "shape cues that different augmentations (texture-blur, stain-jitter) destroy, so "
+        "members trained with them see different evidence; single-cue = one shape cue of the "
+        "same total strength that no augmentation destroys. The latent presets record their "
+        "Bayes ceiling (accuracy, AUC) in the dataset's .wen-synthetic.json.",
+    )
 
     @model_validator(mode="after")
     def _enough_subjects(self) -> SyntheticSpec:
@@ -376,6 +385,16 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = Field(1, ge=1, description="Write a checkpoint every N epochs.")
     keep_checkpoints: int = Field(2, ge=1, description="Latest checkpoints kept (best is kept).")
     deterministic: bool = Field(True, description="Deterministic algorithms (CPU runs repeat).")
+    snapshots: bool = Field(
+        True,
+        description=(
+            "At every learning-rate cycle's trough (cyclic schedules), write the weights' "
+            "val/test predictions as a snapshot (predictions/snapshots/<trial>@e<epoch>.parquet) "
+            "and keep its weights (models/<trial>@e<epoch>/ in a search), so `wen ensemble "
+            "--candidates snapshots:...` can ensemble them; a trial a scheduler stops keeps "
+            "the snapshots it reached."
+        ),
+    )
     max_steps_per_epoch: int | None = Field(
         None, ge=1, description="Cap batches per epoch (smoke runs)."
     )

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,18 +32,26 @@ import torch
 from torch import nn
 
 from trainers.checkpoint import (
+    MODEL_FILE,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    save_model_weights,
 )
 from trainers.config import LossConfig, ModelConfig, TrainConfig, TrialConfig, config_hash
 from trainers.errors import WenError
 from trainers.metrics import score
 from trainers.models import backbone_problem, create_model, model_data_config
-from trainers.optim import create_optimizer, create_scheduler, current_lr
+from trainers.optim import (
+    create_optimizer,
+    create_scheduler,
+    current_lr,
+    cycle_of,
+    trough_epochs,
+)
 from trainers.predictions import prediction_frame, write_predictions
-from trainers.run_layout import RUN_LAYOUT
+from trainers.run_layout import RUN_LAYOUT, snapshot_id
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -54,6 +62,7 @@ __all__ = [
     "DeviceCapabilities",
     "DeviceInputs",
     "GPUUnavailableError",
+    "Snapshot",
     "TrialResult",
     "build_loaders",
     "build_loss",
@@ -90,6 +99,25 @@ class TrialResult:
     predictions_path: Path | None
     checkpoint_dir: Path | None
     config_hash: str
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The weights at one learning-rate trough, written as a prediction file of their own.
+
+    ``id`` is ``<trial_id>@e<epoch>`` (``trainers.run_layout.snapshot_id``); ``weights`` the
+    safetensors file of those weights in the trial's working folder (the search stage
+    publishes it to ``RUN/models/<id>/``); ``test_metrics`` scores its test predictions.
+    """
+
+    id: str
+    trial_id: str
+    epoch: int
+    cycle: int
+    predictions: Path
+    weights: Path
     test_metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -693,8 +721,12 @@ def write_trial_predictions(
     path: Path,
     meta: dict[str, Any],
     config_json: str,
+    snapshot_of: str = "",
 ) -> tuple[Path, dict[str, float]]:
     """Predict val/test/final with ``model`` and write one Parquet file; also score ``test``.
+
+    ``meta`` holds the schema's per-trial columns (trial_id, backbone, config_hash, fold,
+    epoch, cycle); ``snapshot_of`` names the parent trial when the file is a snapshot.
 
     Always in float32 without autocast and without TF32 (:func:`exact_fp32`), whatever the
     training precision: the stored numbers are the fp32 model's, which is what ``wen export``
@@ -722,7 +754,9 @@ def write_trial_predictions(
         frames.append(frame)
         if split == "test" and (labels >= 0).any():
             test_metrics = score(labels, frame_probs(frame), data.class_names)
-    write_predictions(path, pd.concat(frames, ignore_index=True), data.class_names, config_json)
+    write_predictions(
+        path, pd.concat(frames, ignore_index=True), data.class_names, config_json, snapshot_of
+    )
     return path, test_metrics
 
 
@@ -930,18 +964,21 @@ def train(
         start, progress = (
             (0, _Progress()) if resume_from is None else _resume(Path(resume_from), parts)
         )
+        # a trial's own folder uses the run's name for its predictions
+        pred_dir = Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions)
+        writer = _PredictionWriter(parts, data, trial, trial_id, chash, pred_dir)
+        troughs = set(trough_epochs(trial.schedule, tc.epochs)) if tc.snapshots else set()
         for epoch in range(start + 1, tc.epochs + 1):
             metrics = _run_epoch(parts, epoch, trial.seed, tc.max_steps_per_epoch, on_batch)
             _record_epoch(parts, progress, metrics, epoch, tc, ckpt_root)
+            if epoch in troughs:
+                # before the report: a trial the scheduler stops there keeps this snapshot
+                metrics["snapshot"] = writer.snapshot(epoch, Path(out_dir) / "snapshots")
             if report is not None:
                 report(metrics)
         best_dir = _checkpoint_path(ckpt_root, progress.best_epoch)
         load_checkpoint(best_dir, parts.model)
-        # a trial's own folder uses the run's name for its predictions
-        pred_dir = Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions)
-        pred_path, test_metrics = _best_predictions(
-            parts, data, trial, trial_id, chash, progress.best_epoch, pred_dir
-        )
+        pred_path, test_metrics = writer.best(progress.best_epoch)
     return TrialResult(
         trial_id=trial_id,
         best_epoch=progress.best_epoch,
@@ -951,6 +988,7 @@ def train(
         checkpoint_dir=best_dir,
         config_hash=chash,
         test_metrics=test_metrics,
+        snapshots=writer.written,
     )
 
 
@@ -973,34 +1011,55 @@ def _record_epoch(
     progress.history.append(_scalars(metrics))
 
 
-def _best_predictions(
-    parts: _Parts,
-    data: PreparedData,
-    trial: TrialConfig,
-    trial_id: str,
-    chash: str,
-    best_epoch: int,
-    pred_dir: Path,
-) -> tuple[Path, dict[str, float]]:
-    """The best epoch's predictions (already loaded into ``parts.model``) as the trial's file."""
-    meta = {
-        "trial_id": trial_id,
-        "backbone": trial.model.backbone,
-        "config_hash": chash,
-        "fold": trial.data.split.fold if trial.data.split.method != "group_holdout" else -1,
-        "epoch": best_epoch,
-    }
-    return write_trial_predictions(
-        parts.model,
-        parts.loaders,
-        data,
-        inputs=parts.inputs,
-        path=pred_dir / f"{trial_id}.parquet",
-        meta=meta,
-        config_json=trial.model_dump_json(),
-    )
+@dataclass
+class _PredictionWriter:
+    """Writes a trial's prediction files: the best epoch's and one snapshot per LR trough."""
+
+    parts: _Parts
+    data: PreparedData
+    trial: TrialConfig
+    trial_id: str
+    chash: str
+    pred_dir: Path
+    written: list[Snapshot] = field(default_factory=list)
+
+    def _meta(self, file_id: str, epoch: int) -> dict[str, Any]:
+        split = self.trial.data.split
+        return {
+            "trial_id": file_id,
+            "backbone": self.trial.model.backbone,
+            "config_hash": self.chash,
+            "fold": split.fold if split.method != "group_holdout" else -1,
+            "epoch": epoch,
+            "cycle": cycle_of(self.trial.schedule, epoch),
+        }
+
+    def _write(
+        self, file_id: str, epoch: int, path: Path, snapshot_of: str = ""
+    ) -> tuple[Path, dict[str, float]]:
+        return write_trial_predictions(
+            self.parts.model, self.parts.loaders, self.data, inputs=self.parts.inputs,
+            path=path, meta=self._meta(file_id, epoch),
+            config_json=self.trial.model_dump_json(), snapshot_of=snapshot_of,
+        )  # fmt: skip
+
+    def best(self, best_epoch: int) -> tuple[Path, dict[str, float]]:
+        """The best epoch's predictions (already loaded into the model) as the trial's file."""
+        return self._write(self.trial_id, best_epoch, self.pred_dir / f"{self.trial_id}.parquet")
+
+    def snapshot(self, epoch: int, weights_root: Path) -> Snapshot:
+        """The current weights' predictions and weights as snapshot ``<trial_id>@e<epoch>``."""
+        sid = snapshot_id(self.trial_id, epoch)
+        rel = PurePosixPath(RUN_LAYOUT.snapshot(sid)).relative_to(RUN_LAYOUT.predictions)
+        path, test_metrics = self._write(sid, epoch, self.pred_dir / rel, self.trial_id)
+        weights = save_model_weights(weights_root / sid / MODEL_FILE, self.parts.model)
+        snap = Snapshot(sid, self.trial_id, epoch, cycle_of(self.trial.schedule, epoch),
+                        path, weights, test_metrics)  # fmt: skip
+        self.written.append(snap)
+        return snap
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The metrics without per-step traces (what history and checkpoints keep)."""
-    return {k: v for k, v in metrics.items() if k != "lr_trace"}
+    """The metrics without per-step traces and snapshot records (what history and
+    checkpoints keep)."""
+    return {k: v for k, v in metrics.items() if k not in ("lr_trace", "snapshot")}

@@ -16,6 +16,7 @@ Schedulers are stepped once per batch, so every schedule is expressed in optimiz
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ __all__ = [
     "OptimInfo",
     "ScheduleInfo",
     "create_optimizer",
+    "cycle_epochs",
+    "cycle_of",
+    "trough_epochs",
     "create_optimizer_by_name",
     "create_scheduler",
     "current_lr",
@@ -70,12 +74,15 @@ for _info in (
 
 @dataclass(frozen=True)
 class ScheduleInfo:
-    """One learning-rate schedule as data: a keyword factory ``create(optimizer, **kwargs)``
-    and the adapter that turns the config (plus batches per epoch and epochs) into its kwargs."""
+    """One learning-rate schedule as data: a keyword factory ``create(optimizer, **kwargs)``,
+    the adapter that turns the config (plus batches per epoch and epochs) into its kwargs, and,
+    for a schedule that cycles, the length of one cycle in epochs (``cycle``; its troughs are
+    where snapshots are taken)."""
 
     name: str
     create: Callable[..., LRScheduler]
     kwargs: Callable[[ScheduleConfig, int, int], dict[str, Any]]
+    cycle: Callable[[ScheduleConfig], float] | None = None
 
 
 SCHEDULES: Registry[ScheduleInfo] = Registry("learning-rate schedule", key="schedule.name")
@@ -160,7 +167,9 @@ def _create_constant(optimizer: Optimizer) -> LRScheduler:
 
 
 for _schedule in (
-    ScheduleInfo("cyclic", _create_cyclic, _cyclic_kwargs),
+    ScheduleInfo(
+        "cyclic", _create_cyclic, _cyclic_kwargs, cycle=lambda cfg: 2.0 * cfg.half_cycle_epochs
+    ),
     ScheduleInfo(
         "exponential",
         _create_exponential,
@@ -191,6 +200,50 @@ def create_scheduler(
         )
     info = SCHEDULES.get(cfg.name)
     return info.create(optimizer, **info.kwargs(cfg, iters_per_epoch, epochs))
+
+
+def cycle_epochs(schedule: ScheduleConfig) -> float:
+    """Length of one learning-rate cycle in epochs (1 for schedules without cycles)."""
+    info = SCHEDULES.get(schedule.name)
+    return info.cycle(schedule) if info.cycle is not None else 1.0
+
+
+def trough_epochs(schedule: ScheduleConfig, epochs: int) -> list[int]:
+    """The epochs (1-based) that end a whole learning-rate cycle, where the rate is lowest.
+
+    A cyclic schedule returns to ``base_lr`` after every ``2 x half_cycle_epochs`` epochs
+    (triangular2 halves the peak each cycle; the trough stays at ``base_lr``), which is where a
+    snapshot ensemble takes its members (Huang et al. 2017, "Snapshot Ensembles: Train 1, get M
+    for free"). Schedules without cycles have no troughs; a cycle that does not end on a whole
+    epoch has none either (the epoch boundary misses the trough).
+
+    >>> trough_epochs(ScheduleConfig(name="cyclic", half_cycle_epochs=1), 7)
+    [2, 4, 6]
+    >>> trough_epochs(ScheduleConfig(name="cosine"), 7)
+    []
+    """
+    info = SCHEDULES.get(schedule.name)
+    if info.cycle is None:
+        return []
+    cycle = info.cycle(schedule)
+    troughs = []
+    for epoch in range(1, epochs + 1):
+        whole = round(epoch / cycle)
+        if whole >= 1 and abs(epoch - whole * cycle) < 1e-9:
+            troughs.append(epoch)
+    return troughs
+
+
+def cycle_of(schedule: ScheduleConfig, epoch: int) -> int:
+    """The 1-based learning-rate cycle that epoch ``epoch`` ends or lies in; -1 without cycles.
+
+    >>> cycle_of(ScheduleConfig(name="cyclic", half_cycle_epochs=1), 4)
+    2
+    """
+    info = SCHEDULES.get(schedule.name)
+    if info.cycle is None:
+        return -1
+    return max(1, math.ceil(epoch / info.cycle(schedule) - 1e-9))
 
 
 def current_lr(optimizer: Optimizer) -> float:

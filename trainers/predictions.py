@@ -3,12 +3,19 @@
 A prediction file holds one trial's class probabilities in long format, one row per
 (trial, sample)::
 
-    trial_id, backbone, config_hash, fold, epoch, split, sample_id, subject_id, label,
+    trial_id, backbone, config_hash, fold, epoch, cycle, split, sample_id, subject_id, label,
     probs (list<float32>, one per class, rows sum to 1), logits (list<float32>)
 
-with key-value metadata ``class_names`` (JSON list), ``schema_version`` and ``config`` (the
-trial's config as JSON). ``label`` is -1 where the truth is unknown (the unlabelled ``final``
-split). Every other stage reads and writes predictions through these functions only.
+with key-value metadata ``class_names`` (JSON list), ``schema_version``, ``config`` (the
+trial's config as JSON) and ``snapshot_of``. ``label`` is -1 where the truth is unknown (the
+unlabelled ``final`` split). ``epoch`` is the epoch whose weights predicted; ``cycle`` the
+learning-rate cycle that epoch ends or lies in (1-based; -1 for schedules without cycles).
+
+Two kinds of file share the schema: a trial's *best-epoch* file (``snapshot_of`` empty) and a
+*snapshot*, the predictions of the weights at one learning-rate trough (``trial_id`` is the
+snapshot's own id ``<trial>@e<epoch>``, ``snapshot_of`` the trial's id). Version 1 files (no
+``cycle``, no ``snapshot_of``) are read as best-epoch files with ``cycle`` -1. Every other stage
+reads and writes predictions through these functions only.
 
 >>> import numpy as np, tempfile, pathlib
 >>> frame = prediction_frame(
@@ -55,7 +62,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this code reads; version 1 lacks ``cycle`` and ``snapshot_of``
+READABLE_VERSIONS = ("1", "2")
 SUM_ATOL = 1e-4
 SPLITS = ("train", "val", "test", "final")
 
@@ -66,6 +75,7 @@ SCHEMA = pa.schema(
         pa.field("config_hash", pa.string(), nullable=False),
         pa.field("fold", pa.int64(), nullable=False),
         pa.field("epoch", pa.int64(), nullable=False),
+        pa.field("cycle", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("sample_id", pa.string(), nullable=False),
         pa.field("subject_id", pa.string(), nullable=True),
@@ -93,6 +103,7 @@ class PredictionSet:
     config: dict[str, Any]
     trial_id: str
     path: Path | None = None
+    snapshot_of: str = ""
     _split_cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def split(self, split: str) -> pd.DataFrame:
@@ -105,6 +116,21 @@ class PredictionSet:
     def backbone(self) -> str:
         """The trial's backbone name."""
         return str(self.frame["backbone"].iloc[0]) if len(self.frame) else ""
+
+    @property
+    def is_snapshot(self) -> bool:
+        """Whether the file is a snapshot (an LR trough's weights), not a best-epoch file."""
+        return bool(self.snapshot_of)
+
+    @property
+    def source_trial(self) -> str:
+        """The trial that produced these predictions (a snapshot's parent trial)."""
+        return self.snapshot_of or self.trial_id
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose weights predicted (-1 for an empty file)."""
+        return int(self.frame["epoch"].iloc[0]) if len(self.frame) else -1
 
 
 # ------------------------------------------------------------------------------ building
@@ -131,11 +157,13 @@ def prediction_frame(
     labels: Sequence[int] | np.ndarray,
     logits: np.ndarray,
     probs: np.ndarray | None = None,
+    cycle: int = -1,
 ) -> pd.DataFrame:
     """Rows for one split of one trial, in the schema's column order.
 
     ``probs`` defaults to the softmax of ``logits``; pass both when they come from elsewhere
-    (an ensemble writes probabilities and log-probabilities as logits).
+    (an ensemble writes probabilities and log-probabilities as logits). ``cycle`` is the
+    learning-rate cycle of ``epoch`` (-1: the schedule has none).
     """
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 2:
@@ -157,6 +185,7 @@ def prediction_frame(
             "config_hash": [config_hash] * n,
             "fold": np.full(n, int(fold), dtype=np.int64),
             "epoch": np.full(n, int(epoch), dtype=np.int64),
+            "cycle": np.full(n, int(cycle), dtype=np.int64),
             "split": [split] * n,
             "sample_id": [str(s) for s in sample_ids],
             "subject_id": [None if s is None else str(s) for s in subjects],
@@ -319,10 +348,12 @@ def write_predictions(
     frame: pd.DataFrame,
     class_names: Sequence[str],
     config_json: str | dict[str, Any] | None,
+    snapshot_of: str = "",
 ) -> Path:
     """Validate ``frame`` and write it atomically to ``path`` with the schema's metadata.
 
-    ``config_json`` is the trial's config as a JSON string or a JSON-able dict.
+    ``config_json`` is the trial's config as a JSON string or a JSON-able dict;
+    ``snapshot_of`` the parent trial's id when the file is a snapshot.
     """
     path = Path(path)
     where = f"predictions for {path}"
@@ -341,6 +372,7 @@ def write_predictions(
         b"class_names": json.dumps(class_names).encode(),
         b"schema_version": str(SCHEMA_VERSION).encode(),
         b"config": config_text.encode(),
+        b"snapshot_of": str(snapshot_of).encode(),
     }
     _atomic_write_table(table.replace_schema_metadata(meta), path)
     return path
@@ -349,7 +381,10 @@ def write_predictions(
 # ------------------------------------------------------------------------------ reading
 
 
-def _read_metadata(meta: dict[bytes, bytes] | None, where: str) -> tuple[list[str], dict[str, Any]]:
+def _read_metadata(
+    meta: dict[bytes, bytes] | None, where: str
+) -> tuple[list[str], dict[str, Any], str]:
+    """class_names, config and snapshot_of (empty for best-epoch and version 1 files)."""
     meta = meta or {}
     for key in (b"class_names", b"schema_version", b"config"):
         if key not in meta:
@@ -358,10 +393,10 @@ def _read_metadata(meta: dict[bytes, bytes] | None, where: str) -> tuple[list[st
                 "file written by trainers.predictions.write_predictions"
             )
     version = meta[b"schema_version"].decode()
-    if version != str(SCHEMA_VERSION):
+    if version not in READABLE_VERSIONS:
         raise PredictionFileError(
-            f"{where}: schema_version {version} is not supported (this code reads version "
-            f"{SCHEMA_VERSION}); re-create the predictions with this version"
+            f"{where}: schema_version {version} is not supported (this code reads versions "
+            f"{', '.join(READABLE_VERSIONS)}); re-create the predictions with this version"
         )
     try:
         class_names = json.loads(meta[b"class_names"])
@@ -372,7 +407,15 @@ def _read_metadata(meta: dict[bytes, bytes] | None, where: str) -> tuple[list[st
         raise PredictionFileError(f"{where}: metadata class_names must be a JSON list of names")
     if not isinstance(config, dict):
         raise PredictionFileError(f"{where}: metadata config must be a JSON object")
-    return class_names, config
+    return class_names, config, meta.get(b"snapshot_of", b"").decode()
+
+
+def _upgrade(table: pa.Table) -> pa.Table:
+    """A version 1 table with the ``cycle`` column (-1: not recorded) added after ``epoch``."""
+    if "cycle" in table.column_names:
+        return table
+    cycle = pa.array(np.full(table.num_rows, -1, dtype=np.int64))
+    return table.add_column(table.column_names.index("epoch") + 1, "cycle", cycle)
 
 
 def read_predictions(path: str | Path) -> PredictionSet:
@@ -388,12 +431,13 @@ def read_predictions(path: str | Path) -> PredictionSet:
             f"{where} is not a readable Parquet file (truncated or corrupt?): {exc}; "
             "delete it and re-run the trial's prediction step"
         ) from None
-    class_names, config = _read_metadata(table.schema.metadata, where)
+    class_names, config, snapshot_of = _read_metadata(table.schema.metadata, where)
+    table = _upgrade(table)
     _validate_table(table, class_names, where)
     table = table.select(list(COLUMNS)).cast(SCHEMA.remove_metadata())
     frame = table.to_pandas()
     trial_id = str(frame["trial_id"].iloc[0]) if len(frame) else path.stem
-    return PredictionSet(frame, class_names, config, trial_id, path)
+    return PredictionSet(frame, class_names, config, trial_id, path, snapshot_of)
 
 
 def read_prediction_dir(

@@ -42,6 +42,7 @@ __all__ = [
     "RunLayout",
     "RunWriter",
     "publish_member",
+    "snapshot_id",
     "read_member",
 ]
 
@@ -79,6 +80,15 @@ class RunLayout:
     def prediction(self, trial_id: str) -> str:
         """A trial's prediction file."""
         return posixpath.join(self.predictions, f"{trial_id}.parquet")
+
+    @property
+    def snapshots(self) -> str:
+        """The folder of every trial's snapshot predictions (one file per LR-cycle trough)."""
+        return posixpath.join(self.predictions, "snapshots")
+
+    def snapshot(self, snapshot_id: str) -> str:
+        """One snapshot's prediction file (``snapshot_id`` is ``<trial_id>@e<epoch>``)."""
+        return posixpath.join(self.snapshots, f"{snapshot_id}.parquet")
 
     def orphan(self, trial_id: str) -> str:
         """Where an orphaned trial's prediction file is moved."""
@@ -150,6 +160,16 @@ class RunLayout:
         return self.ensemble_file("confusion.csv")
 
     @property
+    def diversity(self) -> str:
+        """Pairwise disagreement and error correlation of the candidates on held-out data."""
+        return self.ensemble_file("diversity.csv")
+
+    @property
+    def ambiguity(self) -> str:
+        """Every weighted-average method's Brier score split into member loss and ambiguity."""
+        return self.ensemble_file("ambiguity.csv")
+
+    @property
     def ensemble_weights(self) -> str:
         """Every method's fitted weights and the members they weight."""
         return self.ensemble_file("weights.json")
@@ -177,6 +197,15 @@ class RunLayout:
 
 
 RUN_LAYOUT = RunLayout()
+
+
+def snapshot_id(trial_id: str, epoch: int) -> str:
+    """The id of a trial's snapshot at ``epoch``: its prediction file's and models folder's name.
+
+    >>> snapshot_id("t1", 4)
+    't1@e4'
+    """
+    return f"{trial_id}@e{int(epoch)}"
 
 
 class MemberFileError(WenError, FileNotFoundError):

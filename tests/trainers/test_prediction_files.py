@@ -186,3 +186,23 @@ def test_to_arrays_names_trial_and_file_when_samples_differ(tmp_path: Path) -> N
         to_arrays([sa, sb], "val")
     with pytest.raises(PredictionFileError, match="no rows for split 'test'"):
         to_arrays([sa], "test")
+
+
+def test_version_1_files_read_as_best_epoch_files_without_cycle(tmp_path: Path) -> None:
+    # a file written before snapshots existed: no `cycle` column, no `snapshot_of` key
+    table = pa.Table.from_pandas(make_frame().drop(columns=["cycle"]), preserve_index=False)
+    meta = {b"class_names": json.dumps(CLASSES).encode(), b"schema_version": b"1", b"config": b"{}"}
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "old.parquet")
+    pset = read_predictions(tmp_path / "old.parquet")
+    assert list(pset.frame.columns) == list(COLUMNS)
+    assert (pset.frame["cycle"] == -1).all() and not pset.is_snapshot
+    assert pset.source_trial == "t0" and pset.epoch == 2
+
+
+def test_a_snapshot_records_its_trial_epoch_and_cycle(tmp_path: Path) -> None:
+    frame = make_frame(trial="t0@e4")
+    frame["epoch"], frame["cycle"] = 4, 2
+    path = write_predictions(tmp_path / "t0@e4.parquet", frame, CLASSES, {}, snapshot_of="t0")
+    pset = read_predictions(path)
+    assert pset.is_snapshot and pset.source_trial == "t0" and pset.trial_id == "t0@e4"
+    assert pset.epoch == 4 and set(pset.frame["cycle"]) == {2}

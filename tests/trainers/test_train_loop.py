@@ -61,7 +61,8 @@ def test_reports_one_dict_per_epoch(full_run: tuple[TrialResult, list[dict], Pat
     # the cyclic schedule is stepped per batch: epoch 1 climbs from base_lr to max_lr
     trace = reports[0]["lr_trace"]
     assert trace[0] == pytest.approx(1e-7) and trace == sorted(trace)
-    assert result.history == [{k: v for k, v in r.items() if k != "lr_trace"} for r in reports]
+    kept = ("lr_trace", "snapshot")
+    assert result.history == [{k: v for k, v in r.items() if k not in kept} for r in reports]
 
 
 def test_best_checkpoint_is_kept_and_others_pruned(
@@ -95,6 +96,63 @@ def test_predictions_written_for_val_test_final(
     acc = float((np.stack(val["probs"].to_numpy()).argmax(1) == val["label"].to_numpy()).mean())
     assert acc == pytest.approx(result.best_metrics["val_acc"])
     assert set(result.test_metrics) >= {"wfs", "auc", "ba"}
+
+
+def test_a_trial_with_n_cycles_writes_n_snapshots(tmp_path: Path) -> None:
+    # half a cycle per half epoch: a whole cycle, so a trough, at the end of every epoch
+    raw = {**RAW, "schedule": {**RAW["schedule"], "half_cycle_epochs": 0.5}}
+    reports: list[dict] = []
+    result = train(load_config(raw), reports.append, out_dir=tmp_path)
+    assert [s.epoch for s in result.snapshots] == [1, 2, 3]
+    assert [r["snapshot"].epoch for r in reports] == [1, 2, 3]  # each before its report
+    files = sorted((tmp_path / "predictions" / "snapshots").glob("*.parquet"))
+    assert [f.name for f in files] == [f"{result.trial_id}@e{e}.parquet" for e in (1, 2, 3)]
+    for snap, report in zip(result.snapshots, reports):
+        pset = read_predictions(snap.predictions)
+        assert pset.is_snapshot and pset.snapshot_of == result.trial_id
+        assert pset.trial_id == snap.id and pset.source_trial == result.trial_id
+        assert set(pset.frame["epoch"]) == {snap.epoch} and set(pset.frame["cycle"]) == {snap.epoch}
+        assert set(pset.frame["split"]) == {"val", "test", "final"}
+        # the snapshot predicts with the weights the epoch's validation report scored
+        val = pset.split("val")
+        acc = np.mean(np.stack(val["probs"].to_numpy()).argmax(1) == val["label"].to_numpy())
+        assert acc == pytest.approx(report["val_acc"])
+    # the best-epoch file stays one file, apart from the snapshots
+    assert not read_predictions(result.predictions_path).is_snapshot
+
+
+def test_snapshot_weights_reproduce_its_predictions(
+    full_run: tuple[TrialResult, list[dict], Path],
+) -> None:
+    from trainers.data import prepare_data
+    from trainers.loop import build_loaders, exact_fp32, predict
+    from trainers.models import model_data_config
+    from trainers.trained import load_trained_model
+
+    result, reports, _ = full_run
+    (snap,) = result.snapshots  # 3 epochs with a 2-epoch cycle: one trough, at epoch 2
+    assert snap.epoch == 2 and snap.cycle == 1 and "snapshot" in reports[1]
+    pset = read_predictions(snap.predictions)
+    meta = {"config": pset.config, "class_names": pset.class_names, "trial_id": snap.id}
+    trained = load_trained_model(meta, snap.weights)
+    cfg = load_config(RAW).trial_part()
+    data = prepare_data(cfg.data, seed=cfg.seed)
+    loader = build_loaders(data, batch_size=8, eval_batch_size=8, seed=0, num_workers=0)["val"]
+    norm = model_data_config("test_resnet")
+    inputs = DeviceInputs(norm["mean"], norm["std"], torch.device("cpu"), False)
+    with exact_fp32():
+        logits, _, rows = predict(trained.model, loader, inputs=inputs)
+    ids = data.manifest.iloc[rows]["sample_id"].astype(str).to_numpy()
+    stored = pset.split("val").set_index("sample_id").loc[ids]
+    np.testing.assert_allclose(logits, np.stack(stored["logits"].to_numpy()), atol=1e-5)
+
+
+def test_no_snapshots_without_cycles_or_when_switched_off(tmp_path: Path) -> None:
+    off = {**RAW, "train": {**RAW["train"], "epochs": 2, "snapshots": False}}
+    assert train(load_config(off), out_dir=tmp_path / "off").snapshots == []
+    cosine = {**RAW, "schedule": {"name": "cosine"}, "train": {**RAW["train"], "epochs": 2}}
+    assert train(load_config(cosine), out_dir=tmp_path / "cosine").snapshots == []
+    assert not (tmp_path / "cosine" / "predictions" / "snapshots").exists()
 
 
 def test_resume_gives_the_same_next_epoch(
