@@ -222,6 +222,12 @@ def _convex_weights(weights: np.ndarray, m: int) -> np.ndarray:
     return w / w.sum()
 
 
+def _sum_squares(D: np.ndarray) -> np.ndarray:
+    """Each member's sum over samples and classes of ``D**2`` ([members, samples, classes]);
+    einsum: one pass, far faster than square-then-sum over a short last axis."""
+    return np.einsum("mnk,mnk->m", D, D)
+
+
 def ambiguity_decomposition(
     P: np.ndarray, y: np.ndarray, weights: np.ndarray
 ) -> AmbiguityDecomposition:
@@ -239,9 +245,9 @@ def ambiguity_decomposition(
     P, w = P[used], w[used]
     Y = np.eye(P.shape[2])[y]  # [samples, classes], one-hot
     pbar = np.tensordot(w, P, axes=1)
-    ensemble = float(np.square(pbar - Y).sum(axis=1).mean())
-    member = float(w @ np.square(P - Y[None]).sum(axis=2).mean(axis=1))
-    ambiguity = float(w @ np.square(P - pbar[None]).sum(axis=2).mean(axis=1))
+    ensemble = float(_sum_squares(pbar[None] - Y[None])[0]) / n
+    member = float(w @ _sum_squares(P - Y[None])) / n
+    ambiguity = float(w @ _sum_squares(P - pbar[None])) / n
     out = AmbiguityDecomposition(ensemble, member, ambiguity, n)
     if abs(out.residual) > _ADD_UP_TOL * max(1.0, member):
         raise ArithmeticError(

@@ -5,7 +5,9 @@ Writes into ``RUN/ensemble/`` (each file atomically): ``members.csv``, ``compari
 ``comparisons.csv`` (every method against ``best_single`` and ``wen_kappa`` on test: the
 bootstrap difference and the subject-level, Holm-adjusted headline test), ``tests.csv`` (every
 test behind it, subject- and cell-level: ``ensemble.inference``),
-``confusion.csv`` (test), ``weights.json`` (each method's weights, parameters and combiner:
+``confusion.csv`` (test), ``diversity.csv`` and ``ambiguity.csv`` (the candidates' pairwise
+diversity and each method's ambiguity decomposition on test: ``ensemble._diversity_tables``),
+``weights.json`` (each method's weights, parameters and combiner:
 its export spec), ``probabilities.parquet`` (each method's probabilities on val, held-out val and
 test: what the tables scored and the report shows), ``settings.json`` (the settings used),
 ``chosen.json`` and the Optuna study ``study.db`` (resumed by a re-run).
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ensemble._diversity_tables import write_diversity_tables
 from ensemble.config import EnsembleSettings
 from ensemble.members import (
     CandidateRule,
@@ -537,6 +540,7 @@ def _write_outputs(
             _confusion(protocol, test, class_names, pos).to_csv(index=False),
         )
     atomic_write_json(run_dir / RUN_LAYOUT.ensemble_weights, _weights_json(protocol, members))
+    write_diversity_tables(run_dir, protocol, members, test)
     write_method_probabilities(
         run_dir / RUN_LAYOUT.ensemble_probabilities,
         _probability_rows(protocol, val, test, pos),
