@@ -302,6 +302,23 @@ class RunInputs:
         )
 
     @cached_property
+    def diversity(self) -> pd.DataFrame:
+        """``diversity.csv``: the candidates' pairwise disagreement and error correlation on
+        test (one row per pair, or one row saying why there are none)."""
+        return _read_csv(
+            self.run_dir / RUN_LAYOUT.diversity,
+            f"{ENSEMBLE_HINT} (runs ensembled before it measured diversity lack it)",
+        )
+
+    @cached_property
+    def ambiguity(self) -> pd.DataFrame:
+        """``ambiguity.csv``: each method's test Brier split into member Brier and ambiguity."""
+        return _read_csv(
+            self.run_dir / RUN_LAYOUT.ambiguity,
+            f"{ENSEMBLE_HINT} (runs ensembled before it measured diversity lack it)",
+        )
+
+    @cached_property
     def weights(self) -> dict[str, Any]:
         """``weights.json``: members and each method's weights and threshold."""
         return _read_json(self.ensemble_file(RUN_LAYOUT.ensemble_weights))

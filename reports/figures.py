@@ -19,6 +19,7 @@ from matplotlib.ticker import NullFormatter
 __all__ = [
     "calibration_figure",
     "confusion_figure",
+    "diversity_figure",
     "early_stopping_figure",
     "hyperparameter_figure",
     "learning_curves_figure",
@@ -291,4 +292,57 @@ def calibration_figure(
     ax.set_title("Calibration on test (10 equal-width bins)")
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
+    return fig
+
+
+#: Up to this many candidates the heat maps name them (and print each cell's value up to a tenth).
+DIVERSITY_LABELS = 40
+
+
+def _heat_map(
+    fig: Figure,
+    ax: Any,
+    matrix: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    style: Mapping[str, Any],
+) -> None:
+    """One square heat map of a pairwise matrix; NaN cells grey. ``style``: ``cmap`` and
+    ``imshow``'s colour limits."""
+    from matplotlib import colormaps
+
+    style = dict(style)
+    cmap = colormaps[style.pop("cmap")].with_extremes(bad="lightgrey")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, **style)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    m = len(labels)
+    if m <= DIVERSITY_LABELS:
+        ax.set_xticks(range(m), list(labels), rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(m), list(labels), fontsize=7)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if m <= DIVERSITY_LABELS // 4:
+        for i in range(m):
+            for j in range(m):
+                text = "n/a" if np.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.set_title(title, fontsize=9)
+
+
+def diversity_figure(
+    labels: Sequence[str], disagreement: np.ndarray, correlation: np.ndarray, split: str
+) -> Figure:
+    """Two heat maps of the candidates' pairs: decision disagreement and error correlation."""
+    m = len(labels)
+    side = min(7.0, 2.5 + 0.35 * m)
+    fig = _figure(2 * side + 1.5, side + 0.8)
+    left, right = fig.subplots(1, 2)
+    top = np.nanmax(disagreement) if np.isfinite(disagreement).any() else 1.0
+    _heat_map(fig, left, disagreement, labels, "disagreement (share of cells)",
+              {"cmap": "viridis", "vmin": 0.0, "vmax": max(top, 1e-6)})  # fmt: skip
+    _heat_map(fig, right, correlation, labels, "error correlation (Pearson, 0/1 errors)",
+              {"cmap": "RdBu_r", "vmin": -1.0, "vmax": 1.0})  # fmt: skip
+    named = "" if m <= DIVERSITY_LABELS else f"; {m} candidates, too many to name"
+    fig.suptitle(f"Pairwise diversity of the candidates on {split} (grey: undefined){named}")
     return fig

@@ -28,6 +28,7 @@ __all__ = [
     "SUBSECTIONS",
     "TITLE",
     "confusion_matrices",
+    "diversity",
     "intro",
     "paired_comparisons",
     "table4_test",
@@ -369,6 +370,95 @@ def operating_points(ctx: ReportContext) -> list[Any]:
     ]
 
 
+def _pair_matrices(pairs: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The candidates (first-seen order: diversity.csv's) and the symmetric disagreement and
+    error-correlation matrices of ``diversity.csv``'s pair rows."""
+    names = list(dict.fromkeys([*pairs["a"].astype(str), *pairs["b"].astype(str)]))
+    index = {n: i for i, n in enumerate(names)}
+    ia = pairs["a"].astype(str).map(index).to_numpy()
+    ib = pairs["b"].astype(str).map(index).to_numpy()
+    out = []
+    for column in ("disagreement", "error_correlation"):
+        matrix = np.full((len(names), len(names)), np.nan)
+        values = pd.to_numeric(pairs[column], errors="coerce").to_numpy()
+        matrix[ia, ib] = matrix[ib, ia] = values
+        out.append(matrix)
+    np.fill_diagonal(out[0], 0.0)
+    # a candidate whose every correlation is undefined has constant errors: its own too
+    defined = np.isfinite(out[1]).any(axis=1)
+    out[1][np.diag_indices(len(names))] = np.where(defined, 1.0, np.nan)
+    return names, out[0], out[1]
+
+
+def _short_labels(run: RunInputs, names: list[str]) -> list[str]:
+    """The members' short display names (``RunInputs.member_label``), else their names."""
+    try:
+        by_name = {m.name: run.member_label(m) for m in run.ensemble_members}
+    except MissingInput:
+        by_name = {}
+    return [by_name.get(n, n) for n in names]
+
+
+def _diversity_blocks(ctx: ReportContext) -> list[Any]:
+    table = ctx.run.diversity
+    pairs = table[table["a"].notna() & (table["a"].astype(str) != "")]
+    if pairs.empty:
+        note = table["note"].dropna().astype(str)
+        why = note.iloc[0] if len(note) else "no rows"
+        raise MissingInput(f"the candidates' diversity is not shown: diversity.csv: {why}")
+    names, disagreement, correlation = _pair_matrices(pairs)
+    split, n = str(pairs["split"].iloc[0]), int(pairs["n"].iloc[0])
+    text = (
+        f"Pairwise diversity of the {len(names)} candidates the ensemble methods combined, on "
+        f"the {n} labelled {split} cells, which no method was fitted on (RUN/ensemble/"
+        "diversity.csv): disagreement is the share of cells on which two candidates' argmax "
+        "decisions differ, error correlation the Pearson correlation of their 0/1 error "
+        "indicators (Kuncheva & Whitaker's rho; grey where undefined: a candidate wrong on "
+        "every cell or on none). Cells of one subject are not independent: these are "
+        "cell-level descriptions, without intervals."
+    )
+    fig = figs.diversity_figure(_short_labels(ctx.run, names), disagreement, correlation, split)
+    return [Text(text), ctx.figure(fig, "diversity", f"Candidates' pairwise diversity on {split}")]
+
+
+def _ambiguity_blocks(ctx: ReportContext) -> list[Any]:
+    table = ctx.run.ambiguity
+    shown = pd.DataFrame(
+        {
+            "method": table["method"].astype(str),
+            "ensemble Brier": table["ensemble_brier"],
+            "member Brier (weighted mean)": table["member_brier"],
+            "ambiguity": table["ambiguity"],
+            "cells": table["n"],
+            "note": table["note"].fillna(""),
+        }
+    )
+    split = str(table["split"].iloc[0]) if len(table) else "test"
+    text = (
+        f"Krogh & Vedelsby's ambiguity decomposition on {split} (RUN/ensemble/ambiguity.csv): "
+        "each weighted-average method's final weights, fitted on all the validation "
+        f"predictions, applied to the candidates' {split} probabilities, so that ensemble "
+        "Brier = weighted mean member Brier - ambiguity (the members' weighted spread around "
+        "the ensemble) holds exactly. The Brier score is summed over classes (for two classes "
+        "twice the positive-class Brier of the calibration table); a method that is not a "
+        "weighted average (the stacker) has no decomposition."
+    )
+    caption = f"Ambiguity decomposition of the Brier score on {split}"
+    return [Text(text), ctx.table(shown, "ambiguity", caption, table)]
+
+
+def diversity(ctx: ReportContext) -> list[Any]:
+    """The candidates' pairwise diversity (heat maps) and each method's ambiguity
+    decomposition (table), both on test; a missing file becomes a note in its place."""
+    blocks: list[Any] = []
+    for part in (_diversity_blocks, _ambiguity_blocks):
+        try:
+            blocks += part(ctx)
+        except MissingInput as exc:
+            blocks.append(Note(str(exc)))
+    return blocks
+
+
 SUBSECTIONS: SubsectionTable = (
     (None, intro),
     ("Partition", partition),
@@ -377,5 +467,6 @@ SUBSECTIONS: SubsectionTable = (
     ("Table 5 (extended): validation", table5_validation),
     ("Confusion matrices", confusion_matrices),
     ("Paired comparisons", paired_comparisons),
+    ("Diversity and the ambiguity decomposition", diversity),
     ("Operating points", operating_points),
 )
