@@ -15,7 +15,12 @@ class EnsembleSettings(StrictModel):
     """How ``wen ensemble`` picks members, fits weights and judges them."""
 
     candidates: str = Field(
-        "best-per-backbone", description="best-per-backbone, top-K (e.g. top-5) or trial ids a,b,c."
+        "best-per-backbone",
+        description=(
+            "best-per-backbone, top-K (e.g. top-5) or trial ids a,b,c; with the prefix "
+            "`snapshots:` the same rules draw from every trial's LR-trough snapshots too "
+            "(snapshots:top-10), and snapshots:of-best takes the best trial's snapshots."
+        ),
     )
     methods: list[str] | None = Field(None, description="Methods to compare (default: all).")
     objective: Literal["logloss", "wfs", "ba"] = Field(

@@ -3,13 +3,17 @@
 A *member* is one configuration: the trials whose stored config differs only in
 ``data.split.fold``. Its validation predictions are the union of its folds' validation
 predictions (out-of-fold), its test predictions the mean of its folds' test predictions.
-Every file is read through ``trainers.predictions`` (the one owner of the schema).
+A *snapshot member* is the same for one learning-rate trough: the folds' snapshots at one
+epoch (``RUN/predictions/snapshots/``), read only when the candidate rule asks for them
+(``snapshots:...``). Every file is read through ``trainers.predictions`` (the one owner of
+the schema).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,6 +26,7 @@ import numpy as np
 from trainers.errors import WenError
 from trainers.metrics import score
 from trainers.predictions import PredictionFileError, PredictionSet, read_predictions, to_arrays
+from trainers.run_layout import RUN_LAYOUT
 
 __all__ = [
     "EnsembleInputError",
@@ -32,8 +37,18 @@ __all__ = [
     "member_table",
     "select_candidates",
     "CandidateRule",
+    "SNAPSHOT_PREFIX",
     "stack_members",
+    "wants_snapshots",
 ]
+
+#: ``--candidates snapshots:<rule>`` draws candidates from every trial's snapshots too
+SNAPSHOT_PREFIX = "snapshots:"
+
+
+def wants_snapshots(spec: str) -> bool:
+    """Whether the candidate rule ``spec`` draws from snapshots (``snapshots:<rule>``)."""
+    return spec.strip().startswith(SNAPSHOT_PREFIX)
 
 
 class EnsembleInputError(WenError, ValueError):
@@ -61,11 +76,18 @@ class Member:
     val: SplitArrays  # P is [1, n, k]
     test: SplitArrays | None
     val_scores: dict[str, float] = field(default_factory=dict)
+    snapshot_epoch: int | None = None  # the trough's epoch for a snapshot member
+    source: str = ""  # the trials that trained it, '+'-joined (a snapshot's parent trials)
 
     @property
     def name(self) -> str:
         """The member's label: its trial ids joined by '+'."""
         return "+".join(self.trial_ids)
+
+    @property
+    def origin(self) -> str:
+        """The training runs behind the member: its parent trials for a snapshot."""
+        return self.source or self.name
 
 
 def _where(s: PredictionSet) -> str:
@@ -73,17 +95,34 @@ def _where(s: PredictionSet) -> str:
 
 
 def load_prediction_sets(
-    directory: Path, skip_bad: bool = False, say: Callable[[str], None] = print
+    directory: Path,
+    skip_bad: bool = False,
+    say: Callable[[str], None] = print,
+    snapshots: bool = False,
 ) -> list[PredictionSet]:
-    """Read every prediction file (``.``/``_`` names ignored); bad files raise or are skipped."""
+    """Read every prediction file (``.``/``_`` names ignored); bad files raise or are skipped.
+
+    ``snapshots`` adds the files of the ``snapshots/`` folder inside ``directory``.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise EnsembleInputError(
             f"prediction folder {directory} does not exist; run `wen search` (or `wen train`) "
             "first, which writes RUN/predictions/<trial>.parquet"
         )
+    paths = sorted(directory.glob("*.parquet"))
+    if snapshots:
+        folder = directory / posixpath.basename(RUN_LAYOUT.snapshots)
+        found = sorted(folder.glob("*.parquet"))
+        if not found:
+            raise EnsembleInputError(
+                f"--candidates {SNAPSHOT_PREFIX}... needs snapshots, and {folder} holds none: "
+                "snapshots are written at the learning-rate troughs of cyclic schedules with "
+                "train.snapshots=true; re-run the search, or drop the snapshots: prefix"
+            )
+        paths += found
     sets = []
-    for path in sorted(directory.glob("*.parquet")):
+    for path in paths:
         if path.name.startswith((".", "_")):
             continue
         try:
@@ -130,9 +169,11 @@ def _reject(
 
 
 def _group(sets: list[PredictionSet]) -> list[list[PredictionSet]]:
-    groups: dict[str, list[PredictionSet]] = {}
+    """The sets grouped by configuration (fold aside), snapshots by configuration and epoch."""
+    groups: dict[tuple[str, int | None], list[PredictionSet]] = {}
     for s in sets:
-        groups.setdefault(_fold_free_key(s.config), []).append(s)
+        key = (_fold_free_key(s.config), s.epoch if s.is_snapshot else None)
+        groups.setdefault(key, []).append(s)
     return [sorted(g, key=lambda s: s.trial_id) for g in groups.values()]
 
 
@@ -183,6 +224,7 @@ def build_members(
     sets = _checked_sets(sets, ref_classes, skip_bad, say)
     members = _grouped_members(sets, skip_bad, say)
     members = _aligned_members(members, sets, skip_bad, say)
+    members = _without_repeats(members, say)
     for m in members:
         m.val_scores = score(m.val.y, m.val.P[0], list(ref_classes))
     return members
@@ -247,6 +289,7 @@ def _grouped_members(
         except (EnsembleInputError, PredictionFileError) as exc:
             bad_groups.append((group, str(exc)))
             continue
+        snapshot = group[0].is_snapshot
         members.append(
             Member(
                 trial_ids=[s.trial_id for s in group],
@@ -255,6 +298,8 @@ def _grouped_members(
                 paths=[Path(s.path) for s in group if s.path],
                 val=val,
                 test=test,
+                snapshot_epoch=group[0].epoch if snapshot else None,
+                source="+".join(s.source_trial for s in group) if snapshot else "",
             )
         )
     _reject(bad_groups, skip_bad, say)
@@ -288,6 +333,33 @@ def _aligned_members(
     return [m for m in members if m.name not in dropped_names]
 
 
+def _without_repeats(members: list[Member], say: Callable[[str], None]) -> list[Member]:
+    """The members less any best-epoch member that repeats one of its own snapshots.
+
+    A trial whose best epoch is a trough has the same predictions twice: as its best-epoch
+    file and as that trough's snapshot. The snapshot stays (its name says the epoch).
+    """
+    snaps: dict[str, list[Member]] = {}
+    for m in members:
+        if m.snapshot_epoch is not None:
+            snaps.setdefault(m.origin, []).append(m)
+    kept = []
+    for m in members:
+        twin = next(
+            (
+                s
+                for s in snaps.get(m.name, [])
+                if m.snapshot_epoch is None and np.array_equal(s.val.P, m.val.P)
+            ),
+            None,
+        )
+        if twin is None:
+            kept.append(m)
+        else:
+            say(f"member {m.name} is snapshot {twin.name} (its best epoch is a trough): kept once")
+    return kept
+
+
 def stack_members(members: Sequence[Member], split: str) -> SplitArrays:
     """One split of the chosen members as a single aligned :class:`SplitArrays`."""
     parts = [m.val if split == "val" else m.test for m in members]
@@ -308,6 +380,11 @@ def select_candidates(members: list[Member], spec: str, by: str = "wfs") -> list
     ``best-per-backbone`` takes each backbone's best member by validation ``by`` (WFS: the
     study's five networks); ``top-K`` the K best members overall; ids pick the members those
     trials belong to (any fold's trial id names its member). Order: best first.
+
+    ``snapshots:<rule>`` applies the rule to a pool that holds every trial's snapshots too
+    (``snapshots:top-10``, ``snapshots:best-per-backbone``, ``snapshots:t1@e4,t2@e8``), and
+    ``snapshots:of-best`` takes every snapshot of the best member's trial: the snapshot
+    ensemble of one training run (Huang et al. 2017).
     """
     scores = np.array([m.val_scores.get(by, float("nan")) for m in members], dtype=np.float64)
     rule = CandidateRule.from_members(members, spec, by)
@@ -328,6 +405,7 @@ class CandidateRule:
     backbones: tuple[str, ...]
     trial_ids: tuple[tuple[str, ...], ...]
     by: str = "wfs"
+    origins: tuple[str, ...] = ()  # each member's training runs (``Member.origin``)
 
     @classmethod
     def from_members(cls, members: Sequence[Member], spec: str, by: str = "wfs") -> CandidateRule:
@@ -337,25 +415,40 @@ class CandidateRule:
             tuple(m.backbone for m in members),
             tuple(tuple(m.trial_ids) for m in members),
             by,
+            tuple(m.origin for m in members),
         )
         rule.pick(np.zeros(len(members)))
         return rule
 
     @property
+    def rule(self) -> str:
+        """The rule without its ``snapshots:`` prefix."""
+        return self.spec.removeprefix(SNAPSHOT_PREFIX).strip()
+
+    @property
     def fixed(self) -> bool:
         """Trial ids name the members: nothing is chosen on data."""
-        return self.spec != "best-per-backbone" and _TOP_K.match(self.spec) is None
+        chosen_on_data = ("best-per-backbone", "of-best")
+        return self.rule not in chosen_on_data and _TOP_K.match(self.rule) is None
 
     def pick(self, scores: np.ndarray) -> list[int]:
         """Indices of the chosen members, best first, given each member's ``by`` score."""
         key = np.where(np.isnan(scores), -np.inf, -scores if self.by == "logloss" else scores)
         ranked = sorted(range(len(scores)), key=lambda i: -key[i])  # stable: ties keep order
-        if self.spec == "best-per-backbone":
+        if self.rule == "of-best":
+            if not wants_snapshots(self.spec):
+                raise ValueError(
+                    f"candidates {self.spec!r}: of-best ensembles one trial's snapshots; "
+                    f"write {SNAPSHOT_PREFIX}of-best"
+                )
+            origins = self.origins or tuple("+".join(t) for t in self.trial_ids)
+            return [i for i in ranked if origins[i] == origins[ranked[0]]]
+        if self.rule == "best-per-backbone":
             best: dict[str, int] = {}
             for i in ranked:
                 best.setdefault(self.backbones[i], i)
             return list(best.values())
-        match = _TOP_K.match(self.spec)
+        match = _TOP_K.match(self.rule)
         if match:
             k = int(match.group(1))
             if k < 1:
@@ -364,20 +457,29 @@ class CandidateRule:
         return self._by_ids()
 
     def _by_ids(self) -> list[int]:
-        wanted = [t.strip() for t in self.spec.split(",") if t.strip()]
+        wanted = [t.strip() for t in self.rule.split(",") if t.strip()]
         by_trial = {t: i for i, ids in enumerate(self.trial_ids) for t in ids}
         unknown = [t for t in wanted if t not in by_trial]
         if unknown:
             raise ValueError(
-                f"candidates: unknown trial id(s) {unknown}; use best-per-backbone, top-K or ids "
-                f"among {sorted(by_trial)[:20]}"
+                f"candidates: unknown trial id(s) {unknown}; use best-per-backbone, top-K, "
+                f"{SNAPSHOT_PREFIX}<rule>, {SNAPSHOT_PREFIX}of-best or ids among "
+                f"{sorted(by_trial)[:20]}"
             )
         return list(dict.fromkeys(by_trial[t] for t in wanted))
 
 
 def member_table(members: Sequence[Member]) -> list[dict[str, Any]]:
-    """One row per member: name, trial ids, backbone and validation metrics."""
+    """One row per member: name, trial ids, backbone, snapshot epoch (empty for a trial's
+    best epoch), the trials that trained it and validation metrics."""
     return [
-        {"member": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone, **m.val_scores}
+        {
+            "member": m.name,
+            "trial_ids": m.trial_ids,
+            "backbone": m.backbone,
+            "snapshot_epoch": m.snapshot_epoch,
+            "origin": m.origin,
+            **m.val_scores,
+        }
         for m in members
     ]

@@ -36,6 +36,7 @@ from ensemble.members import (
     member_table,
     select_candidates,
     stack_members,
+    wants_snapshots,
 )
 from ensemble.methods import METHODS, MethodOptions, create_method
 from ensemble.probabilities import method_rows, write_method_probabilities
@@ -167,7 +168,12 @@ def _run_locked(
     say: Callable[[str], None],
 ) -> EnsembleResult:
     """``run_ensemble``'s work, done while holding the run's lock."""
-    sets = load_prediction_sets(run_dir / RUN_LAYOUT.predictions, settings.skip_bad_files, say)
+    sets = load_prediction_sets(
+        run_dir / RUN_LAYOUT.predictions,
+        settings.skip_bad_files,
+        say,
+        snapshots=wants_snapshots(settings.candidates),
+    )
     members = build_members(sets, settings.skip_bad_files, say)
     class_names = _class_names(sets, members)
     chosen_members = select_candidates(members, settings.candidates, by="wfs")
@@ -406,7 +412,13 @@ def _chosen(
 def _weights_json(protocol: ProtocolResult, members: Sequence[Member]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "members": [
-            {"name": m.name, "trial_ids": m.trial_ids, "backbone": m.backbone} for m in members
+            {
+                "name": m.name,
+                "trial_ids": m.trial_ids,
+                "backbone": m.backbone,
+                "snapshot_epoch": m.snapshot_epoch,
+            }
+            for m in members
         ],
         "methods": {},
     }

@@ -228,31 +228,44 @@ def _tuner(config: WenConfig, run: RunStorage, trainable: Any, resume: bool) -> 
 
 def _remove_partial_predictions(run: RunStorage) -> list[str]:
     """Delete temp prediction files a killed trial left (every trial has finished now)."""
-    removed = [name for name in run.list(RUN_LAYOUT.predictions) if _TEMP.match(name)]
-    for name in removed:
-        run.delete_file(posixpath.join(RUN_LAYOUT.predictions, name))
+    removed = []
+    for folder in (RUN_LAYOUT.predictions, RUN_LAYOUT.snapshots):
+        for name in run.list(folder):
+            if _TEMP.match(name):
+                run.delete_file(posixpath.join(folder, name))
+                removed.append(posixpath.join(folder, name))
     return removed
 
 
+def _stems(run: RunStorage, folder: str) -> list[str]:
+    """The names of the visible prediction files in ``folder``, without ``.parquet``."""
+    return [
+        n.removesuffix(".parquet")
+        for n in run.list(folder)
+        if n.endswith(".parquet") and not n.startswith((".", "_"))
+    ]
+
+
 def _set_aside_orphans(run: RunStorage, frame: pd.DataFrame) -> list[str]:
-    """Move prediction files of trials missing from the results table out of the way.
+    """Move prediction files (and snapshots) of trials missing from the results table away.
 
     Tune's restore is at-least-once: a trial started after the last experiment snapshot
-    comes back under a new id, and the old id's files are orphans.
+    comes back under a new id, and the old id's files are orphans. A snapshot belongs to
+    the trial its id starts with (``<trial_id>@e<epoch>``).
     """
     known = set(frame["trial_id"].astype(str)) if not frame.empty else set()
-    orphans = [
-        name.removesuffix(".parquet")
-        for name in run.list(RUN_LAYOUT.predictions)
-        if name.endswith(".parquet")
-        and not name.startswith((".", "_"))
-        and name.removesuffix(".parquet") not in known
-    ]
-    if orphans:  # readers skip ``_``-prefixed names: the ensemble reads the known trials only
+    orphans = [t for t in _stems(run, RUN_LAYOUT.predictions) if t not in known]
+    snapshots = [s for s in _stems(run, RUN_LAYOUT.snapshots) if s.rpartition("@e")[0] not in known]
+    if orphans or snapshots:  # readers skip ``_``-prefixed names: only known trials are read
         run.makedirs(RUN_LAYOUT.orphans)
     for trial in orphans:
         run.fs.move(run.join(RUN_LAYOUT.prediction(trial)), run.join(RUN_LAYOUT.orphan(trial)))
-    return orphans
+    if snapshots:
+        run.makedirs(RUN_LAYOUT.orphan_snapshots)
+    for sid in snapshots:
+        target = posixpath.join(RUN_LAYOUT.orphan_snapshots, f"{sid}.parquet")
+        run.fs.move(run.join(RUN_LAYOUT.snapshot(sid)), run.join(target))
+    return orphans + snapshots
 
 
 #: Environment variables naming local folders that trial processes read (the wen cache,

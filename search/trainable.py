@@ -12,7 +12,10 @@ Per trial it:
   (the searcher's objective), ``lr_cycles`` (the scheduler's clock), the node IP and node id;
 - writes TensorBoard curves and the per-step learning-rate trace;
 - writes predictions straight into ``RUN/predictions/<trial_id>.parquet`` and copies the best
-  weights to ``RUN/models/<trial_id>/`` with a ``config.json``.
+  weights to ``RUN/models/<trial_id>/`` with a ``config.json``;
+- publishes every learning-rate trough's snapshot (its predictions under
+  ``RUN/predictions/snapshots/``, its weights to ``RUN/models/<trial_id>@e<epoch>/``) before
+  that epoch reaches Tune, so a trial ASHA stops at a rung keeps the snapshots it reached.
 
 Test hook: ``WEN_FAULT_INJECT=<epoch>`` in the driver's environment makes every trial raise
 once, right after reporting that epoch on a fresh start (never after resuming), so tests can
@@ -113,10 +116,12 @@ class TuneReporter:
         tensorboard_dir: Path | None,
         final_epoch: int,
         scratch: Path,
+        on_snapshot: Callable[[Any, dict[str, Any]], None] | None = None,
     ) -> None:
         import ray
 
         self.spec = spec
+        self.on_snapshot = on_snapshot
         self.final_epoch = final_epoch
         self.scratch = scratch
         self._pending: tuple[dict[str, Any], Path | None] | None = None
@@ -143,6 +148,10 @@ class TuneReporter:
         out = dict(metrics)
         checkpoint_dir = out.pop("checkpoint_dir", None)
         lr_trace = out.pop("lr_trace", None)
+        snapshot = out.pop("snapshot", None)
+        if snapshot is not None and self.on_snapshot is not None:
+            self.on_snapshot(snapshot, out)
+            out["snapshot_epoch"] = int(snapshot.epoch)
         epoch = int(out["epoch"])
         value = out.get(self.spec.metric)
         if value is not None and self._better(float(value)):
@@ -304,6 +313,36 @@ def _publish(
     publish_member(run, trial_id, weights, meta)
 
 
+def _snapshot_publisher(
+    run: RunStorage, config: TrialConfig
+) -> Callable[[Any, dict[str, Any]], None]:
+    """Publishes a snapshot as a member of its own: its weights (+ config.json) in
+    ``RUN/models/<snapshot id>/`` and, for remote storage, its predictions."""
+    from trainers.config import config_hash
+
+    from trainers.predictions import read_predictions
+
+    chash = config_hash(config)
+
+    def publish(snapshot: Any, metrics: dict[str, Any]) -> None:
+        if not run.local:
+            run.upload_file(Path(snapshot.predictions), RUN_LAYOUT.snapshot(snapshot.id))
+        names = read_predictions(snapshot.predictions).class_names
+        meta = {
+            "trial_id": snapshot.id,
+            "snapshot_of": snapshot.trial_id,
+            "epoch": snapshot.epoch,
+            "cycle": snapshot.cycle,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+            "config_hash": chash,
+            "class_names": names,
+            "config": config.model_dump(mode="json"),
+        }
+        publish_member(run, snapshot.id, Path(snapshot.weights), meta)
+
+    return publish
+
+
 def _output_dirs(
     run: RunStorage, spec: TrialSpec, trial_id: str, scratch: Path
 ) -> tuple[Path, Path | None]:
@@ -354,6 +393,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
             tensorboard_dir=tb_dir,
             final_epoch=config.train.epochs,
             scratch=scratch,
+            on_snapshot=_snapshot_publisher(run, config),
         )
         # Ray gave this trial GPUs: the trainer must use one or fail saying why, never
         # train on the CPU (CUDA_VISIBLE_DEVICES says the same unless Ray was told not to set it)

@@ -77,6 +77,11 @@ class RunLayout:
         """Where prediction files of trials Tune no longer knows are moved on resume."""
         return posixpath.join(self.predictions, "_orphaned")
 
+    @property
+    def orphan_snapshots(self) -> str:
+        """Where snapshots of trials Tune no longer knows are moved on resume."""
+        return posixpath.join(self.orphans, "snapshots")
+
     def prediction(self, trial_id: str) -> str:
         """A trial's prediction file."""
         return posixpath.join(self.predictions, f"{trial_id}.parquet")

@@ -73,7 +73,12 @@ def _section_keys(overrides: dict[str, Any]) -> dict[str, Any]:
 def ensemble_command(
     run: Path = typer.Argument(..., help="Run folder holding predictions/ (and config.yaml)."),
     candidates: str | None = typer.Option(
-        None, help="best-per-backbone (default), top-K (e.g. top-5) or trial ids ID,ID,..."
+        None,
+        help=(
+            "best-per-backbone (default), top-K (e.g. top-5) or trial ids ID,ID,...; "
+            "snapshots:RULE draws from the LR-trough snapshots too (snapshots:top-10), "
+            "snapshots:of-best takes the best trial's snapshots"
+        ),
     ),
     objective: str | None = typer.Option(
         None, help="What searched weights optimise on validation: logloss, wfs or ba."

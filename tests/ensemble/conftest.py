@@ -122,3 +122,28 @@ def skilled_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         P.append(e / e.sum(axis=1, keepdims=True))
     return np.stack(P), y, np.array(subjects, dtype=object)
+
+
+def write_snapshots(run: Path, epochs: tuple[int, ...] = (2, 3), seed: int = 5) -> list[str]:
+    """Write a snapshot of every trial of ``run`` at each of ``epochs`` into
+    RUN/predictions/snapshots/; the epoch-3 snapshot repeats the trial's best-epoch file
+    (the fake trials' best epoch is 3, a trough), the others are noisier. Returns their ids."""
+    from trainers.predictions import read_prediction_dir
+
+    rng = np.random.default_rng(seed)
+    ids = []
+    for pset in read_prediction_dir(run / "predictions"):
+        for epoch in epochs:
+            frame = pset.frame.copy()
+            sid = f"{pset.trial_id}@e{epoch}"
+            frame["trial_id"], frame["epoch"], frame["cycle"] = sid, epoch, epoch
+            if epoch != 3:
+                logits = np.stack(frame["logits"].to_numpy()) * 0.5
+                logits = logits + rng.normal(0, 0.8, logits.shape).astype(np.float32)
+                e = np.exp(logits - logits.max(axis=1, keepdims=True))
+                frame["logits"] = list(logits.astype(np.float32))
+                frame["probs"] = list((e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+            path = run / "predictions" / "snapshots" / f"{sid}.parquet"
+            write_predictions(path, frame, pset.class_names, pset.config, pset.trial_id)
+            ids.append(sid)
+    return ids

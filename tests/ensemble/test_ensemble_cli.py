@@ -234,3 +234,30 @@ def test_wen_ensemble_set_overrides_the_section(synthetic_run: Path) -> None:
     unknown = _invoke(str(synthetic_run), "--set", "ensemble.rounds=3", "--no-progress")
     assert unknown.exit_code == 2 and "ensemble.rounds" in unknown.output
     assert "unknown key" in unknown.output
+
+
+def test_wen_ensemble_draws_snapshot_candidates_under_the_nested_protocol(
+    synthetic_run: Path,
+) -> None:
+    from tests.ensemble.conftest import write_snapshots
+
+    write_snapshots(synthetic_run, epochs=(1, 2, 3))
+    result = _invoke(
+        str(synthetic_run), "--candidates", "snapshots:top-4", "--n-trials", "6",
+        "--methods", "sap,wen_kappa,optuna", "--no-progress",
+        "--set", "bootstrap=30", "--set", "permutations=100",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = synthetic_run / "ensemble"
+    members = pd.read_csv(out / "members.csv")
+    # 6 configurations x 3 troughs; the best-epoch files repeat the epoch-3 snapshots
+    assert len(members) == 18 and set(members["snapshot_epoch"]) == {1, 2, 3}
+    comparison = pd.read_csv(out / "comparison.csv")
+    chosen = comparison["members"].iloc[0].split(";")
+    assert len(chosen) == 4 and all("@e" in m for m in chosen)
+    crossfit = comparison[comparison["split"] == "val_crossfit"]
+    # the top-4 choice is repeated inside every cross-fitting fold, on its fitting rows only
+    assert crossfit["how"].str.contains(r"members chosen \(snapshots:top-4\)").all()
+    weights = json.loads((out / "weights.json").read_text())
+    assert all("@e" in name for name in weights["methods"]["sap"]["weights"])
+    assert all("@e" in m["name"] for m in weights["members"])

@@ -58,6 +58,49 @@ def test_candidates(synthetic_run: Path) -> None:
         select_candidates(members, "t999")
 
 
+def test_snapshot_members_one_per_trough_and_no_repeats(synthetic_run: Path) -> None:
+    from tests.ensemble.conftest import write_snapshots
+
+    write_snapshots(synthetic_run, epochs=(2, 3))
+    said: list[str] = []
+    assert len(_members(synthetic_run)) == 6  # without the prefix: best-epoch files only
+    sets = load_prediction_sets(synthetic_run / "predictions", say=said.append, snapshots=True)
+    members = build_members(sets, say=said.append)
+    # 6 configurations x 2 troughs; each best-epoch member repeats its epoch-3 snapshot
+    assert len(members) == 12 and all(m.snapshot_epoch in (2, 3) for m in members)
+    assert sum("kept once" in line for line in said) == 6
+    m = next(m for m in members if m.snapshot_epoch == 2)
+    # a snapshot member unites the folds' snapshots of one epoch; its origin is the trials
+    assert [t.rpartition("@e")[2] for t in m.trial_ids] == ["2", "2"]
+    assert m.origin == "+".join(t.rpartition("@e")[0] for t in m.trial_ids)
+    assert m.val.P.shape == (1, 96, 2)
+
+
+def test_snapshot_candidate_rules(synthetic_run: Path) -> None:
+    from tests.ensemble.conftest import write_snapshots
+
+    write_snapshots(synthetic_run, epochs=(1, 2, 3))
+    sets = load_prediction_sets(synthetic_run / "predictions", snapshots=True)
+    members = build_members(sets, say=lambda s: None)
+    best = max(members, key=lambda m: m.val_scores["wfs"])
+    of_best = select_candidates(members, "snapshots:of-best")
+    assert of_best[0] is best and {m.origin for m in of_best} == {best.origin}
+    assert sorted(m.snapshot_epoch for m in of_best) == [1, 2, 3]
+    top = select_candidates(members, "snapshots:top-4")
+    assert [m.val_scores["wfs"] for m in top] == sorted(
+        (m.val_scores["wfs"] for m in members), reverse=True
+    )[:4]
+    picked = select_candidates(members, f"snapshots:{of_best[1].trial_ids[0]}")
+    assert picked == [of_best[1]]
+    with pytest.raises(ValueError, match="snapshots:of-best"):
+        select_candidates(members, "of-best")
+
+
+def test_snapshot_rule_without_snapshots_says_how_to_get_them(synthetic_run: Path) -> None:
+    with pytest.raises(EnsembleInputError, match="train.snapshots=true"):
+        load_prediction_sets(synthetic_run / "predictions", snapshots=True)
+
+
 def _rewrite(path: Path, edit) -> None:
     """Rewrite a prediction file through write_predictions after editing its frame."""
     pset = read_predictions(path)
