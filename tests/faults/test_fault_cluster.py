@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainers.predictions import read_prediction_dir
 
+from run_files import assert_prediction_files
 from wen_proc import REPO, SMOKE, run_in_private_network, unshare_works, wen_command
 
 CLUSTER = REPO / "cluster" / "local_cluster.sh"
@@ -129,13 +129,7 @@ exit $rc
     assert len(frame) == 2 and frame["trial_id"].is_unique, frame.to_string()
     assert (frame["status"] == "TERMINATED").all(), frame.to_string()
     assert (frame["epochs_run"] == EPOCHS).all(), frame.to_string()
-    names = sorted(p.name for p in (run / "predictions").iterdir())
-    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), (
-        names
-    )  # one each, no temp files
-    assert sorted(s.trial_id for s in read_prediction_dir(run / "predictions")) == sorted(
-        frame["trial_id"]
-    )
+    assert_prediction_files(run, frame)  # one each, their snapshots, no temp files
 
     # every trial's reports in order: the lost one began on the worker, ended on the head
     history = {t: pd.read_csv(run / f"trial_{t}" / "progress.csv") for t in frame["trial_id"]}

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from fault_helpers import LOOPBACK, listening_addresses, peak_rss_mb
-from trainers.predictions import read_prediction_dir
+from run_files import assert_prediction_files
 from wen_proc import SMOKE, WenProcess
 
 TRIALS = 50
@@ -84,9 +84,7 @@ def test_fifty_short_trials_lose_no_result(load_search, capsys: pytest.CaptureFi
     frame = pd.read_csv(run / "results.csv")
     assert len(frame) == TRIALS and frame["trial_id"].is_unique
     assert (frame["status"] == "TERMINATED").all() and (frame["epochs_run"] == 1).all()
-    files = sorted(p.name for p in (run / "predictions").iterdir())
-    assert files == sorted(f"{t}.parquet" for t in frame["trial_id"])  # 50, no temp files
-    assert len(read_prediction_dir(run / "predictions")) == TRIALS
+    assert_prediction_files(run, frame)  # 50, their snapshots, no temp files
     assert frame["optim.lr"].nunique() == TRIALS
     with capsys.disabled():
         print(

@@ -22,7 +22,7 @@ import pytest
 from fault_helpers import session_processes
 from trainers import load_config, train
 from trainers.config import TrialConfig
-from trainers.predictions import read_prediction_dir
+from run_files import assert_prediction_files
 from wen_proc import SMOKE
 
 ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
@@ -39,10 +39,7 @@ def assert_complete(run: Path, frame: pd.DataFrame, epochs: int = 2) -> None:
     """Every trial finished once: one prediction set (no temp files), weights and logs."""
     assert (frame["status"] == "TERMINATED").all(), frame.to_string()
     assert (frame["epochs_run"] == epochs).all()
-    names = sorted(p.name for p in (run / "predictions").iterdir() if p.name != "_orphaned")
-    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), names
-    sets = read_prediction_dir(run / "predictions")
-    assert sorted(s.trial_id for s in sets) == sorted(frame["trial_id"])
+    assert_prediction_files(run, frame)  # one set a trial, its snapshots, no temp files
     for trial in frame["trial_id"]:
         assert (run / "models" / trial / "model.safetensors").stat().st_size > 0
         assert list((run / "tensorboard" / trial).glob("events.out.tfevents.*"))

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from run_files import assert_prediction_files, expected_snapshots
 import pytest
 
 from search.config import WenConfig
@@ -109,8 +110,12 @@ def test_wen_demo_end_to_end(tmp_path: Path, start_wen) -> None:
     assert results["stopped_early"].any(), "ASHA stopped no trial"
     finished = results[~results["stopped_early"].astype(bool)]
     assert len(finished) >= 2, results  # the ensemble needs members
-    for trial in finished["trial_id"]:  # trials ASHA stops write no predictions
+    for trial in finished["trial_id"]:  # trials ASHA stops write no best-epoch file...
         assert (run / "predictions" / f"{trial}.parquet").is_file(), trial
+    # ...but keep the snapshots of the troughs they reached, weights included
+    stopped = results["stopped_early"].astype(bool)
+    assert expected_snapshots(run, results, stopped)
+    assert_prediction_files(run, results, best_files=False)
     assert (out / "data" / ".wen-synthetic.json").is_file()
     comparison = pd.read_csv(run / "ensemble" / "comparison.csv")
     assert {"best_single", "sap", "wen_kappa"} <= set(comparison["method"])

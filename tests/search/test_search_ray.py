@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from search.raycluster import free_port
-from trainers.predictions import read_prediction_dir
 
+from run_files import assert_prediction_files
 from wen_proc import REPO, SMOKE, run_in_private_network, unshare_works, wen_command
 
 ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
@@ -42,10 +42,7 @@ def assert_complete(run: Path, frame: pd.DataFrame, epochs: int = 2) -> None:
     """Every trial finished once, with predictions, weights and TensorBoard logs."""
     assert (frame["status"] == "TERMINATED").all(), frame.to_string()
     assert (frame["epochs_run"] == epochs).all()
-    names = sorted(p.name for p in (run / "predictions").iterdir())
-    assert names == sorted(f"{t}.parquet" for t in frame["trial_id"]), names  # no temp files
-    sets = read_prediction_dir(run / "predictions")
-    assert sorted(s.trial_id for s in sets) == sorted(frame["trial_id"])
+    assert_prediction_files(run, frame)  # one set a trial, its snapshots, no temp files
     for trial in frame["trial_id"]:
         assert (run / "models" / trial / "model.safetensors").stat().st_size > 0
         assert (run / "models" / trial / "config.json").is_file()
