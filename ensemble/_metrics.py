@@ -19,7 +19,14 @@ import numpy as np
 
 from trainers.metrics import METRIC_KEYS, ovr_scores, positive_index
 
-__all__ = ["GroupedScorer", "confusion_metrics", "labels_from_probs", "LOWER_IS_BETTER"]
+__all__ = [
+    "GroupedScorer",
+    "LOWER_IS_BETTER",
+    "confusion_metrics",
+    "labels_from_probs",
+    "member_score_table",
+    "member_scores",
+]
 
 #: Metrics where a smaller value is better; every other metric is maximised.
 LOWER_IS_BETTER = frozenset({"logloss"})
@@ -206,3 +213,68 @@ class GroupedScorer:
         if "auc" in keys:
             out["auc"] = self._auc(W)
         return {key: out[key] for key in keys}
+
+
+def member_scores(
+    P: np.ndarray, y: np.ndarray, metric: str, class_names: Sequence[str] | None = None
+) -> np.ndarray:
+    """Each member's own ``metric`` on ``P``/``y`` (the numbers of ``trainers.metrics.score``,
+    rows labelled -1 left out), for all members at once: confusion matrices by one
+    ``bincount``, a binary AUC by ranks (Mann-Whitney, ties averaged as ``roc_auc_score``
+    does); multi-class AUC member by member (``ensemble._metrics.GroupedScorer``). Fits and
+    the nested candidate rule repeat it for hundreds of candidates."""
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"metric must be one of {list(METRIC_KEYS)}, got {metric!r}")
+    return member_score_table(P, y, class_names, (metric,))[metric]
+
+
+def member_score_table(
+    P: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    keys: Sequence[str] = METRIC_KEYS,
+) -> dict[str, np.ndarray]:
+    """:func:`member_scores` for every metric in ``keys`` at once (one confusion count)."""
+    P = np.asarray(P, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    keep = y >= 0
+    P, y = P[:, keep], y[keep]
+    n, k = len(P), P.shape[2]
+    pos = positive_index(class_names, k)
+    out: dict[str, np.ndarray] = {}
+    if "auc" in keys:
+        out["auc"] = _member_auc(P, y, pos, class_names)
+    if "logloss" in keys:
+        clipped = np.clip(P, _CLIP, 1.0)
+        p_true = clipped[:, np.arange(len(y)), y] / clipped.sum(axis=2)
+        out["logloss"] = -np.log(p_true).mean(axis=1)
+    if set(keys) - {"auc", "logloss"}:
+        offsets = (np.arange(n) * k * k)[:, None]
+        codes = offsets + y[None, :] * k + P.argmax(axis=2)
+        cm = np.bincount(codes.ravel(), minlength=n * k * k).reshape(n, k, k)
+        out.update(confusion_metrics(cm, pos))
+    return {key: out[key] for key in keys}
+
+
+def _member_auc(
+    P: np.ndarray, y: np.ndarray, pos: int, class_names: Sequence[str] | None
+) -> np.ndarray:
+    """Each member's AUC: ranks for two classes, GroupedScorer's macro OvR otherwise."""
+    if P.shape[2] != 2:
+        groups = np.zeros(P.shape[1], dtype=np.int64)
+        return np.array(
+            [
+                GroupedScorer(y, P[m], groups, class_names).scores(np.ones((1, 1)), ("auc",))[
+                    "auc"
+                ][0]
+                for m in range(len(P))
+            ]
+        )
+    from scipy.stats import rankdata
+
+    positive = y == pos
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        return np.full(len(P), np.nan)
+    ranks = rankdata(P[:, :, pos], axis=1)  # ties get their average rank
+    return (ranks[:, positive].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)

@@ -61,6 +61,15 @@ class EnsembleSettings(StrictModel):
         "and after.",
     )
     greedy_rounds: int = Field(50, ge=1, description="Rounds of greedy forward selection.")
+    search_max_members: int = Field(
+        12,
+        ge=1,
+        description=(
+            "Searched weights (optuna) run over at most this many candidates: the best by "
+            "their own validation objective on the fitting data (the others weigh 0; the "
+            "report's notes say so). Snapshots can give hundreds of candidates."
+        ),
+    )
     stacking_C: float = Field(
         1.0, gt=0.0, description="Inverse L2 strength of the logistic-regression stacker."
     )

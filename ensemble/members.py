@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import posixpath
 import re
 from collections import Counter
@@ -23,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ensemble._metrics import member_score_table
 from trainers.errors import WenError
-from trainers.metrics import score
 from trainers.predictions import PredictionFileError, PredictionSet, read_predictions, to_arrays
 from trainers.run_layout import RUN_LAYOUT
 
@@ -121,21 +122,37 @@ def load_prediction_sets(
                 "train.snapshots=true; re-run the search, or drop the snapshots: prefix"
             )
         paths += found
+    paths = [p for p in paths if not p.name.startswith((".", "_"))]
     sets = []
-    for path in paths:
-        if path.name.startswith((".", "_")):
-            continue
-        try:
-            sets.append(read_predictions(path))
-        except PredictionFileError as exc:
+    for path, read in zip(paths, _read_all(paths)):
+        if isinstance(read, PredictionFileError):
             if not skip_bad:
                 raise EnsembleInputError(
-                    f"{exc}\n(pass --skip-bad-files to leave such files out)"
+                    f"{read}\n(pass --skip-bad-files to leave such files out)"
                 ) from None
-            say(f"skipping bad prediction file {path}: {exc}")
+            say(f"skipping bad prediction file {path}: {read}")
+        else:
+            sets.append(read)
     if not sets:
         raise EnsembleInputError(f"no usable prediction files (*.parquet) in {directory}")
     return sets
+
+
+def _read_all(paths: Sequence[Path]) -> list[PredictionSet | PredictionFileError]:
+    """Every file read (or its error), in order; a few threads, as Parquet decoding releases the
+    GIL (snapshots give hundreds of files)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(path: Path) -> PredictionSet | PredictionFileError:
+        try:
+            return read_predictions(path)
+        except PredictionFileError as exc:
+            return exc
+
+    if len(paths) < 8:
+        return [read(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(read, paths))
 
 
 def _fold_free_key(config: dict[str, Any]) -> str:
@@ -225,8 +242,12 @@ def build_members(
     members = _grouped_members(sets, skip_bad, say)
     members = _aligned_members(members, sets, skip_bad, say)
     members = _without_repeats(members, say)
-    for m in members:
-        m.val_scores = score(m.val.y, m.val.P[0], list(ref_classes))
+    # every member scored at once (the numbers of trainers.metrics.score, vectorised)
+    table = member_score_table(
+        np.concatenate([m.val.P for m in members]), members[0].val.y, list(ref_classes)
+    )
+    for i, m in enumerate(members):
+        m.val_scores = {key: float(values[i]) for key, values in table.items()}
     return members
 
 

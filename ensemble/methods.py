@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ensemble._metrics import LOWER_IS_BETTER, GroupedScorer
+from ensemble._metrics import LOWER_IS_BETTER, member_scores
 from ensemble.combiners import STACKING_CLIP, Combiner, logistic_stacker, weighted_average
 from ensemble.objective import OBJECTIVE_METRICS, WeightObjective, normalise_weights
 from trainers._registry import Registry
-from trainers.metrics import METRIC_KEYS
 
 __all__ = [
     "METHODS",
@@ -84,22 +83,6 @@ def check_labels(y: Any, n_samples: int, n_classes: int) -> np.ndarray:
             f"on), got values {int(arr.min())}..{int(arr.max())}"
         )
     return arr.astype(np.int64)
-
-
-def member_scores(
-    P: np.ndarray, y: np.ndarray, metric: str, class_names: Sequence[str] | None = None
-) -> np.ndarray:
-    """Each member's own ``metric`` on ``P``/``y`` (the numbers of ``trainers.metrics.score``,
-    computed by the vectorised ``ensemble._metrics`` because fits repeat it many times)."""
-    if metric not in METRIC_KEYS:
-        raise ValueError(f"metric must be one of {list(METRIC_KEYS)}, got {metric!r}")
-    groups = np.zeros(P.shape[1], dtype=np.int64)
-    return np.array(
-        [
-            GroupedScorer(y, P[k], groups, class_names).scores(np.ones((1, 1)))[metric][0]
-            for k in range(len(P))
-        ]
-    )
 
 
 # ----------------------------------------------------------------------------- base class
@@ -300,6 +283,11 @@ class OptunaWeights(EnsembleMethod):
     ``persist_every`` trials and at the end, viewable with ``optuna-dashboard``. A re-run loads
     the stored trials into the sampler's history and runs only the trials still missing; a
     killed run loses at most the trials since the last copy.
+
+    With more than ``max_members`` members (snapshots give hundreds) the search runs over the
+    ``max_members`` best by their own validation ``objective`` on the fitting data (the rest
+    weigh 0, and ``notes_`` says so): TPE's cost grows with the dimensions, and a few hundred
+    trials cannot explore a 500-dimensional simplex anyway.
     """
 
     def __init__(
@@ -313,8 +301,10 @@ class OptunaWeights(EnsembleMethod):
         progress: bool = False,
         persist_every: int = 50,
         class_names: Sequence[str] | None = None,
+        max_members: int = 12,
     ) -> None:
         self.objective = objective
+        self.max_members = max_members
         self.n_trials = n_trials
         self.sampler = sampler
         self.seed = seed
@@ -325,6 +315,29 @@ class OptunaWeights(EnsembleMethod):
         self.class_names = class_names
 
     def _fit_weights(self, P: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        keep = self._preselect(P, y)
+        weights = np.zeros(len(P))
+        weights[keep] = self._search(P[keep], y)
+        return weights
+
+    def _preselect(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The members the search runs over: all, or the ``max_members`` best alone."""
+        if self.max_members < 1:
+            raise ValueError(f"`max_members >= 1` must hold, got {self.max_members}")
+        if len(P) <= self.max_members:
+            return np.arange(len(P))
+        objective = WeightObjective(P, y, self.objective, self.class_names)
+        values = objective.member_values()
+        order = np.argsort(values if objective.direction == "minimize" else -values, kind="stable")
+        keep = np.sort(order[: self.max_members])
+        self.notes_.append(
+            f"weights searched over the {self.max_members} of {len(P)} members with the best "
+            f"{self.objective} of their own on the fitting data (the others weigh 0)"
+        )
+        return keep
+
+    def _search(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The study over ``P``'s members; the best trial's normalised weights."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -516,6 +529,7 @@ class MethodOptions:
     progress: bool = False
     greedy_rounds: int = 50
     stacking_C: float = 1.0
+    search_max_members: int = 12
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVE_METRICS:
@@ -548,6 +562,7 @@ METHODS.register("optuna")(
         study_name=o.study_name,
         progress=o.progress,
         class_names=o.class_names,
+        max_members=o.search_max_members,
     )
 )
 METHODS.register("greedy")(

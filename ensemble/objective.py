@@ -98,6 +98,18 @@ class WeightObjective:
         ).reshape(len(w), k, k)
         return confusion_metrics(cm, self.pos)[self.metric]
 
+    def member_values(self) -> np.ndarray:
+        """Each member's own objective value (its one-hot weights), without blending them."""
+        if self.metric == "logloss":
+            return -np.log(self._p_true / self._row_sum).mean(axis=1)
+        pred = self.P.argmax(axis=2)
+        k = self.k
+        offsets = (np.arange(self.n_members) * k * k)[:, None]
+        cm = np.bincount(
+            (offsets + self.y[None, :] * k + pred).ravel(), minlength=self.n_members * k * k
+        ).reshape(self.n_members, k, k)
+        return confusion_metrics(cm, self.pos)[self.metric]
+
     def score(self, weights: np.ndarray) -> float:
         """Objective value of one weight vector."""
         return float(self.score_many(np.asarray(weights)[None, :])[0])

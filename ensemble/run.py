@@ -89,6 +89,7 @@ def method_options(
         progress=progress,
         greedy_rounds=settings.greedy_rounds,
         stacking_C=settings.stacking_C,
+        search_max_members=settings.search_max_members,
     )
 
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trainers._atomic import atomic_write
@@ -104,13 +105,31 @@ class PredictionSet:
     trial_id: str
     path: Path | None = None
     snapshot_of: str = ""
-    _split_cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _split_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def split(self, split: str) -> pd.DataFrame:
         """Rows of one split (empty frame when the trial has none)."""
         if split not in self._split_cache:
             self._split_cache[split] = self.frame[self.frame["split"] == split]
         return self._split_cache[split]
+
+    def sorted_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One split sorted by sample id: ids, probs [n, k] float32, labels, subjects (cached:
+        the ensemble stage aligns hundreds of files by them)."""
+        key = f"arrays:{split}"
+        if key not in self._split_cache:
+            rows = self.split(split)
+            ids = rows["sample_id"].to_numpy(dtype=object)
+            order = np.argsort(ids.astype(str), kind="stable")
+            probs = rows["probs"].to_numpy()
+            P = np.stack(probs).astype(np.float32, copy=False) if len(probs) else np.empty((0, 0))
+            self._split_cache[key] = (
+                ids[order],
+                P[order] if len(probs) else P,
+                rows["label"].to_numpy(dtype=np.int64)[order],
+                rows["subject_id"].to_numpy(dtype=object)[order],
+            )
+        return self._split_cache[key]
 
     @property
     def backbone(self) -> str:
@@ -291,15 +310,18 @@ def _validate_rows(table: pa.Table, k: int, where: str) -> None:
             f"{where}: one file holds one trial, found trial_ids {trials[:5]}; write one file "
             "per trial"
         )
-    keys = pd.DataFrame(
-        {
-            "split": table.column("split").to_pylist(),
-            "sample": table.column("sample_id").to_pylist(),
-        }
-    )
-    dup = keys.duplicated()
-    if dup.any():
-        first = keys[dup].iloc[0]
+    # each (split, sample_id) once: compare distinct joined keys with rows (pyarrow, no Python
+    # loop), and find the first repeat only when there is one
+    text = [table.column(c).cast(pa.large_string()) for c in ("split", "sample_id")]
+    keys = pc.binary_join_element_wise(*text, pa.scalar("\x00", pa.large_string()))
+    if pc.count_distinct(keys).as_py() != table.num_rows:
+        frame = pd.DataFrame(
+            {
+                "split": table.column("split").to_pylist(),
+                "sample": table.column("sample_id").to_pylist(),
+            }
+        )
+        first = frame[frame.duplicated()].iloc[0]
         raise PredictionFileError(
             f"{where}: sample {first['sample']!r} appears twice in split {first['split']!r}; "
             "each (split, sample_id) must be unique"
@@ -483,39 +505,31 @@ def to_arrays(
     if not sets:
         raise PredictionFileError(f"to_arrays: no prediction sets given for split {split!r}")
     ref = sets[0]
-    ref_rows = ref.split(split).sort_values("sample_id", kind="stable")
-    if ref_rows.empty:
+    ids, _, y, subjects = ref.sorted_arrays(split)
+    if not len(ids):
         raise PredictionFileError(
             f"trial {ref.trial_id} ({ref.path}) has no rows for split {split!r}"
         )
-    ids = ref_rows["sample_id"].to_numpy(dtype=object)
-    id_set = set(ids)
-    k = len(ref.class_names)
-    P = np.empty((len(sets), len(ids), k), dtype=np.float32)
+    P = np.empty((len(sets), len(ids), len(ref.class_names)), dtype=np.float32)
     for m, s in enumerate(sets):
         if s.class_names != ref.class_names:
             raise PredictionFileError(
                 f"trial {s.trial_id} ({s.path}) has class_names {s.class_names}, trial "
                 f"{ref.trial_id} has {ref.class_names}; ensemble members must share classes"
             )
-        rows = s.split(split)
-        theirs = set(rows["sample_id"])
-        if theirs != id_set:
+        theirs, probs, labels, _ = s.sorted_arrays(split)
+        if len(theirs) != len(ids) or not np.array_equal(theirs, ids):
+            mine, other = set(ids), set(theirs)
             raise PredictionFileError(
                 f"trial {s.trial_id} ({s.path}) predicts different {split!r} samples than trial "
-                f"{ref.trial_id} ({ref.path}): missing {_describe(id_set - theirs)}, extra "
-                f"{_describe(theirs - id_set)}; ensemble only trials of the same data split"
+                f"{ref.trial_id} ({ref.path}): missing {_describe(mine - other)}, extra "
+                f"{_describe(other - mine)}; ensemble only trials of the same data split"
             )
-        rows = rows.set_index("sample_id").loc[ids]
-        P[m] = np.stack(rows["probs"].to_numpy()).astype(np.float32, copy=False)
-        labels = rows["label"].to_numpy(dtype=np.int64)
-        ref_labels = ref_rows["label"].to_numpy(dtype=np.int64)
-        if not np.array_equal(labels, ref_labels):
-            i = int(np.flatnonzero(labels != ref_labels)[0])
+        P[m] = probs
+        if not np.array_equal(labels, y):
+            i = int(np.flatnonzero(labels != y)[0])
             raise PredictionFileError(
                 f"trial {s.trial_id} ({s.path}) labels sample {ids[i]!r} as {labels[i]}, trial "
-                f"{ref.trial_id} as {ref_labels[i]}; the trials used different label maps"
+                f"{ref.trial_id} as {y[i]}; the trials used different label maps"
             )
-    y = ref_rows["label"].to_numpy(dtype=np.int64)
-    subjects = ref_rows["subject_id"].to_numpy(dtype=object)
     return P, y, ids, subjects

@@ -69,17 +69,17 @@ def _section_keys(overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+CANDIDATES_HELP = (
+    "best-per-backbone (default), top-K (e.g. top-5) or trial ids ID,ID,...; snapshots:RULE "
+    "draws from the LR-trough snapshots too (snapshots:top-10), snapshots:of-best takes the "
+    "best trial's snapshots"
+)
+
+
 @app.command("ensemble")
 def ensemble_command(
     run: Path = typer.Argument(..., help="Run folder holding predictions/ (and config.yaml)."),
-    candidates: str | None = typer.Option(
-        None,
-        help=(
-            "best-per-backbone (default), top-K (e.g. top-5) or trial ids ID,ID,...; "
-            "snapshots:RULE draws from the LR-trough snapshots too (snapshots:top-10), "
-            "snapshots:of-best takes the best trial's snapshots"
-        ),
-    ),
+    candidates: str | None = typer.Option(None, help=CANDIDATES_HELP),
     objective: str | None = typer.Option(
         None, help="What searched weights optimise on validation: logloss, wfs or ba."
     ),

@@ -243,3 +243,21 @@ def test_killed_study_keeps_the_trials_copied_so_far(tmp_path, monkeypatch) -> N
     resumed = OptunaWeights(**kw).fit(P, y)
     assert resumed.n_trials_done_ == 10
     assert len(optuna.load_study(study_name="w", storage=storage).trials) == 10
+
+
+def test_searched_weights_run_over_the_best_members_when_there_are_many() -> None:
+    from ensemble.methods import OptunaWeights, member_scores
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 400)
+    skill = np.linspace(0.2, 2.0, 20)[:, None]  # member 19 is the best alone
+    margin = skill * (2 * y - 1)[None, :] + rng.normal(0, 1, (20, 400))
+    p1 = 1 / (1 + np.exp(-margin))
+    P = np.stack([1 - p1, p1], axis=2)
+    method = OptunaWeights(n_trials=30, seed=0, max_members=5).fit(P, y)
+    best5 = set(np.argsort(member_scores(P, y, "logloss"))[:5])
+    assert set(np.flatnonzero(method.weights_)) <= best5
+    assert method.weights_.sum() == pytest.approx(1.0)
+    assert any("5 of 20 members" in n for n in method.notes_)
+    few = OptunaWeights(n_trials=10, seed=0, max_members=25).fit(P, y)
+    assert not few.notes_  # 20 members <= 25: searched over all

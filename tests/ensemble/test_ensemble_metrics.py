@@ -129,3 +129,21 @@ def test_grouped_scorer_scores_a_subset_of_metrics() -> None:
     assert np.array_equal(some["wfs"], full["wfs"]) and np.array_equal(some["auc"], full["auc"])
     with pytest.raises(ValueError, match="keys must be among"):
         scorer.scores(W, ("f2",))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_member_scores_at_once_equal_each_member_scored_alone(k: int) -> None:
+    from ensemble.methods import member_scores
+    from trainers.metrics import METRIC_KEYS, score
+
+    rng = np.random.default_rng(k)
+    P = rng.dirichlet(np.ones(k), size=(4, 300))
+    P[1] = np.round(P[1], 1)  # ties, as tiny models on small images give
+    P[1] /= P[1].sum(axis=1, keepdims=True)
+    y = rng.integers(0, k, 300)
+    y[:7] = -1  # unknown labels are left out
+    names = ["hem", "all"] if k == 2 else ["a", "b", "c"]
+    for metric in METRIC_KEYS:
+        at_once = member_scores(P, y, metric, names)
+        alone = [score(y[y >= 0], P[m][y >= 0], names)[metric] for m in range(4)]
+        np.testing.assert_allclose(at_once, alone, rtol=1e-9, atol=1e-12, err_msg=metric)
