@@ -1,7 +1,7 @@
 """Training-time augmentation presets, chosen by name (``data.augmentation``): one spec each.
 
 A preset is ONE :class:`AugmentSpec` - the ranges of its random steps (flip probabilities,
-rotation, shift, zoom, colour jitter, erasing) - and two builders read it:
+rotation, shift, zoom, colour jitter, blur, erasing) - and two builders read it:
 
 * :func:`create_augmentation` (here): a torchvision ``transforms.v2`` pipeline on one uint8
   CHW image, run per image inside the DataLoader (``data.augment_on: loader``);
@@ -31,6 +31,7 @@ generator; the data loader seeds it per sample, so a seed gives the same augment
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -40,7 +41,13 @@ from trainers._registry import Registry
 if TYPE_CHECKING:
     from torchvision.transforms.v2 import Transform
 
-__all__ = ["AUGMENTATIONS", "AugmentSpec", "create_augmentation", "preset_spec"]
+__all__ = [
+    "AUGMENTATIONS",
+    "AugmentSpec",
+    "blur_kernel_size",
+    "create_augmentation",
+    "preset_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,9 @@ class AugmentSpec:
     black fill. Colour factors are uniform in ``[1 - x, 1 + x]`` (``hue``: a shift uniform in
     ``[-hue, hue]`` of a turn), torchvision's ``ColorJitter`` formulas. ``erase_p`` is the
     chance of blacking out one box covering ``erase_scale`` of the area, aspect ratio
-    log-uniform in ``erase_ratio`` (torchvision's ``RandomErasing``).
+    log-uniform in ``erase_ratio`` (torchvision's ``RandomErasing``). ``blur``: a Gaussian blur
+    after the colour step, its SD uniform in ``blur`` pixels (of the model's input), kernel side
+    :func:`blur_kernel_size`, reflected borders (torchvision's ``GaussianBlur``); ``(0, 0)``: none.
 
     >>> AugmentSpec(hflip=0.5).geometric, AugmentSpec(hflip=0.5).affine
     (True, False)
@@ -71,6 +80,7 @@ class AugmentSpec:
     erase_p: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.15)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
+    blur: tuple[float, float] = (0.0, 0.0)
 
     @property
     def affine(self) -> bool:
@@ -86,6 +96,20 @@ class AugmentSpec:
     def colour(self) -> bool:
         """Whether the preset jitters colours."""
         return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+    @property
+    def blurs(self) -> bool:
+        """Whether the preset blurs."""
+        return max(self.blur) > 0.0
+
+
+def blur_kernel_size(spec: AugmentSpec) -> int:
+    """Side of the blur kernel: odd, covering three SDs of the widest blur on each side.
+
+    >>> blur_kernel_size(AugmentSpec(blur=(1.0, 2.0)))
+    13
+    """
+    return 2 * math.ceil(3.0 * max(spec.blur)) + 1
 
 
 #: name -> ``() -> AugmentSpec`` (the function's docstring says where the ranges come from)
@@ -156,6 +180,44 @@ def _jawahar2022() -> AugmentSpec:
     return AugmentSpec(hflip=0.5, degrees=15.0, scale=(0.9, 1.1), contrast=0.2)
 
 
+@AUGMENTATIONS.register("stain-jitter")
+def _stain_jitter() -> AugmentSpec:
+    """Flips plus a hue jitter of up to 0.3 turn either way: destroys a colour (stain) cue.
+
+    Far more than slides differ, on purpose: the synthetic ``complementary`` preset's ``stain``
+    cue rotates the whole cell's hue by 0.025 turn per within-class SD, so a model trained with
+    this preset cannot use it and must rely on texture and shape. Only flips move pixels (no
+    interpolation), and brightness, contrast and sharpness are left alone, so chromatin texture
+    survives.
+    """
+    return AugmentSpec(hflip=0.5, vflip=0.5, hue=0.3)
+
+
+@AUGMENTATIONS.register("brightness-jitter")
+def _brightness_jitter() -> AugmentSpec:
+    """Flips plus a brightness jitter, factors 0.5-1.5: destroys an intensity (density) cue.
+
+    Far more than exposure differs between slides, on purpose: the synthetic
+    ``complementary`` preset's ``density`` cue scales the whole cell's intensity by 7% per
+    within-class SD (on black, so nothing in the image is a reference), so a model trained with
+    this preset cannot use it and must rely on hue and shape. Hue, saturation and contrast are
+    left alone, and only flips move pixels.
+    """
+    return AugmentSpec(hflip=0.5, vflip=0.5, brightness=0.5)
+
+
+@AUGMENTATIONS.register("texture-blur")
+def _texture_blur() -> AugmentSpec:
+    """Flips plus a Gaussian blur of SD 1.2-2.4 pixels: destroys a fine-texture cue.
+
+    The synthetic ``complementary`` preset's ``texture`` cue (the contrast of chromatin grain
+    about 1 pixel wide at a 64 px input) is blurred away at these widths, and the random width
+    leaves what remains uninformative; colour and the nucleus' share of the cell survive, so a
+    model trained with this preset relies on those. Only flips move pixels.
+    """
+    return AugmentSpec(hflip=0.5, vflip=0.5, blur=(1.2, 2.4))
+
+
 def preset_spec(name: str) -> AugmentSpec:
     """The named preset's spec; an unknown name raises an error listing the valid names."""
     return AUGMENTATIONS.get(name)()
@@ -165,7 +227,10 @@ def preset_spec(name: str) -> AugmentSpec:
 
 
 def pil_steps(spec: AugmentSpec) -> list[Transform]:
-    """The steps of ``spec`` that run on a PIL image: flips, the affine draw, colour jitter."""
+    """The steps of ``spec`` that run on a PIL image: flips, the affine draw, colour, blur.
+
+    torchvision blurs a PIL image through its tensor kernel (and back), exactly as a tensor.
+    """
     from torchvision.transforms import v2
 
     steps: list[Transform] = []
@@ -186,6 +251,9 @@ def pil_steps(spec: AugmentSpec) -> list[Transform]:
                                     contrast=spec.contrast or None,
                                     saturation=spec.saturation or None,
                                     hue=spec.hue or None))  # fmt: skip
+    if spec.blurs:
+        size = blur_kernel_size(spec)
+        steps.append(v2.GaussianBlur(kernel_size=size, sigma=tuple(spec.blur)))
     return steps
 
 

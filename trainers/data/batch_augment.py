@@ -17,6 +17,9 @@ What each spec field becomes, and where it differs from the per-image torchvisio
   contrast blends with the mean grey, saturation with the grey image, hue shifts H in HSV by
   ``factor`` turns). Each image gets its own factors; the order of the four steps is drawn once
   per batch, torchvision draws it per image;
+* blur: ``RandomGaussianBlur`` (``p=1``) with the spec's SD range, one SD per image, the same
+  kernel side (:func:`~trainers.data.augment.blur_kernel_size`) and reflected borders as
+  torchvision's ``GaussianBlur``; the same SD gives the same image up to rounding;
 * random erasing stays hand-written (:class:`RandomErase`): Kornia's ``RandomErasing`` draws
   the aspect ratio uniformly on ``[r0, 1]`` or ``[1, r1]`` with even odds
   (``kornia/augmentation/random_generator/_2d/rectangle_earase.py``), torchvision
@@ -44,7 +47,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from trainers.data.augment import AUGMENTATIONS, AugmentSpec, preset_spec
+from trainers.data.augment import AUGMENTATIONS, AugmentSpec, blur_kernel_size, preset_spec
 
 if TYPE_CHECKING:
     from trainers._registry import Registry
@@ -114,6 +117,10 @@ def kornia_steps(spec: AugmentSpec) -> list[nn.Module]:
     if spec.colour:
         steps.append(K.ColorJitter(brightness=spec.brightness, contrast=spec.contrast,
                                    saturation=spec.saturation, hue=spec.hue, p=1.0))  # fmt: skip
+    if spec.blurs:
+        size = blur_kernel_size(spec)
+        steps.append(K.RandomGaussianBlur((size, size), tuple(spec.blur), border_type="reflect",
+                                          p=1.0))  # fmt: skip
     if spec.erase_p:
         steps.append(RandomErase(spec.erase_p, spec.erase_scale, spec.erase_ratio))
     return steps

@@ -3,7 +3,8 @@
 The per-image torchvision path (``data.augment_on: loader``) and the batched Kornia path
 (``device``) are built from the same :class:`AugmentSpec`; here, for every preset, thousands of
 parameter draws of each path are compared with two-sample Kolmogorov-Smirnov tests (rotation,
-zoom, shift, colour factors, erasing box) and binomial bounds (flip and erasing rates), and
+zoom, shift, colour factors, blur width, erasing box) and binomial bounds (flip and erasing
+rates), and
 the batched path is checked to be seeded, per-sample random and exact where the two paths
 must agree pixel for pixel.
 """
@@ -19,7 +20,14 @@ import pytest
 import torch
 from scipy import stats
 
-from trainers.data.augment import AUGMENTATIONS, AugmentSpec, pil_steps, preset_spec, tensor_steps
+from trainers.data.augment import (
+    AUGMENTATIONS,
+    AugmentSpec,
+    blur_kernel_size,
+    pil_steps,
+    preset_spec,
+    tensor_steps,
+)
 from trainers.data.batch_augment import (
     BATCH_AUGMENTATIONS,
     BatchAugment,
@@ -43,8 +51,8 @@ def torchvision_draws(spec: AugmentSpec, n: int = N) -> dict[str, np.ndarray]:
     steps = pil_steps(spec) + tensor_steps(spec)
     flat = [torch.zeros(3, SIDE, SIDE, dtype=torch.uint8)]
     out: dict[str, list[float]] = {}
-    affine, jitter, erase = (
-        _by_type(steps, k) for k in ("RandomAffine", "ColorJitter", "RandomErasing")
+    affine, jitter, blur, erase = (
+        _by_type(steps, k) for k in ("RandomAffine", "ColorJitter", "GaussianBlur", "RandomErasing")
     )
     for _ in range(n):
         if affine is not None:
@@ -58,6 +66,8 @@ def torchvision_draws(spec: AugmentSpec, n: int = N) -> dict[str, np.ndarray]:
             for key in ("brightness", "contrast", "saturation", "hue"):
                 if p[f"{key}_factor"] is not None:
                     out.setdefault(key, []).append(float(p[f"{key}_factor"]))
+        if blur is not None:
+            out.setdefault("blur_sigma", []).append(blur.make_params(flat)["sigma"][0])
         if erase is not None:
             p = erase.make_params(flat)
             out.setdefault("erase_h", []).append(p["h"] / SIDE)
@@ -82,6 +92,8 @@ def kornia_draws(spec: AugmentSpec, n: int = N) -> dict[str, np.ndarray]:
             for key in ("brightness", "contrast", "saturation", "hue"):
                 if getattr(spec, key):
                     out[key] = p[f"{key}_factor"]
+        elif kind == "RandomGaussianBlur":
+            out["blur_sigma"] = step.forward_parameters(shape)["sigma"]
         elif isinstance(step, RandomErase):
             p = step.params(n, SIDE, SIDE)
             out.update(erase_h=p["h"] / SIDE, erase_w=p["w"] / SIDE)
@@ -90,7 +102,17 @@ def kornia_draws(spec: AugmentSpec, n: int = N) -> dict[str, np.ndarray]:
 
 def test_one_registry_for_both_paths() -> None:
     assert BATCH_AUGMENTATIONS is AUGMENTATIONS
-    assert PRESETS == ["alim2024", "fata2023", "jawahar2022", "none", "paper", "strong"]
+    assert PRESETS == [
+        "alim2024",
+        "brightness-jitter",
+        "fata2023",
+        "jawahar2022",
+        "none",
+        "paper",
+        "stain-jitter",
+        "strong",
+        "texture-blur",
+    ]
     for name in PRESETS:
         spec = preset_spec(name)
         assert create_batch_augmentation(name).spec == spec
@@ -99,6 +121,7 @@ def test_one_registry_for_both_paths() -> None:
         assert ("RandomAffine" in kinds) == spec.affine
         assert ("ColorJitter" in kinds) == spec.colour
         assert ("RandomErase" in kinds) == bool(spec.erase_p)
+        assert ("RandomGaussianBlur" in kinds) == spec.blurs
 
 
 @pytest.mark.parametrize("name", [n for n in PRESETS if n != "none"])
@@ -119,6 +142,8 @@ def test_parameter_distributions_agree(name: str) -> None:
         )
         assert spec.scale[0] <= ko["scale"].min() and ko["scale"].max() <= spec.scale[1]
         assert np.abs(ko["tx"]).max() <= spec.translate + 1e-9
+    if spec.blurs:
+        assert spec.blur[0] <= ko["blur_sigma"].min() and ko["blur_sigma"].max() <= spec.blur[1]
 
 
 def _flip_rates(apply: Any, n: int) -> tuple[float, float]:
@@ -176,6 +201,24 @@ def test_pixel_identical_where_the_paths_must_agree() -> None:
     tv = create_augmentation_from(spec)(img)
     ko = BatchAugment("flips", spec)(img[None], torch.Generator())[0]
     assert torch.equal((ko * 255).round().to(torch.uint8), tv)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.6, 2.4])
+def test_blur_paths_agree_pixel_for_pixel_at_one_width(sigma: float) -> None:
+    # one SD leaves nothing to chance: the two blurs differ by rounding to uint8 only
+    img = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    spec = AugmentSpec(blur=(sigma, sigma))
+    tv = create_augmentation_from(spec)(img).float()
+    ko = BatchAugment("blur", spec)(img[None], torch.Generator())[0] * 255
+    assert (tv - ko).abs().max() <= 0.51
+    # and it is a blur: the pixel-to-pixel differences shrink
+    assert tv.diff(dim=-1).abs().mean() < 0.5 * img.float().diff(dim=-1).abs().mean()
+
+
+def test_blur_kernel_covers_three_sds() -> None:
+    assert blur_kernel_size(AugmentSpec(blur=(0.5, 1.0))) == 7
+    assert blur_kernel_size(preset_spec("texture-blur")) % 2 == 1
+    assert not AugmentSpec().blurs and preset_spec("texture-blur").blurs
 
 
 def test_batch_augmentation_is_seeded_and_per_sample() -> None:
