@@ -19,6 +19,7 @@ from pathlib import Path
 from trainers.config import TrialConfig
 from trainers.data.augment import AUGMENTATIONS
 from trainers.data.layouts import LAYOUTS
+from trainers.data.synth_presets import SYNTH_PRESETS
 from trainers.models import HEADS, backbone_problem
 from trainers.optim import OPTIMIZERS, SCHEDULES
 
@@ -36,6 +37,8 @@ def check_names(config: TrialConfig) -> list[str]:
     ]
     if config.data.layout != "auto":
         checks.append((LAYOUTS, config.data.layout, "data.layout"))
+    if config.data.synthetic is not None:
+        checks.append((SYNTH_PRESETS, config.data.synthetic.preset, "data.synthetic.preset"))
     for registry, name, key in checks:
         if name not in registry:
             problems.append(

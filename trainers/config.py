@@ -143,12 +143,13 @@ class SyntheticSpec(StrictModel):
     )
     preset: str = Field(
         "morphology",
-        description="Difficulty model (trainers.data.synth_presets): morphology = subtle "
-        "class morphology, best score unknown; complementary = independent texture, stain and "
-        "shape cues that different augmentations (texture-blur, stain-jitter) destroy, so "
-        "members trained with them see different evidence; single-cue = one shape cue of the "
-        "same total strength that no augmentation destroys. The latent presets record their "
-        "Bayes ceiling (accuracy, AUC) in the dataset's .wen-synthetic.json.",
+        description="Difficulty model (trainers.data.synth_presets): morphology = the original "
+        "subtle morphology, best score unknown; complementary = independent stain-hue, "
+        "stain-density and shape cues, where stain-jitter destroys the hue and "
+        "brightness-jitter the density, so members trained with the two see different "
+        "evidence; single-cue = one shape cue of the same total strength that no augmentation "
+        "destroys. The latent presets record their Bayes ceiling (cell-level accuracy and AUC, "
+        "Monte Carlo) in the dataset's .wen-synthetic.json.",
     )
 
     @model_validator(mode="after")

@@ -1,18 +1,72 @@
 """Synthetic stained-cell datasets written in the real layouts, for tests, demos and CI.
 
 Each image is one cell centred on black, like C-NMC-2019: a pale cytoplasm around a dark,
-textured nucleus. The class sets the cell's morphology - nucleus size, nucleus/cytoplasm ratio,
-contour irregularity, chromatin grain and contrast, nucleoli - with heavy overlap between
-classes, so the task is learnable but not trivial. Each subject (patient) has its own stain
-colour, brightness and cell size, strong enough that a split that puts one subject's cells on
-both sides scores visibly higher than a split by subject: the same trap the real data sets.
+textured nucleus. Everything is drawn from seeded generators, one stream per subject and per
+image, so a seed gives the same files. ``data.synthetic.preset`` chooses the difficulty model
+(:data:`SYNTH_PRESETS`, :mod:`trainers.data.synth_presets`):
+
+``morphology`` (the default, the original generator; its files never change): the class sets
+the cell's morphology - nucleus size, nucleus/cytoplasm ratio, contour irregularity, chromatin
+grain and contrast, nucleoli - each about one within-class SD apart, with heavy overlap, so
+the task is learnable but not trivial. Each subject (patient) has its own stain colour,
+brightness and cell size, strong enough that a split that puts one subject's cells on both
+sides scores visibly higher than a split by subject: the same trap the real data sets. Its
+best achievable score is unknown (tiny CNNs from scratch reach val AUC 0.55-0.68).
+
+The latent presets draw each cell from an explicit model whose best score is known:
+
+* **Cues.** Each cell has one latent value per cue, ``z = d * (grade - 1/2) + sqrt(r) * u +
+  sqrt(1 - r) * e`` (grade 0 = hem/Benign ... 1 = all/Pro; ``u`` one standard normal per
+  subject, ``e`` one per cell), so given the class every cue is N(mean, 1), independent of
+  the others. The *strength* ``d`` is the class mean shift in within-class SDs; ``r`` is the
+  subject's share of the within-class variance (its stain batch, its cells' shape): the subject
+  nuisance that enters the cues. The renderer makes each latent a big pixel effect a tiny CNN
+  reads easily at 64 px: ``shape`` = the nucleus' radius share of the cell (0.60 + 0.05 per
+  SD); ``stain`` = the whole cell's hue (0.025 turn per SD, nucleus and cytoplasm alike, so
+  nothing in the image is a colour reference); ``density`` = the whole cell's intensity (7%
+  darker per SD for a higher grade, on black); ``texture`` = the contrast of 1 px chromatin
+  grain (x exp(0.25) per SD), class-free in both presets (tiny CNNs, test_convnext above
+  all, do not learn it in 8 epochs of a few hundred cells).
+* **What destroys which cue** (:attr:`~trainers.data.synth_presets.Cue.destroyed_when`, and
+  the marker lists the augmentation presets): ``stain-jitter`` (hue +-0.3 turn) the stain
+  cue, ``brightness-jitter`` (factors 0.5-1.5) the density cue, ``texture-blur`` the texture;
+  nothing destroys shape.
+* **Nuisance** free of class: each subject's cell size (log-SD 0.06) and each cell's size
+  (0.04), contour, nucleus position, cytoplasm granules and sensor noise.
+
+=================  ==========================================  ================================
+preset             strengths d (subject share r)               what it is for
+=================  ==========================================  ================================
+``complementary``  stain 1.6 (0.25), density 1.6 (0.25),       members trained with
+                   shape 0.6 (0.1)                             stain-jitter and
+                                                               brightness-jitter see different
+                                                               evidence: their average gains
+``single-cue``     shape 2.34 (0.1), sqrt(1.6^2+1.6^2+0.6^2)   the same ceiling on one cue no
+                                                               augmentation destroys: no member
+                                                               knows what another does not
+=================  ==========================================  ================================
+
+**The ceiling.** For a latent preset the marker records ``ceiling``: the cell-level accuracy
+and AUC (:func:`trainers.metrics.score`'s definitions) of the Bayes-optimal classifier of one
+cell's latent cue values - the posterior of independent N(mean, 1) cues with the labelled
+images' class shares as priors, argmax for accuracy - against the labels with their noise,
+estimated by Monte Carlo on the generator's own model (200,000 cells in subjects, stream
+``[seed, 7]``; binomial SE for accuracy, SE over 10 chunks for the AUC). For two classes it
+equals the closed form Phi(sqrt(sum d^2) / sqrt(2)) (a test checks it, label noise
+included: acc' = (1 - eps) acc + eps (1 - acc)). No classifier of the images can beat it in
+expectation: the renderer only adds nuisance. ``ceiling_realised`` scores the same classifier
+on the images actually drawn, per split (C-NMC: ``fold_0..2``, ``test``): a validation fold of
+a dozen subjects varies from seed to seed (complementary, 24 subjects a class: fold 0 AUC
+0.91-0.99 over six seeds), so compare a member with its own fold's figure. :func:`ceiling`
+gives the record without writing images, :func:`cell_latents` every image's latents.
 
 ``label_noise`` flips an exact, recorded number of labels (the image keeps its true-class
-morphology, its name and folder take the flipped class): a known ceiling on accuracy.
-Everything is drawn from seeded generators, one stream per image, so a seed gives the same files.
+look, its name and folder take the flipped class): part of both ceilings.
 
-The generator writes ``.wen-synthetic.json`` at the root last; it records the spec and the
-flipped samples and marks the dataset complete (a hidden file, so readers skip it).
+The generator writes ``.wen-synthetic.json`` at the root last; it records the spec (with the
+preset), the flipped samples and, for a latent preset, the cues (strength, subject share,
+pixels, destroying augmentations), the nuisance and the ceilings, and marks the dataset
+complete (a hidden file, so readers skip it).
 
 >>> import tempfile
 >>> root = synthesize(Path(tempfile.mkdtemp()) / "d", "cnmc-kaggle", 4, 2, 32, seed=0)
@@ -22,6 +76,7 @@ flipped samples and marks the dataset complete (a hidden file, so readers skip i
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import json
 import math
@@ -36,6 +91,18 @@ from PIL import Image
 
 from trainers._atomic import staged_folder
 from trainers.config import min_synthetic_subjects
+from trainers.data.synth_presets import (
+    CUE_ORDER,
+    CUES,
+    SYNTH_PRESETS,
+    SynthPreset,
+    bayes_ceiling,
+    bayes_posterior,
+    class_means,
+    combine_latents,
+    difficulty_record,
+    realised_scores,
+)
 from trainers.data.layouts import (
     ALL4_CLASSES,
     CNMC_CLASSES,
@@ -48,7 +115,16 @@ from trainers.data.layouts import (
 if TYPE_CHECKING:
     from trainers.config import SyntheticSpec
 
-__all__ = ["MARKER", "SYNTH_LAYOUTS", "ensure_synthetic", "read_synthetic_info", "synthesize"]
+__all__ = [
+    "MARKER",
+    "SYNTH_LAYOUTS",
+    "SYNTH_PRESETS",
+    "ceiling",
+    "cell_latents",
+    "ensure_synthetic",
+    "read_synthetic_info",
+    "synthesize",
+]
 
 MARKER = ".wen-synthetic.json"
 SYNTH_LAYOUTS = ("cnmc-kaggle", "cnmc-tcia", "all4", "imagefolder")
@@ -207,6 +283,98 @@ def _render_cell(
     for c in range(3):
         plane = cytoplasm * np.float32(look.cytoplasm_rgb[c] * jitter[c])
         plane += nucleus * np.float32(look.nucleus_rgb[c] * jitter[c])
+        plane += polar.noise[c, oy : oy + shape[0], ox : ox + shape[1]] * sensor
+        np.clip(plane, 0.0, 1.0, out=plane)
+        region[..., c] = plane * 255.0 + 0.5
+    return image
+
+
+# ----------------------------------------------------------------- drawing the cue presets
+
+
+@dataclass(frozen=True)
+class _CueLook:
+    """A subject of a latent-cue preset: its shift of each cue's latent (standard normal, in
+    :data:`~trainers.data.synth_presets.CUE_ORDER`), brightness and cell size."""
+
+    shift: np.ndarray
+    brightness: float
+    scale: float
+
+
+def _draw_cue_subject(rng: np.random.Generator, preset: SynthPreset) -> _CueLook:
+    return _CueLook(
+        shift=rng.standard_normal(len(CUE_ORDER)),
+        brightness=float(np.exp(rng.normal(0.0, preset.brightness_sd))),
+        scale=float(np.exp(rng.normal(0.0, preset.scale_sd))),
+    )
+
+
+# the cue presets' colours before the stain cue's hue rotation and the subject's brightness
+_CUE_NUCLEUS = np.array([0.40, 0.19, 0.51], dtype=np.float32)
+_CUE_CYTOPLASM = np.array([0.63, 0.54, 0.70], dtype=np.float32)
+_GRAIN = 0.012  # chromatin grain of the texture cue, a share of the side: about 1 px at 64 px
+
+
+def _hue_rotated(rgb: np.ndarray, turns: float) -> np.ndarray:
+    """``rgb`` with its HSV hue rotated by ``turns`` (what a hue jitter does to every pixel)."""
+    h, sat, v = colorsys.rgb_to_hsv(*(float(c) for c in rgb))
+    return np.array(colorsys.hsv_to_rgb((h + turns) % 1.0, sat, v), dtype=np.float32)
+
+
+def _cue_parameters(z: np.ndarray) -> tuple[float, float, float, float]:
+    """Nucleus/cell radius ratio, chromatin contrast, hue rotation (turns) and intensity factor
+    of latents ``z`` (in :data:`~trainers.data.synth_presets.CUE_ORDER`)."""
+    shape, texture, stain, density = (CUES[name] for name in CUE_ORDER)
+    ratio = float(np.clip(shape.base + shape.per_sd * float(z[0]), 0.30, 0.90))
+    contrast = float(np.clip(texture.base * math.exp(texture.per_sd * float(z[1])), 0.02, 0.6))
+    hue = stain.base + stain.per_sd * float(z[2])
+    return ratio, contrast, hue, math.exp(density.base + density.per_sd * float(z[3]))
+
+
+def _render_cue_cell(
+    rng: np.random.Generator, size: int, z: np.ndarray, look: _CueLook
+) -> np.ndarray:
+    """One cell of a latent-cue preset as uint8 (size, size, 3); its cues set by latents ``z``.
+
+    Everything but the cues is class-free nuisance: the cell's size (the subject's and its
+    own), contour, the nucleus' position, cytoplasm granules, brightness and sensor noise.
+    """
+    s = float(size)
+    polar = _polar(size)
+    ratio, contrast, hue, intensity = _cue_parameters(z)
+    cell_r = min(s * 0.27 * look.scale * math.exp(rng.normal(0.0, 0.04)), 0.40 * s)
+    nucleus_r = ratio * cell_r
+    edge = max(1.0, s / 180.0)
+    shift = np.clip(rng.normal(0.0, 0.015 * s, 2), -0.04 * s, 0.04 * s)
+    cx, cy = int(round((s - 1) / 2 + shift[0])), int(round((s - 1) / 2 + shift[1]))
+    cell_table = _contour_table(cell_r, 0.05, range(2, 5), rng)
+    half = int(math.ceil(float(cell_table.max()) + 2 * edge))
+    box = (max(0, cy - half), min(size, cy + half + 1), max(0, cx - half), min(size, cx + half + 1))
+    shape = (box[1] - box[0], box[3] - box[2])
+    cell_alpha = _shape_alpha(polar, size, (cx, cy), box, cell_table, edge)
+    offset = rng.uniform(0.0, 0.35) * (cell_r - nucleus_r)
+    direction = rng.uniform(0, 2 * math.pi)
+    nx = int(round(cx + offset * math.cos(direction)))
+    ny = int(round(cy + offset * math.sin(direction)))
+    nucleus_table = _contour_table(nucleus_r, 0.05, range(2, 6), rng)
+    nucleus_alpha = _shape_alpha(polar, size, (nx, ny), box, nucleus_table, edge) * cell_alpha
+    chromatin = np.clip(1.0 - contrast * _smooth_noise(rng, shape, s * _GRAIN), 0.1, 1.9)
+    granules = 1.0 + 0.04 * _smooth_noise(rng, shape, s / 25.0)
+
+    bright = look.brightness * intensity
+    cytoplasm = (cell_alpha - nucleus_alpha) * granules
+    nucleus = nucleus_alpha * chromatin
+    oy = int(rng.integers(0, 2 * size - shape[0] + 1))
+    ox = int(rng.integers(0, 2 * size - shape[1] + 1))
+    sensor = cell_alpha * np.float32(0.015 * bright)
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    region = image[box[0] : box[1], box[2] : box[3]]
+    nucleus_rgb = _hue_rotated(_CUE_NUCLEUS, hue) * bright
+    cytoplasm_rgb = _hue_rotated(_CUE_CYTOPLASM, hue) * bright
+    for c in range(3):
+        plane = cytoplasm * np.float32(cytoplasm_rgb[c])
+        plane += nucleus * np.float32(nucleus_rgb[c])
         plane += polar.noise[c, oy : oy + shape[0], ox : ox + shape[1]] * sensor
         np.clip(plane, 0.0, 1.0, out=plane)
         region[..., c] = plane * 255.0 + 0.5
@@ -397,6 +565,7 @@ def synthesize(
     size: int,
     seed: int,
     label_noise: float = 0.0,
+    preset: str = "morphology",
 ) -> Path:
     """Write a synthetic dataset in ``layout`` to the empty (or new) folder ``out``.
 
@@ -404,9 +573,12 @@ def synthesize(
     preliminary test set (numbered files plus the labels CSV), the rest spread over
     ``fold_0..2`` - and one more per class in the unlabelled final set; healthy subjects give
     half as many cells (images ~2:1 ALL:hem). all4: four graded classes, no subject ids.
-    imagefolder: classes ``all``/``hem`` with ``subjects.csv``. Returns ``out``.
+    imagefolder: classes ``all``/``hem`` with ``subjects.csv``. ``preset`` names the
+    difficulty model (:data:`SYNTH_PRESETS`; an unknown name raises listing the valid ones).
+    Returns ``out``.
     """
     _check_args(layout, subjects_per_class, cells_per_subject, size, label_noise)
+    model = SYNTH_PRESETS.get(preset)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(
@@ -414,25 +586,10 @@ def synthesize(
             "or delete it first"
         )
     out.mkdir(parents=True, exist_ok=True)
-    subjects = _plan_subjects(layout, subjects_per_class, cells_per_subject)
-    looks = [_draw_subject(np.random.default_rng([seed, 1, s.index])) for s in subjects]
-    cells: list[_Cell] = []
-    for subj in subjects:
-        for _ in range(subj.cells):
-            label = subj.true_class if subj.split != "final" else -1
-            cells.append(
-                _Cell(len(cells), subj.index, subj.true_class, label, subj.split, subj.fold)
-            )
-    n_classes = len(_class_names(layout))
-    n_flipped = _flip(cells, label_noise, n_classes, np.random.default_rng([seed, 2]))
-    _assign_paths(layout, cells, subjects, np.random.default_rng([seed, 3]))
-
-    grades = _grades(layout)
-    for cell in cells:
-        rng = np.random.default_rng([seed, 4, cell.index])
-        image = _render_cell(rng, size, grades[cell.true_class], looks[cell.subject])
-        _save(image, out / cell.rel)
-
+    subjects, cells, n_flipped = _plan(
+        layout, subjects_per_class, cells_per_subject, seed, label_noise
+    )
+    z = _draw_images(out, layout, model, cells, subjects, size, seed)
     if layout.startswith("cnmc"):
         _write_prelim_csv(out, layout, cells)
     if layout == "imagefolder":
@@ -447,13 +604,179 @@ def synthesize(
         "size": size,
         "seed": seed,
         "label_noise": label_noise,
+        "preset": preset,
         "n_images": len(cells),
         "n_labelled": sum(c.split != "final" for c in cells),
         "n_flipped": n_flipped,
         "flipped": flipped,
     }
+    if z is not None:
+        info["difficulty"] = difficulty_record(model)
+        info["ceiling"] = _ceiling(model, layout, cells, cells_per_subject, label_noise, seed)
+        info["ceiling_realised"] = _realised_ceiling(model, layout, cells, z)
     (out / MARKER).write_text(json.dumps(info, indent=1))
     return out
+
+
+def _plan(
+    layout: str, per_class: int, cells_per_subject: int, seed: int, label_noise: float
+) -> tuple[list[_Subject], list[_Cell], int]:
+    """Subjects, cells (with their labels, flipped or not, and paths) and the flip count."""
+    subjects = _plan_subjects(layout, per_class, cells_per_subject)
+    cells: list[_Cell] = []
+    for subj in subjects:
+        for _ in range(subj.cells):
+            label = subj.true_class if subj.split != "final" else -1
+            cells.append(
+                _Cell(len(cells), subj.index, subj.true_class, label, subj.split, subj.fold)
+            )
+    n_classes = len(_class_names(layout))
+    n_flipped = _flip(cells, label_noise, n_classes, np.random.default_rng([seed, 2]))
+    _assign_paths(layout, cells, subjects, np.random.default_rng([seed, 3]))
+    return subjects, cells, n_flipped
+
+
+def _latents(
+    model: SynthPreset, layout: str, cells: list[_Cell], subjects: list[_Subject], seed: int
+) -> tuple[list[_CueLook], np.ndarray]:
+    """Each subject's look and each cell's latent cues [cells, cues]: one seeded stream per
+    subject (``[seed, 1, subject]``) and one per cell (``[seed, 5, cell]``)."""
+    looks = [_draw_cue_subject(np.random.default_rng([seed, 1, s.index]), model) for s in subjects]
+    means = class_means(model, _grades(layout))
+    z = np.empty((len(cells), len(CUE_ORDER)))
+    for cell in cells:
+        noise = np.random.default_rng([seed, 5, cell.index]).standard_normal(len(CUE_ORDER))
+        z[cell.index] = combine_latents(
+            model, means[cell.true_class], looks[cell.subject].shift, noise
+        )
+    return looks, z
+
+
+def _draw_images(
+    out: Path,
+    layout: str,
+    model: SynthPreset,
+    cells: list[_Cell],
+    subjects: list[_Subject],
+    size: int,
+    seed: int,
+) -> np.ndarray | None:
+    """Render and save every cell, one seeded stream per image (``[seed, 4, cell]``); the
+    cells' latent cues (None for the morphology renderer)."""
+    if not model.latent:
+        grades = _grades(layout)
+        looks = [_draw_subject(np.random.default_rng([seed, 1, s.index])) for s in subjects]
+        for cell in cells:
+            rng = np.random.default_rng([seed, 4, cell.index])
+            image = _render_cell(rng, size, grades[cell.true_class], looks[cell.subject])
+            _save(image, out / cell.rel)
+        return None
+    cue_looks, z = _latents(model, layout, cells, subjects, seed)
+    for cell in cells:
+        rng = np.random.default_rng([seed, 4, cell.index])
+        image = _render_cue_cell(rng, size, z[cell.index], cue_looks[cell.subject])
+        _save(image, out / cell.rel)
+    return z
+
+
+def _priors(layout: str, cells: list[_Cell]) -> np.ndarray:
+    """The labelled images' class shares."""
+    names = _class_names(layout)
+    labelled = [c.true_class for c in cells if c.split != "final"]
+    return np.bincount(labelled, minlength=len(names)) / len(labelled)
+
+
+def _ceiling(
+    model: SynthPreset,
+    layout: str,
+    cells: list[_Cell],
+    cells_per_subject: int,
+    label_noise: float,
+    seed: int,
+) -> dict:
+    """The Bayes ceiling of the labelled images (their class shares are the priors)."""
+    return bayes_ceiling(
+        model,
+        _grades(layout),
+        _priors(layout, cells).tolist(),
+        _class_names(layout),
+        label_noise=label_noise,
+        cells_per_subject=cells_per_subject,
+        seed=seed,
+    )
+
+
+def _split_name(cell: _Cell) -> str:
+    return f"fold_{cell.fold}" if cell.split == "train" and cell.fold >= 0 else cell.split
+
+
+def _realised_ceiling(model: SynthPreset, layout: str, cells: list[_Cell], z: np.ndarray) -> dict:
+    """The Bayes classifier scored on the images actually drawn, per source split (C-NMC:
+    ``fold_0..2`` and ``test``; otherwise ``train``) and on all labelled images, against their
+    labels as written: what a validation or test figure of this dataset can reach."""
+    names = _class_names(layout)
+    post = bayes_posterior(model, _grades(layout), _priors(layout, cells), z)
+    labels = np.array([c.label for c in cells])
+    groups: dict[str, list[int]] = {}
+    for cell in cells:
+        if cell.split != "final":
+            groups.setdefault(_split_name(cell), []).append(cell.index)
+            groups.setdefault("labelled", []).append(cell.index)
+    out: dict = {}
+    for name, rows in sorted(groups.items()):
+        acc, auc = realised_scores(labels[rows], post[rows], names)
+        out[name] = {"n": len(rows), "accuracy": round(acc, 4), "auc": auc}
+    out["how"] = (
+        "the Bayes posterior of each image's own latent cues (as in the ceiling) scored against "
+        "the labels written; cells of one subject are not independent, so a small split's "
+        "figure varies from seed to seed by more than a binomial error"
+    )
+    return out
+
+
+def cell_latents(spec: SyntheticSpec) -> dict[str, list | np.ndarray] | None:
+    """The latent cue values of every image ``spec`` writes, recomputed without rendering;
+    None for a preset without a latent model.
+
+    Keys: ``path`` (relative to the dataset root), ``subject`` (name), ``split`` (train, test,
+    final), ``fold``, ``true_class`` and ``label`` (after label noise; -1 unlabelled) as class
+    indices, and ``z`` [images, cues] in :data:`~trainers.data.synth_presets.CUE_ORDER`. With
+    them the Bayes classifier of any subset (a validation fold) can be scored.
+    """
+    model = SYNTH_PRESETS.get(spec.preset)
+    if not model.latent:
+        return None
+    subjects, cells, _ = _plan(
+        spec.layout, spec.subjects_per_class, spec.cells_per_subject, spec.seed, spec.label_noise
+    )
+    _, z = _latents(model, spec.layout, cells, subjects, spec.seed)
+    return {
+        "path": [c.rel for c in cells],
+        "subject": [subjects[c.subject].name for c in cells],
+        "split": [c.split for c in cells],
+        "fold": [c.fold for c in cells],
+        "true_class": [c.true_class for c in cells],
+        "label": [c.label for c in cells],
+        "z": z,
+    }
+
+
+def ceiling(spec: SyntheticSpec) -> dict | None:
+    """The Bayes ceiling the generator records for ``spec`` (``ceiling`` in its marker), without
+    writing images; None for a preset without a latent model (``morphology``).
+
+    >>> from trainers.config import SyntheticSpec
+    >>> c = ceiling(SyntheticSpec(preset="complementary", subjects_per_class=4))
+    >>> 0.8 < c["auc"] < 1.0, c["n_monte_carlo"]
+    (True, 200000)
+    """
+    model = SYNTH_PRESETS.get(spec.preset)
+    if not model.latent:
+        return None
+    _, cells, _ = _plan(
+        spec.layout, spec.subjects_per_class, spec.cells_per_subject, spec.seed, spec.label_noise
+    )
+    return _ceiling(model, spec.layout, cells, spec.cells_per_subject, spec.label_noise, spec.seed)
 
 
 def _write_prelim_csv(out: Path, layout: str, cells: list[_Cell]) -> None:
@@ -491,8 +814,14 @@ def _spec_fields(spec: SyntheticSpec) -> dict:
     return {k: v for k, v in spec.model_dump(mode="json").items()}
 
 
+#: what a marker written before a spec field existed means by its absence
+_LEGACY_FIELDS = {"preset": "morphology"}
+
+
 def _matches(info: dict | None, spec: SyntheticSpec) -> bool:
-    return info is not None and all(info.get(k) == v for k, v in _spec_fields(spec).items())
+    return info is not None and all(
+        info.get(k, _LEGACY_FIELDS.get(k)) == v for k, v in _spec_fields(spec).items()
+    )
 
 
 def ensure_synthetic(spec: SyntheticSpec, directory: Path | None = None) -> Path:
@@ -529,6 +858,7 @@ def ensure_synthetic(spec: SyntheticSpec, directory: Path | None = None) -> Path
                 spec.size,
                 spec.seed,
                 spec.label_noise,
+                spec.preset,
             )
     except OSError:
         if not _matches(read_synthetic_info(target), spec):
