@@ -235,17 +235,18 @@ def member_score_table(
     keys: Sequence[str] = METRIC_KEYS,
 ) -> dict[str, np.ndarray]:
     """:func:`member_scores` for every metric in ``keys`` at once (one confusion count)."""
-    P = np.asarray(P, dtype=np.float64)
+    P = np.asarray(P)
     y = np.asarray(y, dtype=np.int64)
     keep = y >= 0
-    P, y = P[:, keep], y[keep]
+    if not keep.all():  # a copy of hundreds of candidates only when some labels are unknown
+        P, y = P[:, keep], y[keep]
     n, k = len(P), P.shape[2]
     pos = positive_index(class_names, k)
     out: dict[str, np.ndarray] = {}
     if "auc" in keys:
         out["auc"] = _member_auc(P, y, pos, class_names)
     if "logloss" in keys:
-        clipped = np.clip(P, _CLIP, 1.0)
+        clipped = np.clip(P.astype(np.float64, copy=False), _CLIP, 1.0)
         p_true = clipped[:, np.arange(len(y)), y] / clipped.sum(axis=2)
         out["logloss"] = -np.log(p_true).mean(axis=1)
     if set(keys) - {"auc", "logloss"}:

@@ -273,7 +273,7 @@ def _checked_sets(
     with_test = [s for s in sets if not s.split("test").empty]
     if not with_test:
         return sets
-    keys = {id(s): tuple(sorted(s.split("test")["sample_id"])) for s in with_test}
+    keys = {id(s): tuple(s.sorted_arrays("test")[0]) for s in with_test}
     ref = _majority(list(keys.values()))
     bad = [
         (

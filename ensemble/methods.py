@@ -450,10 +450,8 @@ class GreedySelection(EnsembleMethod):
         k = len(P)
         counts = np.zeros(k)
         best_counts, best_value = None, np.inf if lower else -np.inf
-        eye = np.eye(k)
         for _ in range(self.n_rounds):
-            candidates = (counts[None, :] + eye) / (counts.sum() + 1)
-            values = objective.score_many(candidates)
+            values = objective.score_additions(counts)
             values = np.where(np.isnan(values), np.inf if lower else -np.inf, values)
             pick = int(np.argmin(values) if lower else np.argmax(values))
             counts[pick] += 1

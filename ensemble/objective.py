@@ -90,25 +90,38 @@ class WeightObjective:
             p_true = (w @ self._p_true) / (w @ self._row_sum)
             return -np.log(p_true).mean(axis=1)
         mix = np.einsum("mk,knc->mnc", w, self.P, optimize=True)
-        pred = mix.argmax(axis=2)
+        return self._confusion_values(mix.argmax(axis=2))
+
+    def score_additions(self, counts: np.ndarray) -> np.ndarray:
+        """Objective value of ``counts + e_i`` (normalised) for every member i at once.
+
+        Greedy selection's inner loop: the current blend is summed once, so scoring all N
+        additions costs N x samples, not the N x N x samples of :meth:`score_many` on the
+        candidate weight matrix. The normalisation cancels out of both the log-loss ratio and
+        the argmax, so the sums need no dividing.
+        """
+        c = np.asarray(counts, dtype=np.float64)
+        if self.metric == "logloss":
+            p_true = (c @ self._p_true)[None, :] + self._p_true
+            row_sum = (c @ self._row_sum)[None, :] + self._row_sum
+            return -np.log(p_true / row_sum).mean(axis=1)
+        mix = np.tensordot(c, self.P, axes=1)[None] + self.P  # [members, samples, classes]
+        return self._confusion_values(mix.argmax(axis=2))
+
+    def _confusion_values(self, pred: np.ndarray) -> np.ndarray:
+        """The (non-logloss) metric of each row of predicted classes ``pred`` [m, samples]."""
         k = self.k
-        offsets = (np.arange(len(w)) * k * k)[:, None]
+        offsets = (np.arange(len(pred)) * k * k)[:, None]
         cm = np.bincount(
-            (offsets + self.y[None, :] * k + pred).ravel(), minlength=len(w) * k * k
-        ).reshape(len(w), k, k)
+            (offsets + self.y[None, :] * k + pred).ravel(), minlength=len(pred) * k * k
+        ).reshape(len(pred), k, k)
         return confusion_metrics(cm, self.pos)[self.metric]
 
     def member_values(self) -> np.ndarray:
         """Each member's own objective value (its one-hot weights), without blending them."""
         if self.metric == "logloss":
             return -np.log(self._p_true / self._row_sum).mean(axis=1)
-        pred = self.P.argmax(axis=2)
-        k = self.k
-        offsets = (np.arange(self.n_members) * k * k)[:, None]
-        cm = np.bincount(
-            (offsets + self.y[None, :] * k + pred).ravel(), minlength=self.n_members * k * k
-        ).reshape(self.n_members, k, k)
-        return confusion_metrics(cm, self.pos)[self.metric]
+        return self._confusion_values(self.P.argmax(axis=2))
 
     def score(self, weights: np.ndarray) -> float:
         """Objective value of one weight vector."""

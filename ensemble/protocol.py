@@ -196,13 +196,18 @@ class CandidateSelection:
 
     pool: np.ndarray  # [all members, samples, classes], aligned with the candidates' val
     rule: CandidateRule
+    #: each fold's choice, by its fitting rows: every method of the cross-fit shares the folds
+    _picked: dict[bytes, list[int]] = field(default_factory=dict, compare=False, repr=False)
 
     def members_for(
         self, fit_idx: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None
     ) -> np.ndarray:
         """The candidates' predictions [candidates, samples, classes], chosen on ``fit_idx``."""
-        scores = member_scores(self.pool[:, fit_idx], y[fit_idx], self.rule.by, class_names)
-        return self.pool[self.rule.pick(scores)]
+        key = np.asarray(fit_idx).tobytes()
+        if key not in self._picked:
+            scores = member_scores(self.pool[:, fit_idx], y[fit_idx], self.rule.by, class_names)
+            self._picked[key] = self.rule.pick(scores)
+        return self.pool[self._picked[key]]
 
 
 def _score_result(

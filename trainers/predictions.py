@@ -118,18 +118,25 @@ class PredictionSet:
         the ensemble stage aligns hundreds of files by them)."""
         key = f"arrays:{split}"
         if key not in self._split_cache:
-            rows = self.split(split)
-            ids = rows["sample_id"].to_numpy(dtype=object)
+            mask = (self.frame["split"] == split).to_numpy()
+            ids = self.frame["sample_id"].to_numpy(dtype=object)[mask]
             order = np.argsort(ids.astype(str), kind="stable")
-            probs = rows["probs"].to_numpy()
-            P = np.stack(probs).astype(np.float32, copy=False) if len(probs) else np.empty((0, 0))
             self._split_cache[key] = (
                 ids[order],
-                P[order] if len(probs) else P,
-                rows["label"].to_numpy(dtype=np.int64)[order],
-                rows["subject_id"].to_numpy(dtype=object)[order],
+                self._probs()[mask][order],
+                self.frame["label"].to_numpy(dtype=np.int64)[mask][order],
+                self.frame["subject_id"].to_numpy(dtype=object)[mask][order],
             )
         return self._split_cache[key]
+
+    def _probs(self) -> np.ndarray:
+        """Every row's probabilities as one [n, k] float32 matrix (from the file when read)."""
+        if "probs" not in self._split_cache:
+            k = len(self.class_names)
+            cells = self.frame["probs"].to_numpy()
+            stacked = np.stack(cells).astype(np.float32) if len(cells) else np.empty((0, k))
+            self._split_cache["probs"] = stacked
+        return self._split_cache["probs"]
 
     @property
     def backbone(self) -> str:
@@ -249,8 +256,9 @@ def _same_kind(actual: pa.DataType, expected: pa.DataType) -> bool:
     return False
 
 
-def _validate_table(table: pa.Table, class_names: list[str], where: str) -> None:
-    """Raise PredictionFileError unless ``table`` is a valid prediction table."""
+def _validate_table(table: pa.Table, class_names: list[str], where: str) -> np.ndarray:
+    """Raise PredictionFileError unless ``table`` is a valid prediction table; return its
+    probabilities as an [n, k] matrix."""
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise PredictionFileError(
@@ -269,12 +277,14 @@ def _validate_table(table: pa.Table, class_names: list[str], where: str) -> None
             f"{where}: class_names must be a non-empty list of distinct names, got {class_names}"
         )
     k = len(class_names)
-    _validate_probs(table, k, where)
+    probs = _validate_probs(table, k, where)
     _validate_rows(table, k, where)
+    return probs
 
 
-def _validate_probs(table: pa.Table, k: int, where: str) -> None:
-    """``probs`` and ``logits`` hold ``k`` values a row; probs are finite, >= 0, sum to 1."""
+def _validate_probs(table: pa.Table, k: int, where: str) -> np.ndarray:
+    """``probs`` and ``logits`` hold ``k`` values a row; probs are finite, >= 0, sum to 1.
+    Returns the probabilities as an [n, k] float32 matrix."""
     probs = _list_matrix(table.column("probs"), k, "probs", where)
     _list_matrix(table.column("logits"), k, "logits", where)
     if not np.isfinite(probs).all():
@@ -288,6 +298,7 @@ def _validate_probs(table: pa.Table, k: int, where: str) -> None:
             f"{where}: each probs row must sum to 1 (atol {SUM_ATOL}), row {int(off[0])} sums "
             f"to {sums[off[0]]:.6f}; normalise the probabilities before writing"
         )
+    return probs
 
 
 def _validate_rows(table: pa.Table, k: int, where: str) -> None:
@@ -455,11 +466,13 @@ def read_predictions(path: str | Path) -> PredictionSet:
         ) from None
     class_names, config, snapshot_of = _read_metadata(table.schema.metadata, where)
     table = _upgrade(table)
-    _validate_table(table, class_names, where)
+    probs = _validate_table(table, class_names, where)
     table = table.select(list(COLUMNS)).cast(SCHEMA.remove_metadata())
     frame = table.to_pandas()
     trial_id = str(frame["trial_id"].iloc[0]) if len(frame) else path.stem
-    return PredictionSet(frame, class_names, config, trial_id, path, snapshot_of)
+    pset = PredictionSet(frame, class_names, config, trial_id, path, snapshot_of)
+    pset._split_cache["probs"] = probs  # the validated matrix: aligning needs no np.stack
+    return pset
 
 
 def read_prediction_dir(

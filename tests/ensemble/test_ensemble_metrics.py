@@ -147,3 +147,14 @@ def test_member_scores_at_once_equal_each_member_scored_alone(k: int) -> None:
         at_once = member_scores(P, y, metric, names)
         alone = [score(y[y >= 0], P[m][y >= 0], names)[metric] for m in range(4)]
         np.testing.assert_allclose(at_once, alone, rtol=1e-9, atol=1e-12, err_msg=metric)
+
+
+@pytest.mark.parametrize("metric", ["logloss", "wfs", "kappa"])
+def test_greedy_additions_score_as_the_explicit_candidate_weights(metric: str) -> None:
+    rng = np.random.default_rng(7)
+    P = rng.dirichlet(np.ones(3), size=(6, 200))
+    y = rng.integers(0, 3, 200)
+    objective = WeightObjective(P, y, metric, ["a", "b", "c"])
+    counts = np.array([2.0, 0, 1, 0, 0, 3])
+    explicit = objective.score_many((counts[None, :] + np.eye(6)) / (counts.sum() + 1))
+    np.testing.assert_allclose(objective.score_additions(counts), explicit, rtol=1e-12)
