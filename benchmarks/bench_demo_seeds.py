@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_demo import _wen
+from trainers.data.synth import read_synthetic_info
+from trainers.run_layout import RUN_LAYOUT
 
 PRESETS = ("complementary", "single-cue")
 METHODS = {"wen_kappa": "WEN-kappa", "sap": "SAP", "optuna": "searched"}
@@ -55,11 +57,10 @@ def demo_outcome(run: Path, data: Path) -> dict[str, Any]:
     """What one finished demo found, read from the files ``wen ensemble`` and the generator
     wrote: the chosen method's paired WFS interval, each method's differences, the members'
     validation AUC and the ceiling."""
-    ens = run / "ensemble"
-    comparisons = pd.read_csv(ens / "comparisons.csv")
-    chosen = json.loads((ens / "chosen.json").read_text())["method"]
-    members = pd.read_csv(ens / "members.csv")
-    info = json.loads((data / ".wen-synthetic.json").read_text())
+    comparisons = pd.read_csv(run / RUN_LAYOUT.comparisons)
+    chosen = json.loads((run / RUN_LAYOUT.chosen).read_text())["method"]
+    members = pd.read_csv(run / RUN_LAYOUT.members_table)
+    info = read_synthetic_info(data) or {}
     ceiling = info.get("ceiling") or {}
     out: dict[str, Any] = {
         "chosen": chosen,

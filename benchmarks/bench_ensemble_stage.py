@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from trainers.run_layout import RUN_LAYOUT
+
 QUICK = os.environ.get("WEN_BENCH_QUICK", "") not in ("", "0")
 SIZES = (50, 200) if QUICK else (50, 200, 500)
 VAL_SUBJECTS, TEST_SUBJECTS, CELLS = 200, 50, 100
@@ -44,7 +46,7 @@ def write_pool(folder: Path, n: int, seed: int = 0) -> Path:
     splits = {"val": _cells(VAL_SUBJECTS, "v"), "test": _cells(TEST_SUBJECTS, "t")}
     effects = {k: rng.normal(0, 0.7, len(v[1])) for k, v in splits.items()}
     for i in range(n):
-        path = folder / "predictions" / f"t{i:04d}.parquet"
+        path = folder / RUN_LAYOUT.prediction(f"t{i:04d}")
         if path.is_file():
             continue
         skill = 0.4 + 1.2 * (i % 50) / 50
@@ -68,9 +70,9 @@ def _run_with(pool: Path, n: int, workdir: Path) -> float:
     from ensemble.run import run_ensemble
 
     run = workdir / f"run{n}"
-    (run / "predictions").mkdir(parents=True)
-    for path in sorted((pool / "predictions").glob("*.parquet"))[:n]:
-        (run / "predictions" / path.name).symlink_to(path)
+    (run / RUN_LAYOUT.predictions).mkdir(parents=True)
+    for path in sorted((pool / RUN_LAYOUT.predictions).glob("*.parquet"))[:n]:
+        (run / RUN_LAYOUT.predictions / path.name).symlink_to(path)
     settings = EnsembleSettings(candidates=f"top-{n}")
     start = time.perf_counter()
     run_ensemble(run, settings, say=lambda s: None)
