@@ -31,6 +31,7 @@ __all__ = [
     "DEMO_CONFIG",
     "DemoResult",
     "demo_config",
+    "ceiling_lines",
     "ensemble_verdict",
     "format_comparison",
     "run_demo",
@@ -53,6 +54,7 @@ class DemoResult:
     table: list[str]
     verdict: str
     seconds: dict[str, float] = field(default_factory=dict)
+    ceiling: list[str] = field(default_factory=list)
 
 
 def _cell(row: pd.Series, metric: str) -> str:
@@ -77,6 +79,39 @@ def format_comparison(comparison: pd.DataFrame, split: str = "test") -> list[str
         name = f"{row['method']}{' *' if bool(row.get('chosen', False)) else ''}"
         lines.append(name.ljust(width) + "  ".join(_cell(row, m) for m in _METRICS))
     return lines
+
+
+def ceiling_lines(info: dict | None, members: pd.DataFrame | None = None) -> list[str]:
+    """What the scores can be compared with: the members' validation AUC (held-out subjects)
+    and the generator's ceiling (the best possible classifier of the dataset's latent cues),
+    overall and on the test split's own cells (the members' line alone when the dataset
+    records no ceiling).
+
+    >>> info = {"ceiling": {"accuracy": 0.9, "auc": 0.95, "auc_se": 0.001,
+    ...         "n_monte_carlo": 200000}, "ceiling_realised": {"test": {"auc": 0.94}}}
+    >>> for line in ceiling_lines(info):
+    ...     print(line)
+    ceiling: the best possible classifier of this dataset's latent cues reaches accuracy 0.900, AUC 0.950 (Monte Carlo, 200,000 cells, s.e. 0.001); on the test split's own cells AUC 0.940
+    """
+    lines = []
+    if members is not None and "auc" in members and len(members):
+        auc = members["auc"]
+        lines.append(
+            f"members: validation AUC {auc.min():.3f}-{auc.max():.3f} on held-out subjects "
+            f"({len(members)} member(s), out-of-fold)"
+        )
+    ceiling = (info or {}).get("ceiling")
+    if not ceiling:
+        return lines
+    line = (
+        f"ceiling: the best possible classifier of this dataset's latent cues reaches accuracy "
+        f"{ceiling['accuracy']:.3f}, AUC {ceiling['auc']:.3f} (Monte Carlo, "
+        f"{ceiling['n_monte_carlo']:,} cells, s.e. {ceiling['auc_se']:.3f})"
+    )
+    test = ((info or {}).get("ceiling_realised") or {}).get("test")
+    if test and test.get("auc") is not None:
+        line += f"; on the test split's own cells AUC {test['auc']:.3f}"
+    return lines + [line]
 
 
 def ensemble_verdict(
@@ -170,7 +205,7 @@ def run_demo(
     from reports import build_report
     from search.config import WenConfig
     from search.run import run_search
-    from trainers.data.synth import ensure_synthetic
+    from trainers.data.synth import ensure_synthetic, read_synthetic_info
 
     out = Path(out).expanduser().resolve()
     config = demo_config(out, overrides, source)
@@ -205,6 +240,7 @@ def run_demo(
     comparison = pd.read_csv(run_dir / RUN_LAYOUT.comparison)
     paired_path = run_dir / RUN_LAYOUT.comparisons
     paired = pd.read_csv(paired_path) if paired_path.is_file() else None
+    members = pd.read_csv(run_dir / RUN_LAYOUT.members_table)
     return DemoResult(
         out=out,
         run_dir=run_dir,
@@ -213,4 +249,5 @@ def run_demo(
         table=format_comparison(comparison),
         verdict=ensemble_verdict(comparison, paired),
         seconds=seconds,
+        ceiling=ceiling_lines(read_synthetic_info(data), members),
     )

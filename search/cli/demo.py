@@ -48,6 +48,8 @@ def demo(
     )
     for line in result.table:
         typer.echo("  " + line)
+    for line in result.ceiling:
+        typer.echo(line)
     typer.echo("")
     typer.echo(result.verdict)
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
