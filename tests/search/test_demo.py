@@ -35,6 +35,9 @@ def test_demo_config_searches_four_backbones_and_two_augmentations_with_asha(
     assert len(space["data.augmentation"].values) >= 2
     assert config.search.scheduler.name == "asha"
     assert config.data.synthetic is not None and config.data.synthetic.layout == "cnmc-kaggle"
+    # a benchmark with a known answer: each augmentation destroys a different cue
+    assert config.data.synthetic.preset == "complementary"
+    assert set(space["data.augmentation"].values) == {"stain-jitter", "brightness-jitter"}
     assert config.data.synthetic_dir == (tmp_path / "data").resolve()
     assert not config.model.pretrained and config.train.device == "cpu"
     assert count_trials(config.search) == len(space["model.backbone"].values) * len(
@@ -127,6 +130,11 @@ def test_wen_demo_end_to_end(tmp_path: Path, start_wen) -> None:
     assert "ensemble methods have a higher test WFS than the best single member" in text
     for line in format_comparison(comparison):
         assert line in text
+    # the benchmark's answer is known: its ceiling is printed beside the scores, and the
+    # members learn the cues (validation AUC on held-out subjects)
+    assert "ceiling: the best possible classifier of this dataset's latent cues" in text
+    members = pd.read_csv(run / "ensemble" / "members.csv")
+    assert members["auc"].min() >= 0.75, members[["member", "auc"]]
     print(f"wen demo: {seconds:.0f} s\n" + text[-3000:])
 
 
