@@ -134,7 +134,7 @@ def test_wen_demo_end_to_end(tmp_path: Path, start_wen) -> None:
     # members learn the cues (validation AUC on held-out subjects)
     assert "ceiling: the best possible classifier of this dataset's latent cues" in text
     members = pd.read_csv(run / "ensemble" / "members.csv")
-    assert members["auc"].min() >= 0.75, members[["member", "auc"]]
+    assert members["auc"].min() >= 0.80, members[["member", "auc"]]
     print(f"wen demo: {seconds:.0f} s\n" + text[-3000:])
 
 
