@@ -195,7 +195,7 @@ def _stain_jitter() -> AugmentSpec:
 
 @AUGMENTATIONS.register("brightness-jitter")
 def _brightness_jitter() -> AugmentSpec:
-    """Flips plus a brightness jitter, factors 0.5-1.5: destroys an intensity (density) cue.
+    """Flips plus a brightness jitter, factors 0.4-1.6: destroys an intensity (density) cue.
 
     Far more than exposure differs between slides, on purpose: the synthetic
     ``complementary`` preset's ``density`` cue scales the whole cell's intensity by 7% per
@@ -203,7 +203,7 @@ def _brightness_jitter() -> AugmentSpec:
     this preset cannot use it and must rely on hue and shape. Hue, saturation and contrast are
     left alone, and only flips move pixels.
     """
-    return AugmentSpec(hflip=0.5, vflip=0.5, brightness=0.5)
+    return AugmentSpec(hflip=0.5, vflip=0.5, brightness=0.6)
 
 
 @AUGMENTATIONS.register("texture-blur")

@@ -96,8 +96,8 @@ CUES: dict[str, Cue] = {
         "a higher grade stains denser, 7% darker per SD",
         0.0,
         -0.07,
-        "a brightness jitter of at least 0.4 (factors 0.6-1.4), five times the cue's per-SD "
-        "change (brightness-jitter)",
+        "a brightness jitter of at least 0.4 (factors 0.6-1.4, a log-SD four times the cue's "
+        "per-SD change; brightness-jitter: 0.6)",
         lambda spec: spec.brightness >= 0.4,
     ),
 }
@@ -110,7 +110,8 @@ class SynthPreset:
     A preset with no ``strengths`` is the original ``morphology`` generator (no latent model,
     no known ceiling). ``strengths[cue]`` is ``d``, ``subject_share[cue]`` is ``r`` (see the
     module doc); ``brightness_sd`` and ``scale_sd`` are per-subject log-SDs of a brightness
-    factor and of the cell's size, nuisance that moves no cue.
+    factor and of the cells' size, ``cell_scale_sd`` that of each cell's own size: nuisance
+    outside the latents (a brightness nuisance would blur the density cue, so it is 0).
     """
 
     name: str
@@ -118,7 +119,8 @@ class SynthPreset:
     strengths: dict[str, float] = field(default_factory=dict)
     subject_share: dict[str, float] = field(default_factory=dict)
     brightness_sd: float = 0.0
-    scale_sd: float = 0.06
+    scale_sd: float = 0.03
+    cell_scale_sd: float = 0.02
 
     @property
     def latent(self) -> bool:
@@ -142,10 +144,11 @@ _PRESETS = (
     ),
     SynthPreset(
         "complementary",
-        "three independent cues: texture and stain strong, shape weak; texture-blur destroys "
-        "texture, stain-jitter destroys stain, so members trained with the two see different "
+        "three independent cues: stain hue and stain density strong (density the stronger, as "
+        "tiny CNNs read an intensity less well than a hue), shape weak; stain-jitter destroys "
+        "the hue, brightness-jitter the density, so members trained with the two see different "
         "evidence and their average beats either",
-        strengths={"stain": 1.6, "density": 1.6, "shape": 0.6},
+        strengths={"stain": 1.5, "density": 2.2, "shape": 0.6},
         subject_share={"stain": 0.25, "density": 0.25, "shape": 0.1},
     ),
     SynthPreset(
@@ -153,7 +156,7 @@ _PRESETS = (
         "one cue (shape) carrying the strength of complementary's three (sqrt of their squares, "
         "so the same ceiling); no augmentation destroys it, so no member knows what another "
         "does not",
-        strengths={"shape": math.sqrt(1.6**2 + 1.6**2 + 0.6**2)},
+        strengths={"shape": math.sqrt(1.5**2 + 2.2**2 + 0.6**2)},
         subject_share={"shape": 0.1},
     ),
 )
@@ -323,5 +326,6 @@ def difficulty_record(preset: SynthPreset) -> dict:
         "subject_nuisance": {
             "brightness_log_sd": preset.brightness_sd,
             "cell_size_log_sd": preset.scale_sd,
+            "cell_size_log_sd_per_cell": preset.cell_scale_sd,
         },
     }
