@@ -149,7 +149,7 @@ _PRESETS = (
         "the hue, brightness-jitter the density, so members trained with the two see different "
         "evidence and their average beats either",
         strengths={"stain": 1.5, "density": 2.2, "shape": 0.6},
-        subject_share={"stain": 0.25, "density": 0.25, "shape": 0.1},
+        subject_share={"stain": 0.1, "density": 0.1, "shape": 0.1},
     ),
     SynthPreset(
         "single-cue",
