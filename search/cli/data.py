@@ -37,6 +37,11 @@ def synth(
     size: int = typer.Option(96, help="Side of each square image in pixels."),
     seed: int = typer.Option(0, help="Seed; the same seed writes the same files."),
     label_noise: float = typer.Option(0.0, help="Share of labels flipped at random, below 0.5."),
+    preset: str = typer.Option(
+        "morphology",
+        help="Difficulty model: morphology, complementary or single-cue (the latent presets "
+        "record their Bayes ceiling).",
+    ),
 ) -> None:
     """Write a synthetic stained-cell dataset in a real layout."""
     from pydantic import ValidationError
@@ -52,6 +57,7 @@ def synth(
             size=size,
             seed=seed,
             label_noise=label_noise,
+            preset=preset,
         )
     except ValidationError as err:
         raise fail("; ".join(format_validation_error(err, SyntheticSpec))) from None
@@ -64,15 +70,23 @@ def synth(
             spec.size,
             spec.seed,
             spec.label_noise,
+            spec.preset,
         )
     except (WenError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
     info = read_synthetic_info(root) or {}
     typer.echo(
-        f"wrote {info.get('n_images', '?')} images ({spec.layout}, {spec.size}px, seed "
-        f"{spec.seed}, {info.get('n_flipped', 0)} labels flipped) to {root}; "
+        f"wrote {info.get('n_images', '?')} images ({spec.layout}, {spec.preset}, {spec.size}px, "
+        f"seed {spec.seed}, {info.get('n_flipped', 0)} labels flipped) to {root}; "
         f"details in {root / MARKER}"
     )
+    ceiling = info.get("ceiling")
+    if ceiling:
+        typer.echo(
+            f"ceiling: the best possible classifier of the latent cues reaches accuracy "
+            f"{ceiling['accuracy']:.3f}, AUC {ceiling['auc']:.3f} (Monte Carlo, "
+            f"{ceiling['n_monte_carlo']:,} cells)"
+        )
 
 
 @data_app.command("check")

@@ -72,6 +72,18 @@ def test_synth_label_noise_is_reported(tmp_path: Path) -> None:
     assert info["n_flipped"] == round(0.25 * info["n_labelled"]) == 6
 
 
+def test_synth_preset_prints_and_records_its_ceiling(tmp_path: Path) -> None:
+    args = ["data", "synth", str(tmp_path / "d"), "--preset", "complementary", "--size", "32",
+            "--subjects-per-class", "4", "--cells-per-subject", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "d" / ".wen-synthetic.json").read_text())
+    assert info["preset"] == "complementary"
+    assert f"AUC {info['ceiling']['auc']:.3f}" in result.output
+    bad = runner.invoke(app, ["data", "synth", str(tmp_path / "e"), "--preset", "hard"])
+    assert bad.exit_code == 2 and "complementary" in bad.output
+
+
 def test_synth_rejects_bad_values_with_a_clear_message(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "synth", str(tmp_path / "a"), "--size", "8"])
     assert result.exit_code == 2 and "size" in result.output and "16" in result.output
