@@ -9,6 +9,8 @@ work if the driver resolves them before any trial starts.
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 from pathlib import Path
 
@@ -79,3 +81,10 @@ def test_every_stage_runs_with_relative_paths_from_a_user_folder(tmp_path: Path,
     assert len(preds) > 0 and preds["error"].isna().all()
     _wen(["report", "runs/mine", "--no-gradcam"], work, env)
     assert (run / "report" / "report.html").is_file()
+
+    # the trials' learning-rate troughs as candidates: a snapshot ensemble exports like any
+    _wen(["ensemble", "runs/mine", "--candidates", "snapshots:top-3", "--n-trials", "10",
+          "--no-progress"], work, env)  # fmt: skip
+    _wen(["export", "runs/mine", "--out", "snapshot-model"], work, env)
+    manifest = json.loads((work / "snapshot-model" / "manifest.json").read_text())
+    assert manifest["members"] and all("@e" in m["name"] for m in manifest["members"])
