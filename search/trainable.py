@@ -24,6 +24,7 @@ prove a failed trial is retried from its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -339,6 +340,10 @@ def _snapshot_publisher(
             "config": config.model_dump(mode="json"),
         }
         publish_member(run, snapshot.id, Path(snapshot.weights), meta)
+        # the published copy is the one every later stage reads: one copy on disk, not two
+        Path(snapshot.weights).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(snapshot.weights).parent.rmdir()
 
     return publish
 
