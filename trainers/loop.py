@@ -108,8 +108,9 @@ class Snapshot:
     """The weights at one learning-rate trough, written as a prediction file of their own.
 
     ``id`` is ``<trial_id>@e<epoch>`` (``trainers.run_layout.snapshot_id``); ``weights`` the
-    safetensors file of those weights in the trial's working folder (the search stage
-    publishes it to ``RUN/models/<id>/``); ``test_metrics`` scores its test predictions.
+    safetensors file of those weights, ``OUT/snapshots/<id>/model.safetensors`` under the
+    trial's folder (the search stage moves it to ``RUN/models/<id>/``); ``test_metrics``
+    scores its test predictions.
     """
 
     id: str
