@@ -969,6 +969,10 @@ def train(
         pred_dir = Path(predictions_dir or Path(out_dir) / RUN_LAYOUT.predictions)
         writer = _PredictionWriter(parts, data, trial, trial_id, chash, pred_dir)
         troughs = set(trough_epochs(trial.schedule, tc.epochs)) if tc.snapshots else set()
+        if start in troughs and not writer.has_snapshot(start):
+            # resumed from a trough's checkpoint whose snapshot was never written (the trial
+            # died between the two): its weights are the snapshot's, so write it now
+            writer.snapshot(start, Path(out_dir) / "snapshots")
         for epoch in range(start + 1, tc.epochs + 1):
             metrics = _run_epoch(parts, epoch, trial.seed, tc.max_steps_per_epoch, on_batch)
             _record_epoch(parts, progress, metrics, epoch, tc, ckpt_root)
@@ -1048,11 +1052,18 @@ class _PredictionWriter:
         """The best epoch's predictions (already loaded into the model) as the trial's file."""
         return self._write(self.trial_id, best_epoch, self.pred_dir / f"{self.trial_id}.parquet")
 
+    def _snapshot_path(self, epoch: int) -> Path:
+        rel = RUN_LAYOUT.snapshot(snapshot_id(self.trial_id, epoch))
+        return self.pred_dir / PurePosixPath(rel).relative_to(RUN_LAYOUT.predictions)
+
+    def has_snapshot(self, epoch: int) -> bool:
+        """Whether the snapshot of ``epoch`` is already written (a resumed trial's)."""
+        return self._snapshot_path(epoch).is_file()
+
     def snapshot(self, epoch: int, weights_root: Path) -> Snapshot:
         """The current weights' predictions and weights as snapshot ``<trial_id>@e<epoch>``."""
         sid = snapshot_id(self.trial_id, epoch)
-        rel = PurePosixPath(RUN_LAYOUT.snapshot(sid)).relative_to(RUN_LAYOUT.predictions)
-        path, test_metrics = self._write(sid, epoch, self.pred_dir / rel, self.trial_id)
+        path, test_metrics = self._write(sid, epoch, self._snapshot_path(epoch), self.trial_id)
         weights = save_model_weights(weights_root / sid / MODEL_FILE, self.parts.model)
         snap = Snapshot(sid, self.trial_id, epoch, cycle_of(self.trial.schedule, epoch),
                         path, weights, test_metrics)  # fmt: skip

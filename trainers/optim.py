@@ -203,7 +203,13 @@ def create_scheduler(
 
 
 def cycle_epochs(schedule: ScheduleConfig) -> float:
-    """Length of one learning-rate cycle in epochs (1 for schedules without cycles)."""
+    """Length of one learning-rate cycle in epochs (1 for schedules without cycles).
+
+    An unknown schedule name counts as one without cycles here: the config checks report it,
+    with every other problem of the config, instead of this clock raising first.
+    """
+    if schedule.name not in SCHEDULES:
+        return 1.0
     info = SCHEDULES.get(schedule.name)
     return info.cycle(schedule) if info.cycle is not None else 1.0
 

@@ -82,7 +82,8 @@ def test_disk_full_during_a_checkpoint(
     assert [r["epoch"] for r in resumed] == [2]
     _same_metrics(resumed[0], ref_reports[1])  # as if nothing had happened
     assert result.best_epoch == ref.best_epoch
-    assert _visible(tmp_path / "predictions") == ["t.parquet"]
+    assert _visible(tmp_path / "predictions") == ["snapshots", "t.parquet"]
+    assert _visible(tmp_path / "predictions" / "snapshots") == ["t@e2.parquet"]  # the trough
 
 
 def test_disk_full_while_writing_predictions(
@@ -109,11 +110,12 @@ def test_disk_full_while_writing_predictions(
             predictions_dir=predictions,
         )
     assert info.value.errno == errno.ENOSPC
-    assert f"writing predictions {predictions / 't.parquet'} failed: the disk is full" in str(
-        info.value
-    )
+    # the first prediction file of a 2-epoch trial with a 2-epoch cycle is the trough's snapshot
+    snapshot = predictions / "snapshots" / "t@e2.parquet"
+    assert f"writing predictions {snapshot} failed: the disk is full" in str(info.value)
     # no partial file (not even a hidden temp), the earlier file untouched, the checkpoints kept
-    assert _visible(predictions) == ["earlier.parquet"]
+    assert _visible(predictions) == ["earlier.parquet", "snapshots"]
+    assert _visible(predictions / "snapshots") == []
     assert earlier.read_bytes() == earlier_bytes
     checkpoints = tmp_path / "work" / "checkpoints"
     assert "epoch_0002" in _visible(checkpoints)
@@ -129,6 +131,9 @@ def test_disk_full_while_writing_predictions(
         resume_from=checkpoints / "epoch_0002",
     )
     assert again == [] and result.best_epoch == ref.best_epoch  # no epoch was trained again
+    # the trough's snapshot, lost to the full disk, is written from the checkpoint's weights
+    assert _visible(predictions / "snapshots") == ["t@e2.parquet"]
+    assert read_predictions(snapshot).snapshot_of == "t"
     assert sorted(s.trial_id for s in read_prediction_dir(predictions)) == ["ref", "t"]
     got, want = (
         read_predictions(result.predictions_path).frame,

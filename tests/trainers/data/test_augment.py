@@ -8,7 +8,8 @@ import torch
 from trainers._registry import UnknownNameError
 from trainers.data.augment import AUGMENTATIONS, create_augmentation
 
-PRESETS = ["none", "paper", "strong", "fata2023", "jawahar2022", "alim2024"]
+PRESETS = ["none", "paper", "strong", "fata2023", "jawahar2022", "alim2024", "stain-jitter",
+           "brightness-jitter", "texture-blur"]  # fmt: skip
 
 
 def cell_image(size: int = 48) -> torch.Tensor:
