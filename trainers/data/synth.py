@@ -235,6 +235,22 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], grain: float
     return (big - big.mean()) * (1.0 / (big.std() + 1e-6))
 
 
+def _place_cell(
+    rng: np.random.Generator, polar: _Polar, size: int, cell_r: float, bend: float, edge: float
+) -> tuple[int, int, tuple[int, int, int, int], tuple[int, int], np.ndarray]:
+    """A cell of radius ``cell_r`` near the image centre: its centre, bounding box, box shape
+    and soft mask (the contour bent by ``bend``; draws from ``rng`` in a fixed order, so a
+    seed gives the same files)."""
+    s = float(size)
+    shift = np.clip(rng.normal(0.0, 0.015 * s, 2), -0.04 * s, 0.04 * s)
+    cx, cy = int(round((s - 1) / 2 + shift[0])), int(round((s - 1) / 2 + shift[1]))
+    cell_table = _contour_table(cell_r, bend, range(2, 5), rng)
+    half = int(math.ceil(float(cell_table.max()) + 2 * edge))
+    box = (max(0, cy - half), min(size, cy + half + 1), max(0, cx - half), min(size, cx + half + 1))
+    shape = (box[1] - box[0], box[3] - box[2])
+    return cx, cy, box, shape, _shape_alpha(polar, size, (cx, cy), box, cell_table, edge)
+
+
 def _render_cell(
     rng: np.random.Generator, size: int, grade: float, look: _SubjectLook
 ) -> np.ndarray:
@@ -257,13 +273,7 @@ def _render_cell(
     edge = max(1.0, s / 180.0)
 
     # cell near the centre; random contour phases stand in for rotation
-    shift = np.clip(rng.normal(0.0, 0.015 * s, 2), -0.04 * s, 0.04 * s)
-    cx, cy = int(round((s - 1) / 2 + shift[0])), int(round((s - 1) / 2 + shift[1]))
-    cell_table = _contour_table(cell_r, 0.06, range(2, 5), rng)
-    half = int(math.ceil(float(cell_table.max()) + 2 * edge))
-    box = (max(0, cy - half), min(size, cy + half + 1), max(0, cx - half), min(size, cx + half + 1))
-    shape = (box[1] - box[0], box[3] - box[2])
-    cell_alpha = _shape_alpha(polar, size, (cx, cy), box, cell_table, edge)
+    cx, cy, box, shape, cell_alpha = _place_cell(rng, polar, size, cell_r, 0.06, edge)
 
     offset = rng.uniform(0.0, 0.6) * max(cell_r - nucleus_r, 0.0)
     direction = rng.uniform(0, 2 * math.pi)
@@ -359,13 +369,7 @@ def _render_cue_cell(
     cell_r = min(s * 0.27 * look.scale * math.exp(rng.normal(0.0, look.cell_scale_sd)), 0.40 * s)
     nucleus_r = ratio * cell_r
     edge = max(1.0, s / 180.0)
-    shift = np.clip(rng.normal(0.0, 0.015 * s, 2), -0.04 * s, 0.04 * s)
-    cx, cy = int(round((s - 1) / 2 + shift[0])), int(round((s - 1) / 2 + shift[1]))
-    cell_table = _contour_table(cell_r, 0.05, range(2, 5), rng)
-    half = int(math.ceil(float(cell_table.max()) + 2 * edge))
-    box = (max(0, cy - half), min(size, cy + half + 1), max(0, cx - half), min(size, cx + half + 1))
-    shape = (box[1] - box[0], box[3] - box[2])
-    cell_alpha = _shape_alpha(polar, size, (cx, cy), box, cell_table, edge)
+    cx, cy, box, shape, cell_alpha = _place_cell(rng, polar, size, cell_r, 0.05, edge)
     offset = rng.uniform(0.0, 0.35) * (cell_r - nucleus_r)
     direction = rng.uniform(0, 2 * math.pi)
     nx = int(round(cx + offset * math.cos(direction)))
