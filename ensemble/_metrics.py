@@ -22,6 +22,7 @@ from trainers.metrics import METRIC_KEYS, ovr_scores, positive_index
 __all__ = [
     "GroupedScorer",
     "LOWER_IS_BETTER",
+    "batched_confusion",
     "confusion_metrics",
     "labels_from_probs",
     "member_score_table",
@@ -215,6 +216,14 @@ class GroupedScorer:
         return {key: out[key] for key in keys}
 
 
+def batched_confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Confusion matrices [m, k, k] (true x pred) of each row of predictions ``pred`` [m, n]
+    against labels ``y`` [n], by one ``bincount``."""
+    m = len(pred)
+    codes = (np.arange(m) * k * k)[:, None] + y[None, :] * k + pred
+    return np.bincount(codes.ravel(), minlength=m * k * k).reshape(m, k, k)
+
+
 def member_scores(
     P: np.ndarray, y: np.ndarray, metric: str, class_names: Sequence[str] | None = None
 ) -> np.ndarray:
@@ -240,7 +249,7 @@ def member_score_table(
     keep = y >= 0
     if not keep.all():  # a copy of hundreds of candidates only when some labels are unknown
         P, y = P[:, keep], y[keep]
-    n, k = len(P), P.shape[2]
+    k = P.shape[2]
     pos = positive_index(class_names, k)
     out: dict[str, np.ndarray] = {}
     if "auc" in keys:
@@ -250,10 +259,7 @@ def member_score_table(
         p_true = clipped[:, np.arange(len(y)), y] / clipped.sum(axis=2)
         out["logloss"] = -np.log(p_true).mean(axis=1)
     if set(keys) - {"auc", "logloss"}:
-        offsets = (np.arange(n) * k * k)[:, None]
-        codes = offsets + y[None, :] * k + P.argmax(axis=2)
-        cm = np.bincount(codes.ravel(), minlength=n * k * k).reshape(n, k, k)
-        out.update(confusion_metrics(cm, pos))
+        out.update(confusion_metrics(batched_confusion(y, P.argmax(axis=2), k), pos))
     return {key: out[key] for key in keys}
 
 

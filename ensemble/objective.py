@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ensemble._metrics import LOWER_IS_BETTER, _CLIP, confusion_metrics
+from ensemble._metrics import LOWER_IS_BETTER, _CLIP, batched_confusion, confusion_metrics
 from trainers.metrics import positive_index
 
 __all__ = ["OBJECTIVE_METRICS", "WeightObjective", "normalise_weights"]
@@ -110,11 +110,7 @@ class WeightObjective:
 
     def _confusion_values(self, pred: np.ndarray) -> np.ndarray:
         """The (non-logloss) metric of each row of predicted classes ``pred`` [m, samples]."""
-        k = self.k
-        offsets = (np.arange(len(pred)) * k * k)[:, None]
-        cm = np.bincount(
-            (offsets + self.y[None, :] * k + pred).ravel(), minlength=len(pred) * k * k
-        ).reshape(len(pred), k, k)
+        cm = batched_confusion(self.y, pred, self.k)
         return confusion_metrics(cm, self.pos)[self.metric]
 
     def member_values(self) -> np.ndarray:

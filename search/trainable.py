@@ -324,11 +324,14 @@ def _snapshot_publisher(
     from trainers.predictions import read_predictions
 
     chash = config_hash(config)
+    class_names: list[str] = []  # read from the first snapshot's file, the same for all
 
     def publish(snapshot: Any, metrics: dict[str, Any]) -> None:
         if not run.local:
             run.upload_file(Path(snapshot.predictions), RUN_LAYOUT.snapshot(snapshot.id))
-        names = read_predictions(snapshot.predictions).class_names
+        if not class_names:
+            class_names.extend(read_predictions(snapshot.predictions).class_names)
+        names = list(class_names)
         meta = {
             "trial_id": snapshot.id,
             "snapshot_of": snapshot.trial_id,
