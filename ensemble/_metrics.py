@@ -32,6 +32,8 @@ __all__ = [
 #: Metrics where a smaller value is better; every other metric is maximised.
 LOWER_IS_BETTER = frozenset({"logloss"})
 _CLIP = 1e-12  # as trainers.metrics.score clips before the log
+#: GroupedScorer's subject-pair AUC holds cells x groups floats (at most 160 MB)
+PAIR_COUNT_LIMIT = 20_000_000
 _CHUNK = 128  # resamples scored at once by the cell-level AUC (bounds memory to ~chunk x cells)
 
 
@@ -157,6 +159,7 @@ class GroupedScorer:
         # truth gets NaN and is left out of the macro mean, as there
         auc_p = p if k == 2 else ovr_scores(p)
         self._auc_parts = [self._sorted_scores(auc_p[:, c], y == c, g) for c in classes]
+        self._pairs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
 
     @staticmethod
     def _sorted_scores(
@@ -167,18 +170,56 @@ class GroupedScorer:
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, int)
         return g[order], positive[order].astype(np.float64), starts
 
+    def _pair_counts(self, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """For AUC part ``part``: C [G, G], where C[a, b] counts the (positive cell of group a,
+        negative cell of group b) pairs the positive ranks above (ties one half), and each
+        group's positive and negative cell counts; None when G x cells is too large to hold.
+
+        Under group weights W the weighted Mann-Whitney numerator is then W^T C W and the
+        denominator (W . n_pos)(W . n_neg): a bootstrap of B subject resamples costs B x G^2,
+        not B x cells. Exact: the pair counts are the chunked path's sums, regrouped.
+        """
+        if part not in self._pairs:
+            g_sorted, pos_sorted, starts = self._auc_parts[part]
+            G = self.n_groups
+            if len(g_sorted) * G > PAIR_COUNT_LIMIT:
+                self._pairs[part] = None
+            else:
+                onehot = np.zeros((len(g_sorted), G))
+                onehot[np.arange(len(g_sorted)), g_sorted] = 1.0
+                pos_oh, neg_oh = onehot * pos_sorted[:, None], onehot * (1 - pos_sorted)[:, None]
+                if len(starts) != len(g_sorted):  # tie runs: a run's cells rank as one
+                    pos_oh = np.add.reduceat(pos_oh, starts, axis=0)
+                    neg_oh = np.add.reduceat(neg_oh, starts, axis=0)
+                below = np.cumsum(neg_oh, axis=0) - neg_oh
+                C = pos_oh.T @ (below + 0.5 * neg_oh)
+                self._pairs[part] = (C, pos_oh.sum(axis=0), neg_oh.sum(axis=0))
+        return self._pairs[part]
+
     def _auc(self, W: np.ndarray) -> np.ndarray:
         """Weighted Mann-Whitney AUC per row of W; ties count one half (as roc_auc_score)."""
         per_class = []
-        for g_sorted, pos_sorted, starts in self._auc_parts:
+        for part, (g_sorted, pos_sorted, starts) in enumerate(self._auc_parts):
             if len(starts) == 0:
                 per_class.append(np.full(len(W), np.nan))
+                continue
+            pairs = self._pair_counts(part) if len(W) > 1 else None
+            if pairs is not None:
+                C, n_pos, n_neg = pairs
+                num = ((W @ C) * W).sum(axis=1)
+                den = (W @ n_pos) * (W @ n_neg)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    per_class.append(np.where(den > 0, num / den, np.nan))
                 continue
             out = np.empty(len(W))
             for lo in range(0, len(W), _CHUNK):
                 cell_w = W[lo : lo + _CHUNK][:, g_sorted]
-                pos_w = np.add.reduceat(cell_w * pos_sorted, starts, axis=1)
-                neg_w = np.add.reduceat(cell_w, starts, axis=1) - pos_w
+                if len(starts) == len(g_sorted):  # no ties: every cell is its own run
+                    pos_w = cell_w * pos_sorted
+                    neg_w = cell_w - pos_w
+                else:
+                    pos_w = np.add.reduceat(cell_w * pos_sorted, starts, axis=1)
+                    neg_w = np.add.reduceat(cell_w, starts, axis=1) - pos_w
                 below = np.cumsum(neg_w, axis=1) - neg_w
                 num = (pos_w * (below + 0.5 * neg_w)).sum(axis=1)
                 den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
@@ -218,10 +259,20 @@ class GroupedScorer:
 
 def batched_confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     """Confusion matrices [m, k, k] (true x pred) of each row of predictions ``pred`` [m, n]
-    against labels ``y`` [n], by one ``bincount``."""
-    m = len(pred)
-    codes = (np.arange(m) * k * k)[:, None] + y[None, :] * k + pred
-    return np.bincount(codes.ravel(), minlength=m * k * k).reshape(m, k, k)
+    against labels ``y`` [n] (every label in ``range(k)``).
+
+    One matrix product per predicted class but the last (whose counts are the class totals
+    less the others'): exact in float32 below 2**24 cells, and faster than one ``bincount``
+    over m x n codes when hundreds of candidates are scored every greedy round.
+    """
+    pred = np.asarray(pred)
+    dtype = np.float32 if pred.shape[1] < 2**24 else np.float64
+    truth = (np.asarray(y)[:, None] == np.arange(k)[None, :]).astype(dtype)  # [n, k]
+    cm = np.empty((len(pred), k, k), dtype=np.int64)
+    for c in range(k - 1):
+        cm[:, :, c] = np.rint((pred == c).astype(dtype) @ truth)
+    cm[:, :, k - 1] = truth.sum(axis=0).astype(np.int64)[None, :] - cm[:, :, : k - 1].sum(axis=2)
+    return cm
 
 
 def member_scores(
@@ -266,7 +317,7 @@ def member_score_table(
 def _member_auc(
     P: np.ndarray, y: np.ndarray, pos: int, class_names: Sequence[str] | None
 ) -> np.ndarray:
-    """Each member's AUC: ranks for two classes, GroupedScorer's macro OvR otherwise."""
+    """Each member's AUC: a sorted search for two classes, GroupedScorer's macro OvR otherwise."""
     if P.shape[2] != 2:
         groups = np.zeros(P.shape[1], dtype=np.int64)
         return np.array(
@@ -277,11 +328,18 @@ def _member_auc(
                 for m in range(len(P))
             ]
         )
-    from scipy.stats import rankdata
-
     positive = y == pos
     n1, n0 = int(positive.sum()), int((~positive).sum())
     if n1 == 0 or n0 == 0:
         return np.full(len(P), np.nan)
-    ranks = rankdata(P[:, :, pos], axis=1)  # ties get their average rank
-    return (ranks[:, positive].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    # Mann-Whitney by sorted search (ties count one half, as roc_auc_score): each positive's
+    # negatives below it and tied with it. Sorting both sides makes the searches cache-friendly;
+    # 2-3x faster than scipy's rankdata over hundreds of candidates, and exact (integer counts).
+    neg = np.sort(P[:, ~positive, pos], axis=1)
+    pos_scores = np.sort(P[:, positive, pos], axis=1)
+    out = np.empty(len(P))
+    for m in range(len(P)):
+        below = np.searchsorted(neg[m], pos_scores[m], side="left")
+        tied = np.searchsorted(neg[m], pos_scores[m], side="right") - below
+        out[m] = (int(below.sum()) + 0.5 * int(tied.sum())) / (n1 * n0)
+    return out

@@ -145,7 +145,7 @@ def _read_all(paths: Sequence[Path]) -> list[PredictionSet | PredictionFileError
 
     def read(path: Path) -> PredictionSet | PredictionFileError:
         try:
-            return read_predictions(path)
+            return read_predictions(path, lean=True)  # logits are not ensembled
         except PredictionFileError as exc:
             return exc
 
@@ -202,17 +202,10 @@ def _fold_of(s: PredictionSet) -> int:
 def _member_val(group: list[PredictionSet]) -> SplitArrays:
     """Union of the folds' validation predictions, sorted by sample id; overlaps are errors."""
     parts = [to_arrays([s], "val") for s in group]
+    if len(group) == 1:  # one fold: to_arrays already sorted it by sample id
+        return SplitArrays(*parts[0])
     ids = np.concatenate([p[2] for p in parts])
-    seen: dict[str, PredictionSet] = {}
-    for s, part in zip(group, parts):
-        for sid in part[2]:
-            if sid in seen:
-                raise EnsembleInputError(
-                    f"{_where(s)} and {_where(seen[sid])} are folds of one configuration but "
-                    f"both predict validation sample {sid!r}; out-of-fold predictions need "
-                    "disjoint validation folds (were the same fold trained twice?)"
-                )
-            seen[sid] = s
+    _check_disjoint_folds(group, [p[2] for p in parts])
     order = np.argsort(ids.astype(str), kind="stable")
     P = np.concatenate([p[0] for p in parts], axis=1)[:, order]
     y = np.concatenate([p[1] for p in parts])[order]
@@ -220,8 +213,34 @@ def _member_val(group: list[PredictionSet]) -> SplitArrays:
     return SplitArrays(P, y, ids[order], subjects)
 
 
+def _check_disjoint_folds(group: list[PredictionSet], fold_ids: list[np.ndarray]) -> None:
+    """Raise when two folds of one configuration predict the same validation sample."""
+    owner = np.repeat(np.arange(len(group)), [len(ids) for ids in fold_ids])
+    ids = np.concatenate(fold_ids).astype(str)
+    order = np.argsort(ids, kind="stable")
+    repeats = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if len(repeats):
+        first, second = order[repeats[0]], order[repeats[0] + 1]
+        s, seen = group[owner[second]], group[owner[first]]
+        raise EnsembleInputError(
+            f"{_where(s)} and {_where(seen)} are folds of one configuration but "
+            f"both predict validation sample {ids[second]!r}; out-of-fold predictions need "
+            "disjoint validation folds (were the same fold trained twice?)"
+        )
+
+
+def _ids_key(ids: np.ndarray) -> bytes:
+    """A digest of a sequence of sample ids: compared and counted for hundreds of members
+    (a tuple of 20,000 strings per member is slow to hash)."""
+    import hashlib
+
+    return hashlib.sha1("\x1f".join(map(str, ids)).encode()).digest() + len(ids).to_bytes(
+        8, "little"
+    )
+
+
 def _member_test(group: list[PredictionSet]) -> SplitArrays | None:
-    if all(s.split("test").empty for s in group):
+    if all(not s.has_split("test") for s in group):
         return None
     P, y, ids, subjects = to_arrays(group, "test")
     return SplitArrays(P.mean(axis=0, keepdims=True), y, ids, subjects)
@@ -266,20 +285,22 @@ def _checked_sets(
     bad += [
         ([s], "has no validation ('val') predictions; the ensemble is fitted on them")
         for s in sets
-        if s.split("val").empty
+        if not s.has_split("val")
     ]
     dropped = _reject(bad, skip_bad, say)
     sets = [s for s in sets if id(s) not in dropped]
-    with_test = [s for s in sets if not s.split("test").empty]
+    with_test = [s for s in sets if s.has_split("test")]
     if not with_test:
         return sets
-    keys = {id(s): tuple(s.sorted_arrays("test")[0]) for s in with_test}
+    test_ids = {id(s): s.sorted_arrays("test")[0] for s in with_test}
+    keys = {i: _ids_key(ids) for i, ids in test_ids.items()}
     ref = _majority(list(keys.values()))
+    n_ref = len(next(test_ids[i] for i, key in keys.items() if key == ref))
     bad = [
         (
             [s],
-            f"predicts {len(keys[id(s)])} test samples that differ from the "
-            f"{len(ref)} most trials predict; ensemble only trials of the same data split",
+            f"predicts {len(test_ids[id(s)])} test samples that differ from the "
+            f"{n_ref} most trials predict; ensemble only trials of the same data split",
         )
         for s in with_test
         if keys[id(s)] != ref
@@ -287,7 +308,7 @@ def _checked_sets(
     bad += [
         ([s], "has no test predictions while other trials have")
         for s in sets
-        if s.split("test").empty
+        if not s.has_split("test")
     ]
     dropped = _reject(bad, skip_bad, say)
     return [s for s in sets if id(s) not in dropped]
@@ -333,14 +354,15 @@ def _aligned_members(
     members: list[Member], sets: list[PredictionSet], skip_bad: bool, say: Callable[[str], None]
 ) -> list[Member]:
     """The members that cover the majority's validation samples with the same labels."""
-    ref_ids = _majority([tuple(m.val.sample_ids) for m in members])
-    ref_member = next(m for m in members if tuple(m.val.sample_ids) == ref_ids)
+    keys = [_ids_key(m.val.sample_ids) for m in members]
+    ref_key = _majority(keys)
+    ref_member = members[keys.index(ref_key)]
     bad_members = []
-    for m in members:
-        if tuple(m.val.sample_ids) != ref_ids:
+    for m, key in zip(members, keys):
+        if key != ref_key:
             why = (
                 f"out-of-fold validation samples ({len(m.val.sample_ids)}) differ from the "
-                f"{len(ref_ids)} of most members; every member must cover the same "
+                f"{len(ref_member.val.sample_ids)} of most members; every member must cover the same "
                 "validation samples (same folds of the same split)"
             )
         elif not np.array_equal(m.val.y, ref_member.val.y):

@@ -52,8 +52,15 @@ __all__ = [
 
 
 def check_P(P: Any, name: str = "P") -> np.ndarray:
-    """``P`` as a float64 [n_members, n_samples, n_classes] array, or a clear error."""
-    arr = np.asarray(P, dtype=np.float64)
+    """``P`` as a float [n_members, n_samples, n_classes] array, or a clear error.
+
+    float32 (as prediction files store probabilities) stays float32: a float64 copy of 500
+    candidates x 20,000 cells is 160 MB per fit and per fold; anything else becomes float64.
+    Weighted averages come out in float64 either way (the weights are float64).
+    """
+    arr = np.asarray(P)
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64)
     if arr.ndim != 3:
         raise ValueError(
             f"{name} must be [n_members, n_samples, n_classes], got {arr.ndim} dimension(s) "
@@ -479,7 +486,8 @@ class Stacking(EnsembleMethod):
         self.class_names = class_names
 
     def _features(self, P: np.ndarray) -> np.ndarray:
-        logp = np.log(np.clip(P, STACKING_CLIP, 1.0))  # [members, samples, classes]
+        # float64 features, as before float32 inputs were kept (the stacker is fitted on them)
+        logp = np.log(np.clip(P.astype(np.float64), STACKING_CLIP, 1.0))  # [members, samples, k]
         if P.shape[2] == 2:
             return (logp[:, :, 1] - logp[:, :, 0]).T  # [samples, members]
         return np.transpose(logp, (1, 0, 2)).reshape(P.shape[1], -1)

@@ -55,15 +55,22 @@ class WeightObjective:
             raise ValueError(
                 f"objective metric must be one of {list(OBJECTIVE_METRICS)}, got {metric!r}"
             )
-        self.P = np.asarray(P, dtype=np.float64)
+        # float32 probabilities (as prediction files store them) stay float32: greedy selection
+        # scores every candidate each round, and float64 copies double the memory traffic
+        P = np.asarray(P)
+        self.P = P if P.dtype == np.float32 else P.astype(np.float64)
         self.y = np.asarray(labels, dtype=np.int64)
         self.metric = metric
         self.n_members, self.n_samples, self.k = self.P.shape
         self.pos = positive_index(class_names, self.k)
         rows = np.arange(self.n_samples)
         # logloss needs only the true class's probability and each row's sum (loaded once)
-        self._p_true = np.clip(self.P, _CLIP, 1.0)[:, rows, self.y]
-        self._row_sum = np.clip(self.P, _CLIP, 1.0).sum(axis=2)
+        clipped = np.clip(self.P, _CLIP, 1.0).astype(self.P.dtype, copy=False)
+        self._p_true = np.ascontiguousarray(clipped[:, rows, self.y])  # row-major, as summed
+        self._row_sum = clipped.sum(axis=2)
+        # two classes: argmax(blend + P_i) is class 1 exactly when P_i1 - P_i0 > blend_0 - blend_1
+        self._margin = self.P[:, :, 1] - self.P[:, :, 0] if self.k == 2 else None
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def direction(self) -> str:
@@ -98,15 +105,24 @@ class WeightObjective:
         Greedy selection's inner loop: the current blend is summed once, so scoring all N
         additions costs N x samples, not the N x N x samples of :meth:`score_many` on the
         candidate weight matrix. The normalisation cancels out of both the log-loss ratio and
-        the argmax, so the sums need no dividing.
+        the argmax, so the sums need no dividing. Sums are in ``P``'s precision (float32 as
+        stored: within 1e-6 of :meth:`score_many`'s float64), the mean in float64.
         """
-        c = np.asarray(counts, dtype=np.float64)
+        c = np.asarray(counts, dtype=self.P.dtype)
         if self.metric == "logloss":
-            p_true = (c @ self._p_true)[None, :] + self._p_true
-            row_sum = (c @ self._row_sum)[None, :] + self._row_sum
-            return -np.log(p_true / row_sum).mean(axis=1)
-        mix = np.tensordot(c, self.P, axes=1)[None] + self.P  # [members, samples, classes]
-        return self._confusion_values(mix.argmax(axis=2))
+            # two [members, samples] buffers reused every round (fresh arrays of that size
+            # cost more in page faults than the arithmetic)
+            if self._buffers is None:
+                self._buffers = (np.empty_like(self._p_true), np.empty_like(self._row_sum))
+            p_true, row_sum = self._buffers
+            np.add(self._p_true, (c @ self._p_true)[None, :], out=p_true)
+            np.add(self._row_sum, (c @ self._row_sum)[None, :], out=row_sum)
+            np.log(np.divide(p_true, row_sum, out=p_true), out=p_true)
+            return -p_true.mean(axis=1, dtype=np.float64)
+        blend = np.tensordot(c, self.P, axes=1)  # [samples, classes]
+        if self._margin is not None:  # ties go to class 0, as argmax's
+            return self._confusion_values(self._margin > (blend[:, 0] - blend[:, 1])[None, :])
+        return self._confusion_values((blend[None] + self.P).argmax(axis=2))
 
     def _confusion_values(self, pred: np.ndarray) -> np.ndarray:
         """The (non-logloss) metric of each row of predicted classes ``pred`` [m, samples]."""
@@ -116,7 +132,7 @@ class WeightObjective:
     def member_values(self) -> np.ndarray:
         """Each member's own objective value (its one-hot weights), without blending them."""
         if self.metric == "logloss":
-            return -np.log(self._p_true / self._row_sum).mean(axis=1)
+            return -np.log(self._p_true / self._row_sum).mean(axis=1, dtype=np.float64)
         return self._confusion_values(self.P.argmax(axis=2))
 
     def score(self, weights: np.ndarray) -> float:

@@ -96,7 +96,8 @@ class PredictionFileError(WenError, ValueError):
 class PredictionSet:
     """One trial's predictions as read and validated from one file.
 
-    ``frame`` has the schema's columns; ``probs``/``logits`` cells are float32 arrays.
+    ``frame`` has the schema's columns; ``probs``/``logits`` cells are float32 arrays (a
+    ``lean`` read leaves both out: the probabilities are a matrix, see :meth:`sorted_arrays`).
     """
 
     frame: pd.DataFrame
@@ -118,16 +119,38 @@ class PredictionSet:
         the ensemble stage aligns hundreds of files by them)."""
         key = f"arrays:{split}"
         if key not in self._split_cache:
-            mask = (self.frame["split"] == split).to_numpy()
-            ids = self.frame["sample_id"].to_numpy(dtype=object)[mask]
+            columns = self._columns()
+            mask = self._split_mask(split)
+            ids = columns["sample_id"][mask]
             order = np.argsort(ids.astype(str), kind="stable")
             self._split_cache[key] = (
                 ids[order],
                 self._probs()[mask][order],
-                self.frame["label"].to_numpy(dtype=np.int64)[mask][order],
-                self.frame["subject_id"].to_numpy(dtype=object)[mask][order],
+                columns["label"][mask][order],
+                columns["subject_id"][mask][order],
             )
         return self._split_cache[key]
+
+    def has_split(self, split: str) -> bool:
+        """Whether the trial has rows of ``split`` (without building that split's frame)."""
+        return bool(self._split_mask(split).any())
+
+    def _split_mask(self, split: str) -> np.ndarray:
+        key = f"mask:{split}"
+        if key not in self._split_cache:
+            self._split_cache[key] = (self.frame["split"] == split).to_numpy(dtype=bool)
+        return self._split_cache[key]
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The columns the ensemble aligns by, as numpy arrays (converted once per file)."""
+        if "columns" not in self._split_cache:
+            f = self.frame
+            self._split_cache["columns"] = {
+                "sample_id": f["sample_id"].to_numpy(dtype=object),
+                "subject_id": f["subject_id"].to_numpy(dtype=object),
+                "label": f["label"].to_numpy(dtype=np.int64),
+            }
+        return self._split_cache["columns"]
 
     def _probs(self) -> np.ndarray:
         """Every row's probabilities as one [n, k] float32 matrix (from the file when read)."""
@@ -256,15 +279,18 @@ def _same_kind(actual: pa.DataType, expected: pa.DataType) -> bool:
     return False
 
 
-def _validate_table(table: pa.Table, class_names: list[str], where: str) -> np.ndarray:
+def _validate_table(
+    table: pa.Table, class_names: list[str], where: str, logits: bool = True
+) -> np.ndarray:
     """Raise PredictionFileError unless ``table`` is a valid prediction table; return its
-    probabilities as an [n, k] matrix."""
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    probabilities as an [n, k] matrix. ``logits=False``: the table was read without them."""
+    expected = [c for c in COLUMNS if logits or c != "logits"]
+    missing = [c for c in expected if c not in table.column_names]
     if missing:
         raise PredictionFileError(
             f"{where}: missing column(s) {missing}; a prediction file has columns {list(COLUMNS)}"
         )
-    for fld in SCHEMA:
+    for fld in (SCHEMA.field(c) for c in expected):
         actual = table.schema.field(fld.name).type
         if not _same_kind(actual, fld.type):
             raise PredictionFileError(
@@ -277,16 +303,17 @@ def _validate_table(table: pa.Table, class_names: list[str], where: str) -> np.n
             f"{where}: class_names must be a non-empty list of distinct names, got {class_names}"
         )
     k = len(class_names)
-    probs = _validate_probs(table, k, where)
+    probs = _validate_probs(table, k, where, logits)
     _validate_rows(table, k, where)
     return probs
 
 
-def _validate_probs(table: pa.Table, k: int, where: str) -> np.ndarray:
-    """``probs`` and ``logits`` hold ``k`` values a row; probs are finite, >= 0, sum to 1.
+def _validate_probs(table: pa.Table, k: int, where: str, logits: bool = True) -> np.ndarray:
+    """``probs`` (and ``logits``) hold ``k`` values a row; probs are finite, >= 0, sum to 1.
     Returns the probabilities as an [n, k] float32 matrix."""
     probs = _list_matrix(table.column("probs"), k, "probs", where)
-    _list_matrix(table.column("logits"), k, "logits", where)
+    if logits:
+        _list_matrix(table.column("logits"), k, "logits", where)
     if not np.isfinite(probs).all():
         raise PredictionFileError(f"{where}: probs must be finite, found NaN or inf")
     if (probs < 0).any():
@@ -451,14 +478,23 @@ def _upgrade(table: pa.Table) -> pa.Table:
     return table.add_column(table.column_names.index("epoch") + 1, "cycle", cycle)
 
 
-def read_predictions(path: str | Path) -> PredictionSet:
-    """Read and validate one prediction file; raise :class:`PredictionFileError` if it is bad."""
+def read_predictions(path: str | Path, *, lean: bool = False) -> PredictionSet:
+    """Read and validate one prediction file; raise :class:`PredictionFileError` if it is bad.
+
+    ``lean`` reads what aligning and ensembling need: the frame without its list columns
+    (``probs`` stays the validated matrix behind :meth:`PredictionSet.sorted_arrays`;
+    ``logits`` is neither read nor checked). The ensemble stage reads hundreds of files this
+    way, each about three times faster.
+    """
     path = Path(path)
     where = f"prediction file {path}"
     if not path.is_file():
         raise PredictionFileError(f"{where} does not exist")
     try:
-        table = pq.read_table(path)
+        columns = None
+        if lean:
+            columns = [c for c in pq.read_schema(path).names if c != "logits"]
+        table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise PredictionFileError(
             f"{where} is not a readable Parquet file (truncated or corrupt?): {exc}; "
@@ -466,9 +502,10 @@ def read_predictions(path: str | Path) -> PredictionSet:
         ) from None
     class_names, config, snapshot_of = _read_metadata(table.schema.metadata, where)
     table = _upgrade(table)
-    probs = _validate_table(table, class_names, where)
-    table = table.select(list(COLUMNS)).cast(SCHEMA.remove_metadata())
-    frame = table.to_pandas()
+    probs = _validate_table(table, class_names, where, logits=not lean)
+    kept = [c for c in COLUMNS if not lean or c not in ("probs", "logits")]
+    schema = pa.schema([SCHEMA.field(c) for c in kept])
+    frame = table.select(kept).cast(schema).to_pandas()
     trial_id = str(frame["trial_id"].iloc[0]) if len(frame) else path.stem
     pset = PredictionSet(frame, class_names, config, trial_id, path, snapshot_of)
     pset._split_cache["probs"] = probs  # the validated matrix: aligning needs no np.stack

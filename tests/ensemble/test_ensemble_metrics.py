@@ -7,7 +7,7 @@ import optuna
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ensemble._metrics import GroupedScorer
+from ensemble._metrics import GroupedScorer, batched_confusion
 from ensemble.objective import WeightObjective
 from trainers._atomic import atomic_write_text
 from trainers.metrics import score
@@ -149,12 +149,55 @@ def test_member_scores_at_once_equal_each_member_scored_alone(k: int) -> None:
         np.testing.assert_allclose(at_once, alone, rtol=1e-9, atol=1e-12, err_msg=metric)
 
 
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("metric", ["logloss", "wfs", "kappa"])
-def test_greedy_additions_score_as_the_explicit_candidate_weights(metric: str) -> None:
+def test_greedy_additions_score_as_the_explicit_candidate_weights(metric: str, k: int) -> None:
     rng = np.random.default_rng(7)
-    P = rng.dirichlet(np.ones(3), size=(6, 200))
-    y = rng.integers(0, 3, 200)
-    objective = WeightObjective(P, y, metric, ["a", "b", "c"])
-    counts = np.array([2.0, 0, 1, 0, 0, 3])
-    explicit = objective.score_many((counts[None, :] + np.eye(6)) / (counts.sum() + 1))
-    np.testing.assert_allclose(objective.score_additions(counts), explicit, rtol=1e-12)
+    P = rng.dirichlet(np.ones(k), size=(6, 200)).astype(np.float32)
+    P[2] = np.round(P[2], 1)  # ties between the classes: argmax's and the margin's must agree
+    P[2] /= P[2].sum(axis=1, keepdims=True)
+    y = rng.integers(0, k, 200)
+    objective = WeightObjective(P, y, metric, ["a", "b", "c"][:k])
+    for counts in (np.zeros(6), np.array([2.0, 0, 1, 0, 0, 3])):
+        explicit = objective.score_many((counts[None, :] + np.eye(6)) / (counts.sum() + 1))
+        # float32 sums (as the probabilities are stored) against score_many's float64
+        np.testing.assert_allclose(objective.score_additions(counts), explicit, rtol=1e-6)
+
+
+def test_batched_confusion_counts_as_sklearn() -> None:
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(3)
+    for k in (2, 3):
+        y = rng.integers(0, k, 500)
+        pred = rng.integers(0, k, (4, 500))
+        expected = [confusion_matrix(y, p, labels=range(k)) for p in pred]
+        np.testing.assert_array_equal(batched_confusion(y, pred, k), expected)
+        np.testing.assert_array_equal(batched_confusion(y, pred == 1, k)[:, :, 1], [
+            confusion_matrix(y, p == 1, labels=range(k))[:, 1] for p in pred
+        ])  # fmt: skip
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_grouped_auc_by_subject_pairs_equals_the_cell_sums(
+    k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bootstrap's AUC through subject-pair counts (W^T C W) is the cell-level weighted
+    Mann-Whitney sum, ties included, for any subject weights."""
+    import ensemble._metrics as metrics
+
+    rng = np.random.default_rng(11)
+    n, G = 600, 25
+    y = rng.integers(0, k, n)
+    p = rng.dirichlet(np.ones(k), n)
+    p[:200] = np.round(p[:200], 1)  # tie runs, across subjects
+    p[:200] /= p[:200].sum(axis=1, keepdims=True)
+    groups = rng.integers(0, G, n)
+    W = rng.poisson(1.0, (40, G)).astype(np.float64)
+    by_pairs = GroupedScorer(y, p, groups).scores(W, ("auc",))["auc"]
+    monkeypatch.setattr(metrics, "PAIR_COUNT_LIMIT", 0)
+    by_cells = GroupedScorer(y, p, groups).scores(W, ("auc",))["auc"]
+    np.testing.assert_allclose(by_pairs, by_cells, rtol=1e-12)
+    ones = GroupedScorer(y, p, groups).scores(np.ones((2, G)), ("auc",))["auc"]
+    truth = roc_auc_score(y == 1, p[:, 1]) if k == 2 else roc_auc_score(y, p, multi_class="ovr")
+    np.testing.assert_allclose(ones, truth, rtol=1e-12)
