@@ -190,8 +190,12 @@ def _select_key(config: WenConfig) -> str:
     return "val_loss" if select == "loss" else f"val_{select}"
 
 
-def _tuner(config: WenConfig, run: RunStorage, trainable: Any, resume: bool) -> Any:
+def _tuner(
+    config: WenConfig, run: RunStorage, trainable: Any, resume: bool, ray_dashboard: str | None
+) -> Any:
     from ray import tune
+
+    from search.live import LiveFeed
 
     if resume:
         # resume_errored: errored trials continue from their last checkpoint;
@@ -221,6 +225,8 @@ def _tuner(config: WenConfig, run: RunStorage, trainable: Any, resume: bool) -> 
                 checkpoint_score_order="min" if config.train.select_metric == "loss" else "max",
             ),
             progress_reporter=_reporter(config, total),
+            # the run's live state for `wen dashboard` (restored with the run config on --resume)
+            callbacks=[LiveFeed(config, run, ray_dashboard)],
             verbose=1,
         ),
     )
@@ -360,7 +366,7 @@ def run_search(
         trainable = tune.with_resources(
             make_trainable(_spec(config, run, train_fn_path), train_fn), _trial_resources(config)
         )
-        grid = _tuner(config, run, trainable, resume).fit()
+        grid = _tuner(config, run, trainable, resume, session.dashboard_url).fit()
         frame = results_table(grid, config, run)
         write_results(frame, run)
         _tidy_predictions(run, frame, say)

@@ -57,6 +57,25 @@ _BEST_FILE = "wen_tune.json"
 TrainFn = Callable[..., Any]
 
 
+#: The validation metrics the TensorBoard HParams view compares trials by.
+HPARAM_METRICS = ("val_wfs", "val_auc", "val_acc", "val_kappa", "val_loss")
+#: Points per epoch of the learning-rate trace sent with each report (``search.live``).
+LR_POINTS = 8
+
+
+def lr_points(trace: Any, n: int = LR_POINTS) -> list[float]:
+    """``n`` evenly spaced values of an epoch's per-step learning rates, the last included.
+
+    >>> lr_points([1.0, 2.0, 3.0, 4.0, 5.0], n=3)
+    [1.0, 3.0, 5.0]
+    """
+    values = [float(v) for v in trace]
+    if len(values) <= n:
+        return values
+    step = (len(values) - 1) / (n - 1)
+    return [values[round(i * step)] for i in range(n)]
+
+
 class InjectedFault(RuntimeError):
     """Raised by the ``WEN_FAULT_INJECT`` test hook."""
 
@@ -118,6 +137,7 @@ class TuneReporter:
         final_epoch: int,
         scratch: Path,
         on_snapshot: Callable[[Any, dict[str, Any]], None] | None = None,
+        hparams: dict[str, Any] | None = None,
     ) -> None:
         import ray
 
@@ -139,6 +159,28 @@ class TuneReporter:
 
             tensorboard_dir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(str(tensorboard_dir))
+            self._write_hparams(hparams or {})
+
+    def _write_hparams(self, hparams: dict[str, Any]) -> None:
+        """The trial's searched values as TensorBoard HParams, written when it starts.
+
+        TensorBoard's HParams view reads a session's metrics from the run's scalars of the
+        declared tags, so the per-epoch scalars below fill it in as the trial runs, and a
+        trial the scheduler stops keeps what it reached (it gets no chance to write at the
+        end). ``torch``'s ``add_hparams`` would write into a new sub-run; its summaries go
+        into the trial's own run here.
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        values = {
+            k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()
+        }
+        tags = [f"val/{k}" for k in HPARAM_METRICS] + [f"trial/best_{self.spec.metric}"]
+        experiment, start, _end = hparams_summary(values, {tag: 0.0 for tag in tags})
+        writer = self._writer.file_writer
+        writer.add_summary(experiment)
+        writer.add_summary(start)
+        self._writer.flush()
 
     def _better(self, value: float) -> bool:
         if self.best is None or math.isnan(self.best):
@@ -168,6 +210,8 @@ class TuneReporter:
         )
         if self.fold is not None:
             out["fold"] = self.fold
+        if lr_trace:
+            out["lr_points"] = lr_points(lr_trace)
         self._tensorboard(out, epoch, lr_trace)
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if ckpt is not None:
@@ -402,6 +446,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
             final_epoch=config.train.epochs,
             scratch=scratch,
             on_snapshot=_snapshot_publisher(run, config),
+            hparams=trial_overrides(tune_config, spec.folds),
         )
         # Ray gave this trial GPUs: the trainer must use one or fail saying why, never
         # train on the CPU (CUDA_VISIBLE_DEVICES says the same unless Ray was told not to set it)

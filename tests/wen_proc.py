@@ -113,3 +113,33 @@ class WenProcess:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=30)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket in LISTEN state on ``port`` (from /proc/net/tcp{,6})."""
+    out: set[str] = set()
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:
+                continue
+            out.add(_address(address, v6))
+    return out
+
+
+def _address(hex_address: str, v6: bool) -> str:
+    raw = bytes.fromhex(hex_address)
+    if not v6:
+        return ".".join(str(b) for b in raw[::-1])
+    # /proc stores IPv6 as four little-endian 32-bit words
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    import ipaddress
+
+    mapped = ipaddress.IPv6Address(words)
+    return str(mapped.ipv4_mapped or mapped)

@@ -71,6 +71,7 @@ class RunLayout:
     ensemble: str = "ensemble"
     export: str = "model"
     report: str = "report"
+    live: str = "live"
 
     @property
     def orphans(self) -> str:
@@ -114,6 +115,20 @@ class RunLayout:
     def tensorboard_dir(self, trial_id: str) -> str:
         """A trial's TensorBoard event files."""
         return posixpath.join(self.tensorboard, trial_id)
+
+    @property
+    def live_search(self) -> str:
+        """The search's live state (``search.live``): status, scheduler rungs, searched keys."""
+        return posixpath.join(self.live, "search.json")
+
+    @property
+    def live_trials(self) -> str:
+        """The folder of every trial's live record (``search.live``)."""
+        return posixpath.join(self.live, "trials")
+
+    def live_trial(self, trial_id: str) -> str:
+        """One trial's live record: status, parameters and every epoch's metrics."""
+        return posixpath.join(self.live_trials, f"{trial_id}.json")
 
     def ensemble_file(self, name: str) -> str:
         """A file of ``wen ensemble`` by its name (``weights.json``, ``members.csv``...)."""

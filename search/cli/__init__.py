@@ -11,6 +11,7 @@ from search.cli import train as _train  # noqa: E402,F401
 from search.cli import report as _report  # noqa: E402,F401
 from search.cli import demo as _demo  # noqa: E402,F401
 from search.cli import weights as _weights  # noqa: E402,F401
+from search.cli import dashboard as _dashboard  # noqa: E402,F401
 
 __all__ = ["app", "data_app", "main"]
 

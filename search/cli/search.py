@@ -1,11 +1,10 @@
-"""``wen search`` (a distributed search on Ray Tune) and ``wen dashboard`` (TensorBoard on a run)."""
+"""``wen search``: a distributed search on Ray Tune (``--dashboard`` serves the live page beside it)."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,7 @@ from search.presets import config_path
 from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
-__all__ = ["dashboard", "search"]
+__all__ = ["search"]
 
 
 def _dry_run(config: object, storage: str, name: str) -> None:
@@ -128,6 +127,17 @@ def search(
             "--dry-run", help="Print the expanded space and per-trial resources; run nothing."
         ),
     ] = False,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Serve `wen dashboard` on this run beside the search (127.0.0.1) and print "
+            "its address.",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int, typer.Option(help="Port of --dashboard (the next free one if taken).")
+    ] = 8600,
     smoke: Annotated[
         bool,
         typer.Option(
@@ -162,12 +172,16 @@ def search(
     if args[:1] != ["search"]:  # run as `python -m ...` or from a test runner
         args = ["search", str(config), *args]
     command = "wen " + shlex.join(args)
+    board = _start_dashboard(store, run_name, dashboard_port) if dashboard else None
     try:
         outcome = run_search(
             cfg, storage=store, name=run_name, address=address, resume=resume, command=command
         )
     except WenError as err:
         raise fail(str(err)) from None
+    finally:
+        if board is not None:
+            board.stop()
     if outcome.errors:
         raise fail(
             f"{outcome.errors} trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}",
@@ -175,42 +189,13 @@ def search(
         )
 
 
-@app.command("dashboard")
-def dashboard(
-    run: Annotated[
-        str, typer.Argument(help="A run folder (local path or URI) written by `wen search`.")
-    ],
-    port: Annotated[
-        int, typer.Option(help="TensorBoard port on 127.0.0.1 (next free if taken).")
-    ] = 6006,
-) -> None:
-    """Serve TensorBoard on a run's trial logs, bound to 127.0.0.1, until Ctrl-C."""
+def _start_dashboard(storage: str, name: str, port: int) -> object:
+    """``wen dashboard`` on the run this search writes, in a thread of this process."""
+    from search.cli.dashboard import open_runs
     from search.raycluster import free_port
-    from search.storage import is_uri
+    from reports.dashboard import create_app, serve
 
-    logdir = run
-    if not is_uri(run):
-        root = Path(run).expanduser()
-        if not root.is_dir():
-            raise fail(
-                f"run folder {run!r} does not exist; pass the RUN folder `wen search` printed"
-            )
-        events = root / RUN_LAYOUT.tensorboard
-        logdir = str(events) if events.is_dir() else str(root)
-    else:
-        logdir = run.rstrip("/") + "/" + RUN_LAYOUT.tensorboard
     chosen = free_port(port)
-    if chosen != port:
-        typer.echo(f"port {port} on 127.0.0.1 is taken; TensorBoard uses {chosen}")
-    from tensorboard import program
-
-    board = program.TensorBoard()
-    board.configure(argv=[None, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(chosen)])
-    url = board.launch()
-    typer.echo(f"TensorBoard: {url} (logs: {logdir}); Ctrl-C stops it")
-    sys.stdout.flush()
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        typer.echo("stopped")
+    board = serve(create_app(lambda: open_runs(storage, name)), port=chosen, background=True)
+    typer.echo(f"wen dashboard: {board.url} (the live page of this search; read-only)")
+    return board

@@ -2,7 +2,7 @@
 127.0.0.1 only while a search runs.
 
 One search serves both: while its 50 trials run, the test reads the listening sockets of the
-Ray dashboard (printed by ``wen search``) and of TensorBoard (``wen dashboard RUN``), and the
+Ray dashboard (printed by ``wen search``) and of TensorBoard (``wen tensorboard RUN``), and the
 driver's peak memory (VmHWM) until it exits.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fault_helpers import LOOPBACK, listening_addresses, peak_rss_mb
+from fault_helpers import LOOPBACK, peak_rss_mb
+from wen_proc import listening_addresses
 from run_files import assert_prediction_files
 from wen_proc import SMOKE, WenProcess
 
@@ -55,7 +56,7 @@ def load_search(
         wen.wait_for(
             lambda: (run / "tensorboard").is_dir(), 240, "the first trial's TensorBoard logs"
         )
-        board = WenProcess(["dashboard", str(run), "--port", "6106"], wen_env)
+        board = WenProcess(["tensorboard", str(run), "--port", "6106"], wen_env)
         tb = board.wait_for(
             lambda: re.search(r"TensorBoard: http://([\d.]+):(\d+)", board.output),
             120,

@@ -183,7 +183,7 @@ def test_tensorboard_dashboard_serves_a_run(tmp_path: Path, start_wen) -> None:
 
     with SummaryWriter(str(run / "tensorboard" / "t0")) as writer:
         writer.add_scalar("val/val_wfs", 0.5, 1)
-    board = start_wen(["dashboard", str(run), "--port", "6006"])
+    board = start_wen(["tensorboard", str(run), "--port", "6006"])
     url = board.wait_for(
         lambda: re.search(r"TensorBoard: (http://127\.0\.0\.1:\d+/?)", board.output),
         120,
