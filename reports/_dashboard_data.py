@@ -203,8 +203,8 @@ def _tensorboard_curves(
 ) -> dict[str, Any]:
     """Curves of a run without live records, from its TensorBoard logs (local runs only)."""
     path = getattr(source, "path", None)
-    if path is None:
-        return {}
+    if path is None or not getattr(source, "local", True) or not Path(path).is_dir():
+        return {}  # TensorBoard's reader needs a local folder
     from reports._inputs import MissingInput, RunInputs
 
     inputs = RunInputs(path, say=lambda _m: None)

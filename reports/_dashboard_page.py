@@ -8,7 +8,6 @@ a searched string value cannot inject markup.
 
 PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>wen dashboard</title>
-<script src="/static/plotly.min.js"></script>
 <style>
 body{font-family:system-ui,sans-serif;margin:0;color:#222}
 header{background:#243b53;color:#fff;padding:8px 16px;display:flex;gap:16px;align-items:center}
@@ -42,9 +41,14 @@ tr[data-stopped="true"] td.status{color:#b44} tr[data-status="ERROR"] td.status{
  <h3>Export</h3><pre id="manifest" class="muted"></pre>
 </section>
 </main>
+<!-- plotly.js (4.6 MB) loads after the table's first paint; figures are drawn once it has -->
+<script src="/static/plotly.min.js" async onload="window.plotlyReady && window.plotlyReady()"></script>
 <script>
 "use strict";
 const POLL = __POLL_MS__;
+const plotlyLoaded = new Promise((resolve) => {
+  if (window.Plotly) resolve(); else window.plotlyReady = resolve;
+});
 let state = {run: null, sort: null, desc: true, selected: new Set(), trials: null, tab: "trials"};
 const $ = (id) => document.getElementById(id);
 function fmt(v) {
@@ -146,7 +150,7 @@ function drawCurves() {
       line: {dash: "dot", width: 1}, opacity: 0.6});
   }
   Plotly.react("curves", traces, {title: {text: `learning curves (${metric}) and learning rate`},
-    xaxis: {title: {text: "epoch"}}, yaxis: {title: metric}, yaxis2: {title: {text: "lr"}, overlaying: "y", side: "right", type: "log", exponentformat: "e"},
+    xaxis: {title: {text: "epoch"}}, yaxis: {title: {text: metric}}, yaxis2: {title: {text: "lr"}, overlaying: "y", side: "right", type: "log", exponentformat: "e"},
     height: 380, margin: {t: 40, r: 60}, legend: {font: {size: 9}}});
 }
 function drawParcoords() {
@@ -219,9 +223,13 @@ async function refresh() {
       const epochs = state.trials.rows.reduce((a, r) => a + (r.epochs_run || 0), 0);
       $("status").textContent = `${run ? run.status : ""}; ${state.trials.rows.length} trials, ${epochs} epochs`;
       $("status").dataset.epochs = epochs;
-      drawTable(); drawCurves(); drawParcoords(); drawRungs();
-    } else { await refreshEnsemble(); }
-    document.body.dataset.rendered = String(Date.now());
+      drawTable();
+      // the table first: it paints before Plotly lays out the figures
+      if (!document.body.dataset.firstTable) document.body.dataset.firstTable = String(performance.now());
+      await plotlyLoaded;
+      drawCurves(); drawParcoords(); drawRungs();
+    } else { await plotlyLoaded; await refreshEnsemble(); }
+    if (!document.body.dataset.rendered) document.body.dataset.rendered = String(performance.now());
   } catch (err) { $("status").textContent = `cannot read the run: ${err}`; }
 }
 function tab(name) {

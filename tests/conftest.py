@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,16 @@ def start_wen(wen_env: dict[str, str]):
     for proc in started:
         if proc.proc.poll() is None:
             proc.kill_group()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's, as `make system-deps` installs it) driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    from reports.browser import chromium_path
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -6,15 +6,12 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 import yaml
 
-from reports.browser import chromium_path
 from reports.dashboard import LOOPBACK, DashboardServer, create_app, serve
 from reports._dashboard_data import LocalRun, ensemble_view, trials_view
 from trainers.run_layout import RUN_LAYOUT
@@ -27,15 +24,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _board(runs: dict[str, Any]) -> DashboardServer:

@@ -7,11 +7,13 @@ TensorBoard logs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -19,9 +21,38 @@ import pytest
 from search.raycluster import free_port
 
 from run_files import assert_prediction_files
-from wen_proc import REPO, SMOKE, run_in_private_network, unshare_works, wen_command
+from trainers.run_layout import RUN_LAYOUT
+from wen_proc import (
+    REPO,
+    SMOKE,
+    listening_addresses,
+    run_in_private_network,
+    unshare_works,
+    wen_command,
+)
 
 ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
+
+
+def hparams_sessions(logdir: Path) -> dict[str, dict[str, Any]]:
+    """Every session TensorBoard's HParams plugin lists for ``logdir`` (its HTTP data API:
+    what TensorBoard's own HParams view asks), by name, with its hyperparameters."""
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(logdir), "--host", "127.0.0.1",
+                          "--port", str(free_port(6150))])  # fmt: skip
+    url = board.launch()
+    body = {"experimentName": "", "startIndex": 0, "sliceSize": 1000,
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"]}  # fmt: skip
+    request = urllib.request.Request(
+        url + "data/plugin/hparams/session_groups",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        groups = json.loads(response.read())["sessionGroups"]
+    return {g["name"]: g["hparams"] for g in groups}
 
 
 def http_ok(url: str) -> bool:
@@ -49,10 +80,33 @@ def assert_complete(run: Path, frame: pd.DataFrame, epochs: int = 2) -> None:
         assert list((run / "tensorboard" / trial).glob("events.out.tfevents.*"))
 
 
-def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen) -> None:
-    """The smoke preset on local Ray: 4 trials, out-of-fold predictions, dashboard answering."""
+def _watch_live_epochs(wen: Any, browser: Any) -> tuple[str, list[int], set[str]]:
+    """Open ``wen search --dashboard``'s page while the search runs; the epoch counts it
+    showed, on one page load, until the search ended; and where its socket listened."""
+    board = wen.wait_for(
+        lambda: re.search(r"wen dashboard: (http://127\.0\.0\.1:(\d+)/)", wen.output),
+        120,
+        "the wen dashboard URL",
+    )
+    page = browser.new_page()
+    page.goto(board.group(1))
+    listening = listening_addresses(int(board.group(2)))
+    seen: list[int] = []
+    while wen.proc.poll() is None:
+        epochs = page.get_attribute("#status", "data-epochs")
+        if epochs is not None and (not seen or int(epochs) != seen[-1]):
+            seen.append(int(epochs))
+        page.wait_for_timeout(500)
+    return board.group(1), seen, listening
+
+
+def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen, browser: Any) -> None:
+    """The smoke preset on local Ray: 4 trials, out-of-fold predictions, the Ray dashboard
+    answering, `wen dashboard` showing new epochs live (one page load), TensorBoard's HParams
+    view listing every trial."""
     port_was_free = free_port(8265) == 8265
-    wen = start_wen(["search", str(SMOKE), "--storage", str(tmp_path), "--name", "smoke"])
+    wen = start_wen(["search", str(SMOKE), "--storage", str(tmp_path), "--name", "smoke",
+                     "--dashboard", "--dashboard-port", str(free_port(8610))])  # fmt: skip
     url = wen.wait_for(
         lambda: re.search(r"Ray dashboard: (http://127\.0\.0\.1:(\d+))", wen.output),
         180,
@@ -63,11 +117,21 @@ def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen) -> Non
     # the dashboard answers while the search runs (before results.csv exists)
     wen.wait_for(lambda: http_ok(url.group(1)), 60, "the Ray dashboard to answer")
     assert not (tmp_path / "smoke" / "results.csv").exists()
+    _, seen, listening = _watch_live_epochs(wen, browser)
     assert wen.finish(timeout=400) == 0, wen.output[-4000:]
+    assert listening == {"127.0.0.1"}
+    # epochs arrived on the open page as the trials reported them, without a reload
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] > seen[0], seen
     run = tmp_path / "smoke"
     frame = results(run)
     assert len(frame) == 4
     assert_complete(run, frame)
+    for trial in frame["trial_id"]:
+        record = json.loads((run / RUN_LAYOUT.live_trial(trial)).read_text())
+        assert record["status"] == "TERMINATED" and len(record["epochs"]) == 2
+        assert record["epochs"][-1]["lr_points"]  # the learning-rate trace the page draws
+    assert json.loads((run / RUN_LAYOUT.live_search).read_text())["status"] == "finished"
+    assert sorted(hparams_sessions(run / RUN_LAYOUT.tensorboard)) == sorted(frame["trial_id"])
     # each backbone trained on both folds: out-of-fold predictions for the ensemble stage
     assert sorted(frame.groupby("model.backbone")["fold"].apply(sorted).tolist()) == [
         [0, 1],
