@@ -21,6 +21,7 @@ final table; the records are what a page shows before it exists.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from ray.tune import Callback
 
 from search.schedulers import asha_rungs, grace_epochs
 from search.space import trial_overrides
+from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ __all__ = ["LIVE_METRIC_PREFIXES", "LiveFeed", "search_state"]
 
 #: Result keys a trial record keeps per epoch (Tune's own bookkeeping keys are left out).
 LIVE_METRIC_PREFIXES = ("val_", "train_", "best_", "lr")
+log = logging.getLogger(__name__)
 _KEPT = ("epoch", "time_total_s", "snapshot_epoch", "lr_cycles")
 
 
@@ -91,10 +94,21 @@ class LiveFeed(Callback):
         self.ray_dashboard = ray_dashboard
         self.started = time.time()
         self.records: dict[str, dict[str, Any]] = {}
+        self._failed: set[str] = set()
+
+    def _put(self, rel: str, text: str) -> None:
+        """Write one live file; a failure (a full disk, a storage hiccup) is logged once per
+        file and skipped: the records are a view of the search, never a reason to stop it."""
+        try:
+            self.run.write_text(rel, text)
+        except (OSError, WenError) as exc:
+            if rel not in self._failed:
+                log.warning("live record %s not written (%s); the search goes on", rel, exc)
+                self._failed.add(rel)
 
     def _write_search(self, status: str) -> None:
         state = search_state(self.config, status, self.ray_dashboard, self.started)
-        self.run.write_text(RUN_LAYOUT.live_search, json.dumps(state, indent=1))
+        self._put(RUN_LAYOUT.live_search, json.dumps(state, indent=1))
 
     def _record(self, trial: Any) -> dict[str, Any]:
         tid = str(trial.trial_id)
@@ -115,8 +129,7 @@ class LiveFeed(Callback):
     def _write(self, trial: Any, **changes: Any) -> None:
         record = self._record(trial)
         record.update(changes, updated=time.time())
-        text = json.dumps(record, default=str)
-        self.run.write_text(RUN_LAYOUT.live_trial(record["trial_id"]), text)
+        self._put(RUN_LAYOUT.live_trial(record["trial_id"]), json.dumps(record, default=str))
 
     def setup(self, *args: Any, **info: Any) -> None:
         self._write_search("running")
