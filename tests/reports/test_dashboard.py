@@ -3,6 +3,7 @@ Chromium), its live update from the driver's records, and its loopback-only sock
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -17,7 +18,8 @@ from reports._dashboard_data import LocalRun, ensemble_view, trials_view
 from trainers.run_layout import RUN_LAYOUT
 from wen_proc import listening_addresses
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+#: ``WEN_SCREENSHOT_DIR=docs`` writes the README's screenshots (otherwise a temporary folder)
+SCREENSHOT_ENV = "WEN_SCREENSHOT_DIR"
 
 
 def _free_port() -> int:
@@ -46,8 +48,9 @@ def _open(browser: Any, board: DashboardServer) -> tuple[Any, list[str]]:
 
 
 def test_the_page_of_a_smoke_run_shows_every_trial_the_stops_and_the_ensemble(
-    smoke_run: Path, browser: Any
+    smoke_run: Path, browser: Any, tmp_path: Path
 ) -> None:
+    shots = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path)
     board = _board({"smoke": LocalRun(smoke_run)})
     try:
         page, errors = _open(browser, board)
@@ -64,8 +67,8 @@ def test_the_page_of_a_smoke_run_shows_every_trial_the_stops_and_the_ensemble(
         page.fill("#filter", "efficientnet")
         assert page.eval_on_selector_all("tr[data-trial]", "rs => rs.length") == 1
         page.fill("#filter", "")
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT.with_name("dashboard-trials.png")), full_page=True)
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "dashboard-trials.png"), full_page=True)
         page.click("#tab-ensemble")
         page.wait_for_selector("#comparison tbody tr")
         methods = page.eval_on_selector_all(
@@ -76,7 +79,7 @@ def test_the_page_of_a_smoke_run_shows_every_trial_the_stops_and_the_ensemble(
         assert "[" in page.text_content("#comparison tbody tr")  # intervals shown
         assert page.text_content("#chosen").startswith(f"Chosen: {expected['chosen']['method']}")
         page.wait_for_selector("#weights .main-svg")
-        page.screenshot(path=str(SCREENSHOT.with_name("dashboard-ensemble.png")), full_page=True)
+        page.screenshot(path=str(shots / "dashboard-ensemble.png"), full_page=True)
         assert errors == []
     finally:
         board.stop()
