@@ -53,6 +53,20 @@ def failures(output: str) -> dict[str, int]:
     return out
 
 
+def _kill_a_live_worker(sid: int) -> int | None:
+    """SIGKILL the first trial worker of session ``sid`` still alive; its pid, or None.
+
+    The worker first seen may already be gone (its trial raised the injected fault and Ray
+    ended the process), so the victim is chosen at the moment of the kill."""
+    for pid in session_processes(sid, WORKER):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        return pid
+    return None
+
+
 @pytest.fixture(scope="module")
 def faulty_search(
     tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]
@@ -67,12 +81,9 @@ def faulty_search(
         ["search", str(SMOKE), "--storage", str(storage), "--name", "faulty", *ONE_FOLD], env
     )
     try:
-        workers = wen.wait_for(
-            lambda: session_processes(wen.proc.pid, WORKER), 240, "a trial worker"
-        )
-        victim = workers[0]
+        wen.wait_for(lambda: session_processes(wen.proc.pid, WORKER), 240, "a trial worker")
         time.sleep(3)  # let it get into its trial
-        os.kill(victim, signal.SIGKILL)
+        victim = wen.wait_for(lambda: _kill_a_live_worker(wen.proc.pid), 240, "a worker to kill")
         code = wen.finish(timeout=480)
     finally:
         if wen.proc.poll() is None:
