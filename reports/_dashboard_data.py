@@ -28,13 +28,13 @@ from typing import Any, Protocol
 import pandas as pd
 import yaml
 
+from ensemble.export import MANIFEST_FILE
 from trainers.run_layout import RUN_LAYOUT
 
 __all__ = ["LocalRun", "RunSource", "ensemble_view", "run_summary", "trials_view"]
 
 #: The metrics a trial row and its curves show (the search metric is added when missing).
 ROW_METRICS = ("val_wfs", "val_auc", "val_acc", "val_kappa", "val_loss", "train_loss")
-_EXPORT_MANIFEST = "manifest.json"
 
 
 class RunSource(Protocol):
@@ -297,7 +297,7 @@ def ensemble_view(source: RunSource) -> dict[str, Any] | None:
     weights = _json(source, RUN_LAYOUT.ensemble_weights) or {}
     methods = weights.get("methods", {}) if isinstance(weights, dict) else {}
     diversity = _csv(source, RUN_LAYOUT.diversity)
-    manifest = _json(source, posixpath.join(RUN_LAYOUT.export, _EXPORT_MANIFEST))
+    manifest = _json(source, posixpath.join(RUN_LAYOUT.export, MANIFEST_FILE))
     metric_cols = ("wfs", "auc", "acc", "kappa", "ba", "logloss")
     table = _frame_records(
         comparison,

@@ -82,7 +82,8 @@ async function refreshRuns() {
   const run = data.runs.find((r) => r.name === state.run);
   const links = $("links"); links.replaceChildren();
   const add = (label, href, text) => {
-    if (!href) return; const a = document.createElement("a"); a.href = href; a.textContent = label;
+    if (!/^https?:\/\//.test(href || "")) return;  // a run's files name the links: http(s) only
+    const a = document.createElement("a"); a.href = href; a.textContent = label;
     a.target = "_blank"; links.append(a, " "); if (text) links.append(text, " ");
   };
   if (run && run.ray_dashboard) add("Ray dashboard", run.ray_dashboard);
