@@ -148,3 +148,29 @@ def test_no_route_changes_a_run(smoke_run: Path) -> None:
         .headers["content-type"]
         .startswith("application/javascript")
     )
+
+
+def test_a_remote_run_is_read_through_the_storage_layer(smoke_run: Path) -> None:
+    """The page's data from a run that is not a local folder (pyarrow's in-memory filesystem
+    behind ``RunStorage``, as ``s3://`` is): the same trials, stops and ensemble tables."""
+    import pyarrow.fs as pafs
+    from starlette.testclient import TestClient
+
+    from search.storage import RunStorage
+
+    remote = RunStorage(storage="mock://bucket/runs", name="remote", fs=pafs._MockFileSystem(),
+                        path="bucket/runs/remote", local=False)  # fmt: skip
+    for path in smoke_run.rglob("*"):
+        if path.is_file() and path.suffix in (".csv", ".json", ".yaml"):
+            remote.write_bytes(path.relative_to(smoke_run).as_posix(), path.read_bytes())
+    local = trials_view(LocalRun(smoke_run), "smoke")
+    seen = trials_view(remote, "smoke")
+    key = ("trial_id", "status", "stopped_at", "epochs_run", "best_epoch", "params")
+    assert [{k: r[k] for k in key} for r in seen["rows"]] == [
+        {k: r[k] for k in key} for r in local["rows"]
+    ]
+    assert seen["rungs"] == local["rungs"]
+    client = TestClient(create_app({"remote": remote}))
+    ensemble = client.get("/api/runs/remote/ensemble").json()
+    assert ensemble["comparison"] == ensemble_view(LocalRun(smoke_run))["comparison"]
+    assert client.get("/api/runs").json()["runs"][0]["has_ensemble"] is True
