@@ -182,6 +182,9 @@ def search(
     finally:
         if board is not None:
             board.stop()
+            typer.echo(
+                f"wen dashboard stopped with the search; `wen dashboard {store}` serves it again"
+            )
     if outcome.errors:
         raise fail(
             f"{outcome.errors} trial(s) errored; see {outcome.run.join(RUN_LAYOUT.results_csv)}",
