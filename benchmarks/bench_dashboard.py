@@ -10,7 +10,6 @@ loaded) in Playwright's Chromium. Target: under 2 s to first render on 2 cores.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -57,12 +56,6 @@ def write_run(storage: Path, name: str = "big") -> Path:
     return storage / name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _first_render(url: str) -> float:
     from playwright.sync_api import sync_playwright
 
@@ -87,6 +80,7 @@ def run() -> list[dict[str, Any]]:
     """Two rows: the trials route and the page's first render."""
     from reports._dashboard_data import LocalRun, trials_view
     from reports.dashboard import create_app, serve
+    from search.raycluster import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = write_run(Path(tmp))
@@ -94,7 +88,7 @@ def run() -> list[dict[str, Any]]:
         view = trials_view(LocalRun(run_dir), "big")
         route = time.perf_counter() - start
         assert len(view["rows"]) == TRIALS
-        board = serve(create_app({"big": LocalRun(run_dir)}), port=_free_port(), background=True)
+        board = serve(create_app({"big": LocalRun(run_dir)}), port=free_port(8600), background=True)
         try:
             table, complete = _first_render(board.url)
         finally:

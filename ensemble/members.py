@@ -12,6 +12,7 @@ the schema).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import posixpath
@@ -205,20 +206,22 @@ def _member_val(group: list[PredictionSet]) -> SplitArrays:
     if len(group) == 1:  # one fold: to_arrays already sorted it by sample id
         return SplitArrays(*parts[0])
     ids = np.concatenate([p[2] for p in parts])
-    _check_disjoint_folds(group, [p[2] for p in parts])
     order = np.argsort(ids.astype(str), kind="stable")
+    _check_disjoint_folds(group, [len(p[2]) for p in parts], ids, order)
     P = np.concatenate([p[0] for p in parts], axis=1)[:, order]
     y = np.concatenate([p[1] for p in parts])[order]
     subjects = np.concatenate([p[3] for p in parts])[order]
     return SplitArrays(P, y, ids[order], subjects)
 
 
-def _check_disjoint_folds(group: list[PredictionSet], fold_ids: list[np.ndarray]) -> None:
-    """Raise when two folds of one configuration predict the same validation sample."""
-    owner = np.repeat(np.arange(len(group)), [len(ids) for ids in fold_ids])
-    ids = np.concatenate(fold_ids).astype(str)
-    order = np.argsort(ids, kind="stable")
-    repeats = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+def _check_disjoint_folds(
+    group: list[PredictionSet], sizes: list[int], ids: np.ndarray, order: np.ndarray
+) -> None:
+    """Raise when two folds of one configuration predict the same validation sample
+    (``ids``: the folds' ids concatenated, ``sizes`` long each; ``order`` sorts them)."""
+    owner = np.repeat(np.arange(len(group)), sizes)
+    ranked = ids[order].astype(str)
+    repeats = np.flatnonzero(ranked[1:] == ranked[:-1])
     if len(repeats):
         first, second = order[repeats[0]], order[repeats[0] + 1]
         s, seen = group[owner[second]], group[owner[first]]
@@ -232,8 +235,6 @@ def _check_disjoint_folds(group: list[PredictionSet], fold_ids: list[np.ndarray]
 def _ids_key(ids: np.ndarray) -> bytes:
     """A digest of a sequence of sample ids: compared and counted for hundreds of members
     (a tuple of 20,000 strings per member is slow to hash)."""
-    import hashlib
-
     return hashlib.sha1("\x1f".join(map(str, ids)).encode()).digest() + len(ids).to_bytes(
         8, "little"
     )

@@ -59,8 +59,16 @@ def create_app(
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse
     from starlette.routing import Route
 
+    listed: dict[str, Any] = {"at": -float("inf"), "runs": {}}
+
     def current() -> Mapping[str, RunSource]:
-        return runs() if callable(runs) else runs
+        # one listing serves a poll's requests (its run list and its tab): listing a storage
+        # of runs costs a call per run on an object store
+        if not callable(runs):
+            return runs
+        if time.monotonic() - listed["at"] > POLL_MS / 2000:
+            listed.update(at=time.monotonic(), runs=runs())
+        return listed["runs"]
 
     def source(request: Any) -> RunSource:
         from starlette.exceptions import HTTPException

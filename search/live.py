@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from search.schedulers import asha_rungs, grace_epochs
+from search.results import short_error
+from search.schedulers import rung_epochs
 from search.space import trial_overrides
 from trainers.errors import WenError
 from trainers.run_layout import RUN_LAYOUT
@@ -50,19 +51,14 @@ def search_state(
 ) -> dict[str, Any]:
     """``live/search.json``: what a page needs to read the trial records."""
     settings = config.search
-    sched = settings.scheduler
-    rungs: list[float] = []
-    if sched.name == "asha":
-        grace = int(round(grace_epochs(config)))
-        rungs = [float(r) for r in asha_rungs(config.train.epochs, grace, sched.reduction_factor)]
     return {
         "name": config.name,
         "status": status,
         "metric": settings.metric,
         "mode": settings.mode,
         "max_epochs": config.train.epochs,
-        "scheduler": sched.name,
-        "rungs": rungs,
+        "scheduler": settings.scheduler.name,
+        "rungs": rung_epochs(config),
         "searched": list(settings.space) + (["data.split.fold"] if settings.folds else []),
         "ray_dashboard": ray_dashboard,
         "started": started,
@@ -177,6 +173,5 @@ def _error_text(trial: Any) -> str:
         value = getattr(trial, attr, None)
         value = value() if callable(value) else value
         if value:
-            lines = str(value).strip().splitlines()
-            return lines[-1][:300] if lines else str(value)[:300]
+            return short_error(value) or str(value)[:300]
     return "the trial failed (see its error.txt in Tune's trial folder)"

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from search.config import WenConfig
     from search.storage import RunStorage
 
-__all__ = ["RESULT_COLUMNS", "best_row", "history_frame", "results_table", "write_results"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "best_row",
+    "history_frame",
+    "results_table",
+    "short_error",
+    "write_results",
+]
 
 #: Columns every results table starts with; the searched keys and metrics follow.
 RESULT_COLUMNS = [
@@ -97,7 +104,7 @@ def _trial_row(result: Any, config: WenConfig, run: RunStorage | None) -> dict[s
         "node_id": last.get("node_id"),
         "predictions": None,
         "init_weights": last.get("init_weights"),
-        "error": _short_error(result.error),
+        "error": short_error(result.error),
     }
     if run is not None and trial_id and run.exists(RUN_LAYOUT.prediction(trial_id)):
         row["predictions"] = run.join(RUN_LAYOUT.prediction(trial_id))
@@ -120,7 +127,8 @@ def _resumes(history: pd.DataFrame) -> int:
     return int(starts[starts >= 0].nunique())
 
 
-def _short_error(error: Any) -> str | None:
+def short_error(error: Any) -> str | None:
+    """A trial error's last line, at most 300 characters (None for no error)."""
     if not error:
         return None
     text = str(error).strip().splitlines()

@@ -33,6 +33,7 @@ __all__ = [
     "PBT_MUTABLE_KEYS",
     "SCHEDULERS",
     "asha_rungs",
+    "rung_epochs",
     "create_scheduler",
     "cycle_epochs",
     "grace_epochs",
@@ -63,6 +64,15 @@ def asha_rungs(epochs: int, grace_epochs: int, reduction_factor: float) -> list[
     """
     count = int(math.log(epochs / grace_epochs) / math.log(reduction_factor) + 1)
     return [grace_epochs * reduction_factor**k for k in range(count)]
+
+
+def rung_epochs(config: WenConfig) -> list[float]:
+    """The epochs at which the configured scheduler judges trials: ASHA's rungs, else none."""
+    sched = config.search.scheduler
+    if sched.name != "asha":
+        return []
+    grace = int(round(grace_epochs(config)))
+    return [float(r) for r in asha_rungs(config.train.epochs, grace, sched.reduction_factor)]
 
 
 def _is_whole(x: float) -> bool:

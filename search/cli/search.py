@@ -20,7 +20,7 @@ __all__ = ["search"]
 
 def _dry_run(config: object, storage: str, name: str) -> None:
     from search.config import WenConfig
-    from search.schedulers import asha_rungs, cycle_epochs, grace_epochs
+    from search.schedulers import cycle_epochs, rung_epochs
     from search.space import describe_space
 
     assert isinstance(config, WenConfig)
@@ -33,8 +33,7 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     sched = settings.scheduler
     line = f"scheduler: {sched.name}"
     if sched.name == "asha":
-        grace = int(round(grace_epochs(config)))
-        rungs = asha_rungs(config.train.epochs, grace, sched.reduction_factor)
+        rungs = rung_epochs(config)
         line += f" (rungs at epochs {', '.join(f'{r:g}' for r in rungs)}; LR cycle {cycle_epochs(config.schedule):g} epochs)"
     typer.echo(line)
     gpus = 0

@@ -147,6 +147,24 @@ def test_overlapping_folds_are_rejected(synthetic_run: Path) -> None:
         _members(synthetic_run)
 
 
+def test_folds_predicting_one_validation_sample_twice_are_rejected(synthetic_run: Path) -> None:
+    """The other fold of a configuration claims one of this fold's validation cells."""
+    val = read_predictions(synthetic_run / "predictions" / "t000.parquet").split("val")
+    taken = val["sample_id"].iloc[3]
+
+    def claim_it(f, n, c):
+        rows = f.index[f["split"] == "val"]
+        f.loc[rows[0], ["sample_id", "subject_id"]] = [taken, val["subject_id"].iloc[3]]
+        return f, n, c
+
+    _rewrite(synthetic_run / "predictions" / "t001.parquet", claim_it)
+    with pytest.raises(
+        EnsembleInputError, match=f"both predict validation sample '{taken}'"
+    ) as err:
+        _members(synthetic_run)
+    assert "trial t000" in str(err.value) and "trial t001" in str(err.value)
+
+
 def test_truncated_file_is_rejected_or_skipped(synthetic_run: Path) -> None:
     path = synthetic_run / "predictions" / "t003.parquet"
     data = path.read_bytes()

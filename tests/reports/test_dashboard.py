@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import yaml
 
+from search.raycluster import free_port
 from reports.dashboard import LOOPBACK, DashboardServer, create_app, serve
 from reports._dashboard_data import LocalRun, ensemble_view, trials_view
 from trainers.run_layout import RUN_LAYOUT
@@ -22,14 +22,8 @@ from wen_proc import listening_addresses
 SCREENSHOT_ENV = "WEN_SCREENSHOT_DIR"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
 def _board(runs: dict[str, Any]) -> DashboardServer:
-    return serve(create_app(runs), port=_free_port(), background=True)
+    return serve(create_app(runs), port=free_port(8600), background=True)
 
 
 def _open(browser: Any, board: DashboardServer) -> tuple[Any, list[str]]:
