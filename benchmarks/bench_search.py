@@ -7,11 +7,16 @@
     wall time divided by the bare wall time over the concurrency, Ray's start included.
     Target: at most 1.15. On a 2-core machine the two concurrent trials also compete with
     Ray's own processes, so this is the worst case for the ratio.
-(b) ASHA against FIFO. The same seeded random search (learning rate x backbone) runs with FIFO,
-    then with ASHA (rungs on whole learning-rate cycles, reduction factor 3, one bracket).
-    The figure is the share of FIFO's epoch budget (epochs run, all trials) that ASHA spends,
-    provided ASHA's best validation WFS is within 0.01 of FIFO's best; otherwise the row says
-    ASHA did not reach it.
+    Beside them, where the fixed cost goes (``benchmarks/_search_probe.py``): Ray's start,
+    each worker's start, per-trial and per-epoch steps in the trainable, the driver's
+    experiment snapshots and result handling, Ray's shutdown.
+(b) ASHA against FIFO. The same seeded random search (the cyclic learning rate's peak x
+    backbone) runs with FIFO,
+    then with Ray's ASHA (the stopping variant) and with the promotion variant
+    (``asha_promotion``), both with rungs on whole learning-rate cycles, reduction factor 3,
+    one bracket. The figure is the share of FIFO's epoch budget (epochs run, all trials) each
+    spends, provided its best validation WFS is within 0.01 of FIFO's best; otherwise the
+    row says it did not reach it.
     Target: at most 0.5.
 
 ``WEN_BENCH_QUICK=1`` runs fewer and shorter trials.
@@ -54,7 +59,7 @@ def _config(overrides: list[str]) -> Any:
     return load_search_config(str(REPO / "configs" / "smoke.yaml"), overrides)
 
 
-def _search(config: Any, storage: Path, name: str) -> tuple[float, Any]:
+def _search(config: Any, storage: Path, name: str, train_fn: Any = None) -> tuple[float, Any]:
     """Run one search quietly; its wall time (Ray's start included) and results table."""
     import ray
 
@@ -63,7 +68,12 @@ def _search(config: Any, storage: Path, name: str) -> tuple[float, Any]:
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         outcome = run_search(
-            config, storage=str(storage), name=name, num_cpus=CONCURRENCY, say=lambda _m: None
+            config,
+            storage=str(storage),
+            name=name,
+            num_cpus=CONCURRENCY,
+            train_fn=train_fn,
+            say=lambda _m: None,
         )
     wall = time.perf_counter() - start
     if ray.is_initialized():
@@ -73,42 +83,53 @@ def _search(config: Any, storage: Path, name: str) -> tuple[float, Any]:
     return wall, outcome.results
 
 
-def _overhead(cache: Path) -> list[dict[str, Any]]:
-    from search.space import grid_points
-    from search.trainable import TrialSpec, trial_config
-    from trainers import train
-
-    # trials long enough to stand for real ones (a real trial runs for minutes to hours):
-    # resnet18 at 64 px, about a minute each on one core; quick mode: tiny ones
+def _overhead_config(cache: Path) -> tuple[Any, str, int, int]:
+    """8 trials of about 20 s on one core (resnet18 at 64 px, 7 epochs); quick: tiny ones."""
     backbone, size, epochs, lrs = (
         ("test_resnet", 40, 2, "[3.0e-4, 1.0e-3]")
         if _quick()
-        else ("resnet18", 64, 6, "[1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3]")
+        else ("resnet18", 64, 7, "[1.0e-4, 2.0e-4, 3.0e-4, 5.0e-4, 7.0e-4, 1.0e-3, 2.0e-3, 3.0e-3]")
     )
     config = _config(_base(cache, "overhead") + [
         f"train.epochs={epochs}", "search.algorithm=grid", f"model.backbone={backbone}",
         f"data.input_size={size}", "data.synthetic.size=96",
         f"search.space={{optim.lr: {{type: grid, values: {lrs}}}}}",
     ])  # fmt: skip
-    # warm the synthetic data and the decoded cache once, outside both timings
+    return config, backbone, size, epochs
+
+
+def _bare(cache: Path, config: Any) -> tuple[float, int]:
+    """The same trials one after another through ``trainers.train`` on one thread, after one
+    warm-up epoch (the synthetic data and the decoded cache are made outside the timing)."""
+    from search.space import grid_points
+    from search.trainable import TrialSpec, trial_config
+    from trainers import train
+
     base = config.trial_part().model_dump(mode="json")
     spec = TrialSpec(
         base=base, storage=str(cache), name="bare", metric="val_wfs", mode="max", cpus=1.0
     )
     points = grid_points(config.search)
-    train(
-        trial_config(spec, {**points[0], "train.epochs": 1}),
-        lambda _m: None,
-        out_dir=cache / "warm",
-    )
-
+    warm = trial_config(spec, {**points[0], "train.epochs": 1})
+    train(warm, lambda _m: None, out_dir=cache / "warm")
     start = time.perf_counter()
     for i, point in enumerate(points):
         train(trial_config(spec, point), lambda _m: None, out_dir=cache / f"bare-{i}")
-    bare = time.perf_counter() - start
-    wall, frame = _search(config, cache / "runs", "overhead")
+    return time.perf_counter() - start, len(points)
+
+
+def _overhead(cache: Path) -> list[dict[str, Any]]:
+    from benchmarks._search_probe import breakdown, driver_probes, probe_train
+
+    config, backbone, size, epochs = _overhead_config(cache)
+    bare, trials = _bare(cache, config)
+    log = cache / "probe.jsonl"
+    with driver_probes(log):
+        wall, frame = _search(config, cache / "runs", "overhead", train_fn=probe_train)
+    parts = breakdown(log, trials=len(frame), epochs=epochs)
     ideal = bare / CONCURRENCY
     rounds = len(frame) / CONCURRENCY
+    fixed = (wall - parts["ray_start_s"] - ideal) / rounds
     return [
         {
             "name": "search: Tune overhead (wall / (bare / concurrency))",
@@ -116,18 +137,66 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
             "unit": "x",
             "target": "<= 1.15",
             "note": f"{len(frame)} {backbone} trials x {epochs} epochs at {size} px, concurrency "
-            f"{CONCURRENCY}: search {wall:.1f} s (Ray start included), bare {bare:.1f} s "
-            f"({bare / len(frame):.1f} s a trial)",
+            f"{CONCURRENCY}: search {wall:.1f} s (Ray's start included), bare {bare:.1f} s "
+            f"({bare / trials:.1f} s a trial). Before actor reuse and the worker preload: 2.71 "
+            "(2026-12-01, 4 trials of 10 s)",
         },
         {
-            "name": "search: fixed cost per trial (Ray start spread over the run)",
-            "value": (wall - ideal) / rounds,
+            "name": "search: fixed cost per trial, Ray's start not counted",
+            "value": fixed,
+            "unit": "s",
+            "target": "<= 1",
+            "note": f"(search wall - Ray's start {parts['ray_start_s']:.1f} s - bare / "
+            "concurrency) / (trials / concurrency). Before: 15.3 s (2026-12-01, Ray's start "
+            "spread over the trials)",
+        },
+        *_breakdown_rows(parts, epochs),
+    ]
+
+
+#: The breakdown rows: (key in breakdown(), what it is, how often it is paid).
+_STEPS = (
+    ("ray_start_s", "Ray's start (head, dashboard, first workers)", "once"),
+    ("worker_start_s", "worker process start to its first trial (imports, preload)", "per worker"),
+    ("setup_s", "trial set-up in the worker: dataset open, model build (bare pays it too)",
+     "per trial"),
+    ("between_trials_s", "a worker's idle time between trials (Tune's reset of the reused "
+     "actor, the next trial's start)", "per trial"),
+    ("report_s", "the trainable's report: running best, TensorBoard, best-epoch record",
+     "per epoch"),
+    ("tune_report_s", "tune.report: Tune copies the epoch's checkpoint into its trial folder",
+     "per epoch"),
+    ("trainer_checkpoint_s", "the trainer's own checkpoint write (bare pays it too)",
+     "per epoch"),
+    ("publish_s", "publishing: best weights + config.json into RUN/models, the final report",
+     "per trial"),
+    ("driver_result_s", "the driver's handling of one result (scheduler, searcher, callbacks)",
+     "per result"),
+    ("ray_shutdown_s", "Ray's shutdown", "once"),
+)  # fmt: skip
+
+
+def _breakdown_rows(parts: dict[str, float], epochs: int) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "name": f"search cost: {what}",
+            "value": parts[key],
             "unit": "s",
             "target": "",
-            "note": "(search wall - bare / concurrency) / (trials / concurrency): worker start, "
-            "Tune bookkeeping, checkpoint and prediction upload",
-        },
+            "note": f"{often}; python -m benchmarks search (benchmarks/_search_probe.py)",
+        }
+        for key, what, often in _STEPS
     ]
+    rows.append(
+        {
+            "name": "search cost: Tune's experiment snapshots (driver)",
+            "value": parts["snapshot_s"],
+            "unit": "s",
+            "target": "",
+            "note": f"all {parts['snapshots']} snapshots together (TUNE_GLOBAL_CHECKPOINT_S)",
+        }
+    )
+    return rows
 
 
 def _asha_vs_fifo(cache: Path) -> list[dict[str, Any]]:
@@ -135,31 +204,42 @@ def _asha_vs_fifo(cache: Path) -> list[dict[str, Any]]:
     common = _base(cache, "asha") + [
         f"train.epochs={epochs}", "schedule.half_cycle_epochs=1", "search.algorithm=random",
         f"search.num_samples={samples}", "search.seed=3", "search.scheduler.reduction_factor=3",
+        # no searcher cap (asha_promotion's paused trials would hold it); 2 CPUs, 1 a trial
+        "search.max_concurrent=null",
         "search.space={model.backbone: {type: choice, values: [test_resnet, test_efficientnet]}, "
-        "optim.lr: {type: loguniform, low: 1.0e-5, high: 3.0e-2}}",
+        # the cyclic schedule sets the learning rate (torch's CyclicLR overwrites optim.lr),
+        # so its peak is what differs between trials
+        "schedule.max_lr: {type: loguniform, low: 1.0e-4, high: 3.0e-2}}",
     ]  # fmt: skip
     out = {}
-    for sched in ("fifo", "asha"):
+    for sched in ("fifo", "asha", "asha_promotion"):
         wall, frame = _search(
             _config(common + [f"search.scheduler.name={sched}"]), cache / "runs", sched
         )
         out[sched] = (wall, frame)
-    fifo, asha = out["fifo"][1], out["asha"][1]
-    best_fifo, best_asha = float(fifo["val_wfs"].max()), float(asha["val_wfs"].max())
-    share = float(asha["epochs_run"].sum()) / float(fifo["epochs_run"].sum())
-    reached = best_asha >= best_fifo - 0.01
-    return [
-        {
-            "name": "search: ASHA epoch budget / FIFO's",
-            "value": share if reached else float("nan"),
-            "unit": "share",
-            "target": "<= 0.5",
-            "note": f"{samples} trials x {epochs} epochs; best val WFS FIFO {best_fifo:.3f}, ASHA "
-            f"{best_asha:.3f} ({'reached' if reached else 'NOT reached'} within 0.01); "
-            f"epochs {int(asha['epochs_run'].sum())} vs {int(fifo['epochs_run'].sum())}; "
-            f"wall {out['asha'][0]:.0f} s vs {out['fifo'][0]:.0f} s",
-        },
-    ]
+    fifo = out["fifo"][1]
+    best_fifo = float(fifo["val_wfs"].max())
+    rows = []
+    for sched, label in (("asha", "ASHA (Ray's, stopping)"),
+                         ("asha_promotion", "ASHA, promotion variant")):  # fmt: skip
+        wall, frame = out[sched]
+        best = float(frame["val_wfs"].max())
+        share = float(frame["epochs_run"].sum()) / float(fifo["epochs_run"].sum())
+        reached = best >= best_fifo - 0.01
+        rows.append(
+            {
+                "name": f"search: {label} epoch budget / FIFO's",
+                "value": share if reached else float("nan"),
+                "unit": "share",
+                "target": "<= 0.5",
+                "note": f"search.scheduler.name={sched}; {samples} trials x {epochs} epochs; best "
+                f"val WFS FIFO {best_fifo:.3f}, {sched} {best:.3f} "
+                f"({'reached' if reached else 'NOT reached'} within 0.01); epochs "
+                f"{int(frame['epochs_run'].sum())} vs {int(fifo['epochs_run'].sum())}; wall "
+                f"{wall:.0f} s vs {out['fifo'][0]:.0f} s",
+            }
+        )
+    return rows
 
 
 def run() -> list[dict[str, Any]]:

@@ -81,13 +81,18 @@ class SchedulerConfig(StrictModel):
     ever judged at the trough of its learning rate, never at a peak.
     """
 
-    name: Literal["fifo", "asha", "hyperband", "pbt"] = Field(
+    name: Literal["fifo", "asha", "asha_promotion", "hyperband", "pbt"] = Field(
         "fifo",
-        description="fifo: run every trial to the end; asha: asynchronous successive halving; "
-        "hyperband: synchronous HyperBand; pbt: population based training.",
+        description="fifo: run every trial to the end; asha: asynchronous successive halving "
+        "(a trial reaching a rung stops unless it is in the top 1/reduction_factor so far); "
+        "asha_promotion: its promotion variant (a trial pauses at a rung and goes on only once "
+        "it is in the top 1/reduction_factor of enough rivals: prunes with few trials at a "
+        "time); hyperband: synchronous HyperBand; pbt: population based training.",
     )
     grace_cycles: int = Field(
-        1, ge=1, description="ASHA: first rung after this many learning-rate cycles."
+        1,
+        ge=1,
+        description="ASHA (both variants): first rung after this many learning-rate cycles.",
     )
     reduction_factor: float = Field(
         2.0, gt=1.0, description="ASHA/HyperBand: keep 1/reduction_factor of trials per rung."

@@ -27,7 +27,7 @@ from search.raycluster import (
     storage_problems,
 )
 from search.results import results_table, write_results
-from search.schedulers import create_scheduler, cycle_epochs
+from search.schedulers import SCHEDULER_TRAITS, create_scheduler, cycle_epochs
 from search.searchers import create_search_alg, tune_num_samples
 from search.space import FOLD_KEY, build_param_space
 from search.storage import RunStorage
@@ -85,6 +85,8 @@ def _spec(config: WenConfig, run: RunStorage, train_fn_path: str) -> TrialSpec:
         fault_epoch=fault_epoch_from_env(),
         train_fn=train_fn_path,
         searched=searched,
+        checkpoint_by_reference=run.local
+        and not SCHEDULER_TRAITS[config.search.scheduler.name].copies_checkpoints,
     )
 
 
@@ -210,6 +212,7 @@ def _tuner(
             search_alg=create_search_alg(settings),
             scheduler=create_scheduler(config),
             num_samples=total,
+            reuse_actors=True,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_dirname,
         ),

@@ -6,7 +6,9 @@ its validation score is at its noisiest. So every scheduler here counts time in 
 cycles (``2 x half_cycle_epochs`` epochs; one epoch for other schedules):
 
 - ASHA (``time_attr="epoch"``): grace period = ``grace_cycles`` cycles and an integer
-  reduction factor, so every rung ``grace x rf^k`` is a whole number of cycles;
+  reduction factor, so every rung ``grace x rf^k`` is a whole number of cycles; the same
+  rungs for its promotion variant (``asha_promotion``, :mod:`search._promotion`), which
+  pauses a trial at a rung until it beats enough rivals;
 - HyperBand and PBT: ``time_attr="lr_cycles"`` (completed cycles, reported by the trainable),
   so their budgets and perturbation points are whole cycles by construction.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from search.space import build_param_space
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PBT_MUTABLE_KEYS",
     "SCHEDULERS",
+    "SCHEDULER_TRAITS",
+    "SchedulerTraits",
     "asha_rungs",
     "rung_epochs",
     "create_scheduler",
@@ -42,6 +47,35 @@ __all__ = [
 
 SchedulerFactory = Callable[["WenConfig"], "TrialScheduler"]
 SCHEDULERS: Registry[SchedulerFactory] = Registry("scheduler", key="search.scheduler.name")
+
+
+@dataclass(frozen=True)
+class SchedulerTraits:
+    """What a scheduler does to trials, read by the config rules, the CLI and the live view."""
+
+    #: judges trials at ASHA's rungs (``grace x rf^k`` epochs)
+    asha_rungs: bool = False
+    #: stops single trials early (so a configuration's folds could end unequal)
+    stops_trials: bool = False
+    #: pauses trials and resumes them later from a checkpoint at the decision point
+    pauses: bool = False
+    #: starts a trial from another trial's checkpoint (which that trial goes on pruning)
+    copies_checkpoints: bool = False
+
+    @property
+    def uncapped(self) -> bool:
+        """Paused at ASHA's rungs until rivals arrive: Tune's searcher cap
+        (``search.max_concurrent``) would count the paused trials and starve the search."""
+        return self.asha_rungs and self.pauses
+
+
+SCHEDULER_TRAITS: dict[str, SchedulerTraits] = {
+    "fifo": SchedulerTraits(),
+    "asha": SchedulerTraits(asha_rungs=True, stops_trials=True),
+    "asha_promotion": SchedulerTraits(asha_rungs=True, stops_trials=True, pauses=True),
+    "hyperband": SchedulerTraits(stops_trials=True, pauses=True),
+    "pbt": SchedulerTraits(pauses=True, copies_checkpoints=True),
+}
 
 #: Keys PBT may change in a running trial. PBT copies weights, optimizer and LR-schedule state
 #: from a better trial, so only keys read afresh when a trial resumes from a checkpoint can
@@ -69,7 +103,7 @@ def asha_rungs(epochs: int, grace_epochs: int, reduction_factor: float) -> list[
 def rung_epochs(config: WenConfig) -> list[float]:
     """The epochs at which the configured scheduler judges trials: ASHA's rungs, else none."""
     sched = config.search.scheduler
-    if sched.name != "asha":
+    if not SCHEDULER_TRAITS[sched.name].asha_rungs:
         return []
     grace = int(round(grace_epochs(config)))
     return [float(r) for r in asha_rungs(config.train.epochs, grace, sched.reduction_factor)]
@@ -85,8 +119,9 @@ def scheduler_problems(config: WenConfig) -> list[str]:
     epochs = config.train.epochs
     cycle = cycle_epochs(config.schedule)
     cyclic = config.schedule.name == "cyclic"
+    traits = SCHEDULER_TRAITS[sched.name]
     problems: list[str] = []
-    if sched.name == "asha":
+    if traits.asha_rungs:
         grace = grace_epochs(config)
         if not _is_whole(grace):
             problems.append(
@@ -106,6 +141,8 @@ def scheduler_problems(config: WenConfig) -> list[str]:
                 f"after the last epoch (train.epochs={epochs}): raise train.epochs, lower "
                 "search.scheduler.grace_cycles or schedule.half_cycle_epochs"
             )
+    if traits.uncapped:
+        problems += _paused_rung_problems(config, grace)
     if sched.name in ("hyperband", "pbt"):
         if not _is_whole(cycle):
             problems.append(
@@ -125,7 +162,7 @@ def scheduler_problems(config: WenConfig) -> list[str]:
                 f"{cycle:g}; set train.checkpoint_every=1"
             )
     folds = config.search.folds or []
-    if sched.name in ("asha", "hyperband") and len(folds) > 1:
+    if traits.stops_trials and len(folds) > 1:
         problems.append(
             f"search.scheduler.name={sched.name} stops trials one by one, but with search.folds="
             f"{list(folds)} each configuration is one trial per fold, and the ensemble needs "
@@ -135,6 +172,27 @@ def scheduler_problems(config: WenConfig) -> list[str]:
         )
     if sched.name == "pbt":
         problems += _pbt_problems(config.search)
+    return problems
+
+
+def _paused_rung_problems(config: WenConfig, grace: float) -> list[str]:
+    """asha_promotion pauses trials at its rungs: a checkpoint there, no searcher cap."""
+    problems: list[str] = []
+    every = config.train.checkpoint_every
+    if _is_whole(grace) and int(round(grace)) % every:
+        problems.append(
+            f"asha_promotion pauses trials at its rungs (the first at {grace:g} epochs) and "
+            f"resumes them from a checkpoint there: train.checkpoint_every={every} must divide "
+            f"{grace:g}; set train.checkpoint_every=1"
+        )
+    if config.search.max_concurrent:
+        problems.append(
+            f"search.max_concurrent={config.search.max_concurrent} cannot hold with "
+            "search.scheduler.name=asha_promotion: Tune's searchers count paused trials as "
+            "running, so the cap would stop new trials while the paused ones wait for rivals. "
+            "Unset search.max_concurrent (search.max_concurrent=null); the CPUs and GPUs each "
+            "trial asks for (search.resources) bound how many run at once"
+        )
     return problems
 
 
@@ -182,6 +240,20 @@ def _asha(config: WenConfig) -> TrialScheduler:
         grace_period=int(round(grace_epochs(config))),
         reduction_factor=sched.reduction_factor,
         brackets=1,
+        **_metric(config),
+    )
+
+
+@SCHEDULERS.register("asha_promotion")
+def _asha_promotion(config: WenConfig) -> TrialScheduler:
+    from search._promotion import PromotionASHA
+
+    return PromotionASHA(
+        time_attr="epoch",
+        rungs=[r for r in rung_epochs(config) if r < config.train.epochs],
+        reduction_factor=config.search.scheduler.reduction_factor,
+        # ties on a coarse score at an early rung are ordered by the validation loss
+        tie_metric=None if config.search.metric == "val_loss" else "val_loss",
         **_metric(config),
     )
 

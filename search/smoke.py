@@ -8,6 +8,7 @@ InceptionResNet-V2) is swapped for a tiny timm model, and every such change is r
 note for the caller to print loudly.
 
 >>> from search.config import WenConfig
+from search.schedulers import SCHEDULER_TRAITS
 >>> cfg = WenConfig.model_validate({"data": {"root": "nowhere", "layout": "cnmc-kaggle"},
 ...     "model": {"backbone": "vgg16", "pretrained": True}})
 >>> smoke = smoke_overrides(cfg)
@@ -22,6 +23,7 @@ from typing import Any
 
 from search.checks import load_wen_config
 from search.config import WenConfig
+from search.schedulers import SCHEDULER_TRAITS
 from search.space import count_trials
 from trainers.config import apply_overrides, parse_overrides
 from trainers.models import _probe_model, create_alnet, min_input_size
@@ -218,9 +220,10 @@ def _smoke_search(search: dict[str, Any]) -> None:
             dim["values"] = dim["values"][:SMOKE_VALUES]
     if search.get("folds"):
         search["folds"] = search["folds"][:SMOKE_VALUES]
-    search.update(num_samples=1, max_concurrent=2, report_every_s=10.0)
+    uncapped = SCHEDULER_TRAITS[search["scheduler"]["name"]].uncapped
+    search.update(num_samples=1, max_concurrent=None if uncapped else 2, report_every_s=10.0)
     search["resources"] = {"cpus": 1.0, "gpus": 0.0, "memory_gb": None}
-    if search["scheduler"]["name"] == "asha":
+    if SCHEDULER_TRAITS[search["scheduler"]["name"]].asha_rungs:
         search["scheduler"].update(grace_cycles=1, reduction_factor=2.0)
     if search["algorithm"] == "optuna":
         search["num_samples"] = 2

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from search.space import FOLD_KEY, trial_overrides
@@ -100,6 +100,9 @@ class TrialSpec:
     fault_epoch: int | None = None
     train_fn: str = "trainers:train"
     searched: list[str] = field(default_factory=list)
+    #: Tune's checkpoint names the trainer's checkpoint in RUN instead of copying it (see
+    #: :class:`TuneReporter`); the driver sets it for local storage without PBT
+    checkpoint_by_reference: bool = False
 
 
 def resolve_train_fn(path: str) -> TrainFn:
@@ -125,6 +128,18 @@ class TuneReporter:
 
     Keeps the running best of the search metric (restored from the checkpoint on resume),
     adds the scheduler clock and the node, writes TensorBoard, attaches the checkpoint.
+
+    The checkpoint Tune gets: Tune copies every reported checkpoint into its trial folder
+    (``ray.train._internal.storage.StorageContext.persist_current_checkpoint``). With local
+    storage the trainer's own checkpoint already lies in RUN, on storage every node sees, so
+    with ``spec.checkpoint_by_reference`` (``run_root`` given) Tune gets a folder holding only
+    the best-epoch record, which names the trainer's checkpoint by its path in RUN: Tune
+    copies a few hundred bytes instead of the weights and optimizer state every epoch, and
+    :func:`_restore` resolves the name when the trial resumes. The trainer keeps its latest
+    checkpoints and its best one (``train.keep_checkpoints``), which are the ones Tune restores
+    from. PBT copies one trial's checkpoint into another while the first goes on pruning its
+    own, and remote storage keeps the trainer's checkpoints in a scratch folder, so both get
+    the whole checkpoint.
     """
 
     def __init__(
@@ -138,10 +153,12 @@ class TuneReporter:
         scratch: Path,
         on_snapshot: Callable[[Any, dict[str, Any]], None] | None = None,
         hparams: dict[str, Any] | None = None,
+        run_root: Path | None = None,
     ) -> None:
         import ray
 
         self.spec = spec
+        self.run_root = run_root
         self.on_snapshot = on_snapshot
         self.final_epoch = final_epoch
         self.scratch = scratch
@@ -213,23 +230,12 @@ class TuneReporter:
         if lr_trace:
             out["lr_points"] = lr_points(lr_trace)
         self._tensorboard(out, epoch, lr_trace)
-        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if ckpt is not None:
-            record = {
-                "epoch": epoch,
-                "best": self.best,
-                "trainer_best_epoch": out.get("best_epoch"),
-            }
-            atomic_write_json(ckpt / _BEST_FILE, record, what="best-epoch record")
+        ckpt = self._tune_checkpoint(Path(checkpoint_dir), out) if checkpoint_dir else None
         if epoch >= self.final_epoch:
             # A scheduler stops a trial at its last epoch (max_t) as soon as it reports it,
             # which would cut off the predictions written after training: the last report is
-            # held back until the predictions and weights are published (see flush).
-            if ckpt is not None:
-                held = self.scratch / "final_checkpoint"
-                shutil.rmtree(held, ignore_errors=True)
-                shutil.copytree(ckpt, held)
-                ckpt = held
+            # held back until the predictions and weights are published (see flush). Nothing
+            # touches the last checkpoint in between (the trainer only loads its best).
             self._pending = (out, ckpt)
         else:
             self._send(out, ckpt)
@@ -238,11 +244,31 @@ class TuneReporter:
                 f"{FAULT_ENV}={self.spec.fault_epoch}: injected failure after epoch {epoch}"
             )
 
+    def _tune_checkpoint(self, trainer_ckpt: Path, metrics: dict[str, Any]) -> Path:
+        """The folder Tune gets for this epoch: the trainer's checkpoint with the best-epoch
+        record beside it, or (by reference) a folder holding the record alone."""
+        epoch = int(metrics["epoch"])
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "best": self.best,
+            "trainer_best_epoch": metrics.get("best_epoch"),
+        }
+        if self.run_root is None:
+            atomic_write_json(trainer_ckpt / _BEST_FILE, record, what="best-epoch record")
+            return trainer_ckpt
+        record["trainer_checkpoint"] = trainer_ckpt.relative_to(self.run_root).as_posix()
+        folder = self.scratch / "tune_checkpoints" / f"epoch_{epoch:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / _BEST_FILE, record, what="best-epoch record")
+        return folder
+
     def _send(self, metrics: dict[str, Any], ckpt: Path | None) -> None:
         from ray import tune
 
         checkpoint = tune.Checkpoint.from_directory(str(ckpt)) if ckpt is not None else None
-        tune.report(metrics, checkpoint=checkpoint)
+        tune.report(metrics, checkpoint=checkpoint)  # Tune has copied ckpt when this returns
+        if ckpt is not None and self.run_root is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)  # the record folder, not the trainer's
 
     def flush(self) -> None:
         """Send the held-back last report (after predictions and weights are published)."""
@@ -279,8 +305,14 @@ class TuneReporter:
             self._writer = None
 
 
-def _restore(checkpoint: Any, scratch: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    """Tune's checkpoint -> (a local folder for the trainer, the running-best record)."""
+def _restore(
+    checkpoint: Any, scratch: Path, run: RunStorage
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """Tune's checkpoint -> (a local folder for the trainer, the running-best record).
+
+    A checkpoint by reference (:class:`TuneReporter`) resolves to the trainer's checkpoint
+    it names in RUN.
+    """
     if checkpoint is None:
         return None, None
     local = Path(checkpoint.path)
@@ -290,6 +322,17 @@ def _restore(checkpoint: Any, scratch: Path) -> tuple[Path | None, dict[str, Any
         local = Path(checkpoint.to_directory(str(target)))
     best_file = local / _BEST_FILE
     record = json.loads(best_file.read_text()) if best_file.is_file() else {"epoch": -1}
+    named = record.get("trainer_checkpoint")
+    if named:
+        target = run.local_path(*PurePosixPath(named).parts)
+        if not target.is_dir():
+            raise FileNotFoundError(
+                f"Tune's checkpoint {checkpoint.path} names the trainer's checkpoint {target}, "
+                "which is gone, so the trial cannot continue from it: leave the run folder's "
+                "trial_*/work/checkpoints in place while its search may resume, or start the "
+                "search anew under another --name"
+            )
+        return target, record
     return local, record
 
 
@@ -303,8 +346,8 @@ def _restore_best(checkpoint: Any, record: dict[str, Any] | None, work: Path) ->
     persisted checkpoints by the record written next to each.
     """
     best = (record or {}).get("trainer_best_epoch")
-    if checkpoint is None or best is None:
-        return
+    if checkpoint is None or best is None or (record or {}).get("trainer_checkpoint"):
+        return  # by reference: the trainer's checkpoints, its best among them, are in RUN
     target = work / "checkpoints" / f"epoch_{int(best):04d}"
     if target.is_dir():
         return
@@ -428,7 +471,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
     scratch = Path(tempfile.mkdtemp(prefix=f"wen-{trial_id}-"))
     try:
         checkpoint = tune.get_checkpoint()
-        resume_from, record = _restore(checkpoint, scratch)
+        resume_from, record = _restore(checkpoint, scratch, run)
         # the trainer's own checkpoints: straight in RUN for local storage (shared by retries
         # on any node); for remote storage in this attempt's scratch (a retry restores the best
         # one from Tune's checkpoint). Never in Tune's trial folder on the driver
@@ -437,16 +480,16 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         work = run.local_path(trial_dir.name, "work") if run.local else scratch / "work"
         _restore_best(checkpoint, record, work)
         predictions_dir, tb_dir = _output_dirs(run, spec, trial_id, scratch)
-        fold = config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None
         reporter = TuneReporter(
             spec,
-            fold=fold,
+            fold=config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None,
             resumed_from=record,
             tensorboard_dir=tb_dir,
             final_epoch=config.train.epochs,
             scratch=scratch,
             on_snapshot=_snapshot_publisher(run, config),
             hparams=trial_overrides(tune_config, spec.folds),
+            run_root=run.local_path() if spec.checkpoint_by_reference and run.local else None,
         )
         # Ray gave this trial GPUs: the trainer must use one or fail saying why, never
         # train on the CPU (CUDA_VISIBLE_DEVICES says the same unless Ray was told not to set it)

@@ -23,6 +23,7 @@ best epoch's metrics); :func:`publish_member` writes one, :func:`read_member` re
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import shutil
 from collections.abc import Mapping
@@ -257,6 +258,15 @@ def _meta_bytes(meta: Mapping[str, Any] | bytes) -> bytes:
     return json.dumps(dict(meta), indent=2, default=str).encode()
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` at ``target`` (replacing it), or copy it across filesystems."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def publish_member(
     run: Path | RunWriter,
     trial_id: str,
@@ -266,7 +276,9 @@ def publish_member(
 ) -> str:
     """Write ``<models>/<trial_id>/`` under ``run``: the weights, then ``config.json``.
 
-    ``weights`` is a safetensors file to copy or its bytes (``safetensors.torch.save``);
+    ``weights`` is a safetensors file to copy or its bytes (``safetensors.torch.save``); a
+    file on the same filesystem as a local ``run`` is hard-linked, not copied (the trainer
+    replaces its checkpoint files rather than rewriting them, so the link keeps its bytes);
     ``meta`` the JSON-able config record or an existing ``config.json``'s bytes. Each file is
     written atomically and ``config.json`` last, so its presence marks a complete member.
     ``models`` names the folder (an export's ``members``). Returns the relative folder name.
@@ -279,7 +291,7 @@ def publish_member(
             atomic_write_bytes(run / weights_rel, weights, what="model weights")
         else:
             with atomic_path(run / weights_rel, what="model weights") as tmp:
-                shutil.copyfile(weights, tmp)
+                _link_or_copy(Path(weights), tmp)
         atomic_write_bytes(run / config_rel, _meta_bytes(meta), what="model config")
     else:
         if isinstance(weights, bytes):

@@ -32,8 +32,8 @@ def _dry_run(config: object, storage: str, name: str) -> None:
     typer.echo(f"each trial needs: {res.cpus:g} CPU, {res.gpus:g} GPU{memory}")
     sched = settings.scheduler
     line = f"scheduler: {sched.name}"
-    if sched.name == "asha":
-        rungs = rung_epochs(config)
+    rungs = rung_epochs(config)
+    if rungs:
         line += f" (rungs at epochs {', '.join(f'{r:g}' for r in rungs)}; LR cycle {cycle_epochs(config.schedule):g} epochs)"
     typer.echo(line)
     gpus = 0

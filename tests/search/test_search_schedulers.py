@@ -140,7 +140,9 @@ def test_pbt_only_perturbs_keys_read_on_resume() -> None:
 
 
 def test_unknown_scheduler_name_lists_the_registry() -> None:
-    with pytest.raises(UnknownNameError, match="valid names: asha, fifo, hyperband, pbt"):
+    with pytest.raises(
+        UnknownNameError, match="valid names: asha, asha_promotion, fifo, hyperband, pbt"
+    ):
         SCHEDULERS.get("median")
 
 
