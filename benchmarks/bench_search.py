@@ -88,12 +88,21 @@ def _overhead_config(cache: Path) -> tuple[Any, str, int, int]:
     backbone, size, epochs, lrs = (
         ("test_resnet", 40, 2, "[3.0e-4, 1.0e-3]")
         if _quick()
-        else ("resnet18", 64, 7, "[1.0e-4, 2.0e-4, 3.0e-4, 5.0e-4, 7.0e-4, 1.0e-3, 2.0e-3, 3.0e-3]")
+        else (
+            "resnet18",
+            64,
+            7,
+            "[1.0e-4, 2.0e-4, 3.0e-4, 5.0e-4, 7.0e-4, 1.0e-3, 2.0e-3, 3.0e-3]",
+        )  # max_lr
     )
     config = _config(_base(cache, "overhead") + [
         f"train.epochs={epochs}", "search.algorithm=grid", f"model.backbone={backbone}",
         f"data.input_size={size}", "data.synthetic.size=96",
-        f"search.space={{optim.lr: {{type: grid, values: {lrs}}}}}",
+        # one learning-rate cycle per trial, ending at its trough (the study's trials run
+        # whole 12-epoch cycles); the smoke preset's half-epoch cycles would publish a
+        # snapshot every epoch
+        f"schedule.half_cycle_epochs={epochs / 2}",
+        f"search.space={{schedule.max_lr: {{type: grid, values: {lrs}}}}}",
     ])  # fmt: skip
     return config, backbone, size, epochs
 

@@ -6,6 +6,7 @@
 #   cluster/local_cluster.sh start     # head + $WEN_CLUSTER_WORKERS workers
 #   wen search configs/smoke.yaml --address 127.0.0.1:$WEN_CLUSTER_PORT
 #   cluster/local_cluster.sh stop-worker 1   # stops worker node 1 only (node-loss tests)
+#   cluster/local_cluster.sh start-worker 1  # starts worker node 1 again (a new node)
 #   cluster/local_cluster.sh stop      # stops exactly the processes `start` launched
 #
 # Token authentication (RAY_AUTH_MODE=token) is always on: every node and every `ray` call
@@ -168,9 +169,25 @@ stop_worker() {  # index: stop worker node N as a lost machine would vanish (SIG
     exit 1
 }
 
+start_worker() {  # index: start worker node N again after stop-worker (a replacement machine)
+    local want="worker$1" pid name
+    [[ -f "$PIDS" ]] || { echo "local cluster: not running ($PIDS missing)" >&2; exit 1; }
+    while read -r pid name; do
+        if [[ "$name" == "$want" ]] && kill -0 "$pid" 2>/dev/null; then
+            echo "local cluster: $want (pid $pid) is still running; stop-worker $1 first" >&2
+            exit 1
+        fi
+    done <"$PIDS"
+    awk -v n="$want" '$2 != n' "$PIDS" >"$PIDS.new" && mv "$PIDS.new" "$PIDS"
+    launch "$want" --address="127.0.0.1:$PORT" --num-cpus="$WORKER_CPUS" --num-gpus=0
+    wait_for_nodes "$(wc -l <"$PIDS")"
+    echo "local cluster: $want started again"
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
     stop-worker) [[ -n "${2:-}" ]] || { echo "usage: $0 stop-worker N" >&2; exit 2; }; stop_worker "$2" ;;
-    *) echo "usage: $0 start|stop|stop-worker N" >&2; exit 2 ;;
+    start-worker) [[ -n "${2:-}" ]] || { echo "usage: $0 start-worker N" >&2; exit 2; }; start_worker "$2" ;;
+    *) echo "usage: $0 start|stop|stop-worker N|start-worker N" >&2; exit 2 ;;
 esac
