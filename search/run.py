@@ -48,6 +48,10 @@ __all__ = [
 _GIB = 1024**3
 #: Prediction temp files (trainers.predictions writes `.`-prefixed names, then renames).
 _TEMP = re.compile(r"^\..*")
+#: Tune's own temporary files in the experiment folder (``ray.tune.search.Searcher.save_to_dir``
+#: and ``ray.tune.utils.util._atomic_save`` write ``.<uuid4>-tmp-<name>``, then rename): a
+#: driver killed mid-write leaves one behind.
+_TUNE_TEMP = re.compile(r"^\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-tmp-")
 
 
 class SearchError(WenError, RuntimeError):
@@ -236,11 +240,13 @@ def _tuner(
 
 
 def _remove_partial_predictions(run: RunStorage) -> list[str]:
-    """Delete temp prediction files a killed trial left (every trial has finished now)."""
+    """Delete temp prediction files a killed trial left, and Tune's temporary files a killed
+    driver left in the run folder (every trial has finished now)."""
     removed = []
-    for folder in (RUN_LAYOUT.predictions, RUN_LAYOUT.snapshots):
+    for folder, pattern in ((RUN_LAYOUT.predictions, _TEMP), (RUN_LAYOUT.snapshots, _TEMP),
+                            ("", _TUNE_TEMP)):  # fmt: skip
         for name in run.list(folder):
-            if _TEMP.match(name):
+            if pattern.match(name):
                 run.delete_file(posixpath.join(folder, name))
                 removed.append(posixpath.join(folder, name))
     return removed
@@ -324,7 +330,7 @@ def _tidy_predictions(run: RunStorage, frame: Any, say: Callable[[str], None]) -
     """Remove killed trials' partial prediction files; set aside those of unknown trials."""
     removed = _remove_partial_predictions(run)
     if removed:
-        say(f"removed {len(removed)} partial prediction file(s) left by killed trials")
+        say(f"removed {len(removed)} partial file(s) left by killed trials or drivers")
     orphans = _set_aside_orphans(run, frame)
     if orphans:
         say(

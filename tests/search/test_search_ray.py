@@ -140,9 +140,49 @@ def test_smoke_search_completes_with_dashboard(tmp_path: Path, start_wen, browse
     # one configuration = the same sampled learning rate on every fold
     assert frame.groupby("model.backbone")["optim.lr"].nunique().eq(1).all()
     assert frame["node_ip"].notna().all() and frame["node_id"].notna().all()
+    # 4 trials, 2 at a time: Tune reused the 2 trial workers (no process start, no imports)
+    pids = {int(pd.read_csv(run / f"trial_{t}" / "progress.csv")["pid"].iloc[-1])
+            for t in frame["trial_id"]}  # fmt: skip
+    assert len(pids) == 2, pids
+    # Tune's checkpoints name the trainer's checkpoints in RUN: no weights copied into them
+    for folder in run.glob("trial_*/checkpoint_*"):
+        assert sorted(p.name for p in folder.iterdir()) == ["wen_tune.json"], folder
     assert (run / "config.yaml").is_file() and (run / "results.parquet").is_file()
     assert (run / "command.txt").read_text().count("wen search") == 1
     assert "val_wfs" in wen.output and "TERMINATED" in wen.output  # the live table
+
+
+@pytest.mark.slow
+def test_asha_promotion_pauses_trials_and_promotes_the_best(tmp_path: Path, start_wen) -> None:
+    """6 trials, rungs at epochs 1 and 3 of 4, reduction factor 3: every trial runs to
+    rung 1, floor(6/3) = 2 go on to rung 3, and one is promoted to the end, so the search
+    spends 6 + 2 x 2 + 1 = 11 epochs of FIFO's 24. Paused trials resume from their rung's
+    checkpoint; the others stop where they paused."""
+    wen = start_wen(["search", str(SMOKE), "--storage", str(tmp_path), "--name", "promo",
+                     "--set", "search.folds=null", "--set", "search.num_samples=3",
+                     "--set", "train.epochs=4", "--set", "search.scheduler.name=asha_promotion",
+                     "--set", "search.scheduler.reduction_factor=3",
+                     "--set", "search.max_concurrent=null"])  # fmt: skip
+    assert wen.finish(timeout=400) == 0, wen.output[-4000:]
+    run = tmp_path / "promo"
+    frame = results(run)
+    assert len(frame) == 6 and (frame["status"] == "TERMINATED").all(), frame.to_string()
+    assert sorted(frame["epochs_run"]) == [1, 1, 1, 1, 3, 4], frame.to_string()
+    assert frame.loc[frame["epochs_run"] < 4, "stopped_early"].all()
+    # the one that ran to the end waited at rung 3 (fewer than 3 rivals) and resumed there
+    full = frame.loc[frame["epochs_run"] == 4].iloc[0]
+    assert full["resumes"] >= 1, frame.to_string()
+    history = pd.read_csv(run / f"trial_{full['trial_id']}" / "progress.csv")
+    assert history.loc[history["epoch"] == 4, "resumed_from_epoch"].tolist() == [3]
+    # the best at rung 3 is the one promoted (ties by the validation loss)
+    at3 = {t: pd.read_csv(run / f"trial_{t}" / "progress.csv").set_index("epoch").loc[3]
+           for t in frame.loc[frame["epochs_run"] >= 3, "trial_id"]}  # fmt: skip
+    best = max(at3, key=lambda t: (at3[t]["val_wfs"], -at3[t]["val_loss"]))
+    assert best == full["trial_id"], {t: (r["val_wfs"], r["val_loss"]) for t, r in at3.items()}
+    # predictions: the finished trial's best-epoch file; every trial's trough snapshots
+    names = sorted(p.name for p in (run / "predictions").glob("*.parquet"))
+    assert names == [f"{full['trial_id']}.parquet"], names
+    assert_prediction_files(run, frame, best_files=False)
 
 
 @pytest.mark.slow

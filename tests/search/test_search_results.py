@@ -14,11 +14,13 @@ from search.checks import load_wen_config
 from search.config import ResourcesConfig
 from search.raycluster import free_port, resource_problems, unseen_storage_message
 from search.results import history_frame, results_table, write_results
-from search.run import resume_differences
+from search.run import _remove_partial_predictions, resume_differences
 from search.storage import RunStorage, StorageError
 from search.trainable import (
     _BEST_FILE,
     TrialSpec,
+    TuneReporter,
+    _restore,
     _restore_best,
     fault_epoch_from_env,
     trial_config,
@@ -174,6 +176,62 @@ def test_resumed_trial_gets_its_best_checkpoint_back(tmp_path: Path) -> None:
     work = tmp_path / "fresh_node" / "work"
     _restore_best(latest, {"epoch": 4, "trainer_best_epoch": 2}, work)
     assert (work / "checkpoints" / "epoch_0002" / "model.safetensors").read_text() == "weights 2"
+
+
+def test_tune_checkpoint_by_reference_names_the_trainers_checkpoint(tmp_path: Path) -> None:
+    # local storage: Tune gets a folder with the best-epoch record alone, which names the
+    # trainer's checkpoint in RUN; resuming resolves the name to that folder
+    run = RunStorage.open(str(tmp_path), "run")
+    trainer_ckpt = run.local_path("trial_x", "work", "checkpoints", "epoch_0003")
+    trainer_ckpt.mkdir(parents=True)
+    (trainer_ckpt / "model.safetensors").write_text("weights 3")
+    reporter = SimpleNamespace(best=0.8, run_root=run.local_path(), scratch=tmp_path / "scratch")
+    folder = TuneReporter._tune_checkpoint(reporter, trainer_ckpt, {"epoch": 3, "best_epoch": 2})
+    assert sorted(p.name for p in folder.iterdir()) == [_BEST_FILE]  # no weights copied
+    record = json.loads((folder / _BEST_FILE).read_text())
+    assert record == {"epoch": 3, "best": 0.8, "trainer_best_epoch": 2,
+                      "trainer_checkpoint": "trial_x/work/checkpoints/epoch_0003"}  # fmt: skip
+    tune_ckpt = SimpleNamespace(filesystem=pafs.LocalFileSystem(), path=str(folder))
+    resume_from, restored = _restore(tune_ckpt, tmp_path / "scratch2", run)
+    assert resume_from == trainer_ckpt and restored == record
+    # the trainer's best is in RUN too: nothing to fetch from Tune's folders
+    _restore_best(tune_ckpt, restored, run.local_path("trial_x", "work"))
+    # a named checkpoint that is gone is an error that names both folders
+    (trainer_ckpt / "model.safetensors").unlink()
+    trainer_ckpt.rmdir()
+    with pytest.raises(FileNotFoundError, match="epoch_0003.*is gone"):
+        _restore(tune_ckpt, tmp_path / "scratch3", run)
+
+
+def test_whole_checkpoint_without_reference_carries_the_record(tmp_path: Path) -> None:
+    # remote storage or PBT: Tune copies the trainer's checkpoint, the record beside it
+    ckpt = tmp_path / "epoch_0002"
+    ckpt.mkdir()
+    reporter = SimpleNamespace(best=0.5, run_root=None, scratch=tmp_path / "scratch")
+    assert TuneReporter._tune_checkpoint(reporter, ckpt, {"epoch": 2, "best_epoch": 2}) == ckpt
+    run = RunStorage.open(str(tmp_path), "run")
+    tune_ckpt = SimpleNamespace(filesystem=pafs.LocalFileSystem(), path=str(ckpt))
+    resume_from, record = _restore(tune_ckpt, tmp_path / "s", run)
+    assert resume_from == ckpt and record["epoch"] == 2 and "trainer_checkpoint" not in record
+
+
+def test_files_left_by_killed_trials_and_drivers_are_removed(tmp_path: Path) -> None:
+    run = RunStorage.open(str(tmp_path), "run")
+    root = run.local_path()
+    (root / "predictions" / "snapshots").mkdir(parents=True)
+    left = [
+        "predictions/.t1.parquet.x1y2.tmp",  # a trial killed while writing its predictions
+        "predictions/snapshots/.t1@e2.parquet.ab.tmp",
+        # Tune's searcher state, the driver killed between write and rename
+        ".5160acce-8c6c-4bec-bb7b-b6756dc8a2c0-tmp-searcher-state-2026-12-02_17-17-09.pkl",
+    ]
+    kept = ["predictions/t1.parquet", ".validate_storage_marker",
+            "searcher-state-2026-12-02_17-17-09.pkl", "experiment_state-2026-12-02.json"]  # fmt: skip
+    for rel in left + kept:
+        (root / rel).write_text("x")
+    assert sorted(_remove_partial_predictions(run)) == sorted(left)
+    assert all((root / rel).exists() for rel in kept)
+    assert not any((root / rel).exists() for rel in left)
 
 
 def test_resume_differences_name_the_keys() -> None:
