@@ -154,7 +154,11 @@ class SearchSettings(StrictModel):
     )
     seed: int = Field(0, ge=0, description="Searcher seed.")
     checkpoints_to_keep: int = Field(
-        2, ge=1, description="Checkpoints Tune keeps per trial in the run's storage."
+        2,
+        ge=1,
+        description="Checkpoints Tune keeps per trial in the run's storage when they hold the "
+        "weights (remote storage, PBT); with local storage Tune's checkpoints only name the "
+        "trainer's (train.keep_checkpoints) and all are kept.",
     )
     dashboard_port: int = Field(
         8265, ge=1024, le=65535, description="Ray dashboard port on 127.0.0.1 (next free if taken)."

@@ -39,6 +39,7 @@ __all__ = [
     "SearchError",
     "SearchOutcome",
     "absolute_env_paths",
+    "checkpoints_by_reference",
     "load_search_config",
     "resume_differences",
     "run_search",
@@ -89,9 +90,15 @@ def _spec(config: WenConfig, run: RunStorage, train_fn_path: str) -> TrialSpec:
         fault_epoch=fault_epoch_from_env(),
         train_fn=train_fn_path,
         searched=searched,
-        checkpoint_by_reference=run.local
-        and not SCHEDULER_TRAITS[config.search.scheduler.name].copies_checkpoints,
+        checkpoint_by_reference=checkpoints_by_reference(config, run),
     )
+
+
+def checkpoints_by_reference(config: WenConfig, run: RunStorage) -> bool:
+    """Whether Tune's checkpoints name the trainer's checkpoints in RUN instead of holding a
+    copy (``search.trainable.TuneReporter``): local storage, a scheduler that never starts a
+    trial from another trial's checkpoint (PBT does)."""
+    return run.local and not SCHEDULER_TRAITS[config.search.scheduler.name].copies_checkpoints
 
 
 def resume_differences(
@@ -226,8 +233,12 @@ def _tuner(
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # Tune keeps the latest checkpoint plus the best ones by the trainer's own
             # selection metric, so a trial resumed anywhere finds its best epoch again
+            # (by reference Tune's checkpoints are a record each, all kept: a driver restored
+            # from an older experiment snapshot still finds the one it names)
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=settings.checkpoints_to_keep,
+                num_to_keep=None
+                if checkpoints_by_reference(config, run)
+                else settings.checkpoints_to_keep,
                 checkpoint_score_attribute=_select_key(config),
                 checkpoint_score_order="min" if config.train.select_metric == "loss" else "max",
             ),

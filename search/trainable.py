@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from search.space import FOLD_KEY, trial_overrides
@@ -134,10 +134,11 @@ class TuneReporter:
     storage the trainer's own checkpoint already lies in RUN, on storage every node sees, so
     with ``spec.checkpoint_by_reference`` (``run_root`` given) Tune gets a folder holding only
     the best-epoch record, which names the trainer's checkpoint by its path in RUN: Tune
-    copies a few hundred bytes instead of the weights and optimizer state every epoch, and
-    :func:`_restore` resolves the name when the trial resumes. The trainer keeps its latest
-    checkpoints and its best one (``train.keep_checkpoints``), which are the ones Tune restores
-    from. PBT copies one trial's checkpoint into another while the first goes on pruning its
+    copies a few hundred bytes instead of the weights and optimizer state every epoch. A
+    resumed trial continues from the trainer's newest checkpoint (:func:`_own_checkpoint`),
+    which the trainer always keeps (``train.keep_checkpoints`` latest ones and the best), and
+    Tune keeps every record folder (they are tiny), so a restored driver's older pointer
+    still exists. PBT copies one trial's checkpoint into another while the first goes on pruning its
     own, and remote storage keeps the trainer's checkpoints in a scratch folder, so both get
     the whole checkpoint.
     """
@@ -305,14 +306,8 @@ class TuneReporter:
             self._writer = None
 
 
-def _restore(
-    checkpoint: Any, scratch: Path, run: RunStorage
-) -> tuple[Path | None, dict[str, Any] | None]:
-    """Tune's checkpoint -> (a local folder for the trainer, the running-best record).
-
-    A checkpoint by reference (:class:`TuneReporter`) resolves to the trainer's checkpoint
-    it names in RUN.
-    """
+def _restore(checkpoint: Any, scratch: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """Tune's whole checkpoint -> (a local folder for the trainer, the running-best record)."""
     if checkpoint is None:
         return None, None
     local = Path(checkpoint.path)
@@ -322,18 +317,65 @@ def _restore(
         local = Path(checkpoint.to_directory(str(target)))
     best_file = local / _BEST_FILE
     record = json.loads(best_file.read_text()) if best_file.is_file() else {"epoch": -1}
-    named = record.get("trainer_checkpoint")
-    if named:
-        target = run.local_path(*PurePosixPath(named).parts)
-        if not target.is_dir():
-            raise FileNotFoundError(
-                f"Tune's checkpoint {checkpoint.path} names the trainer's checkpoint {target}, "
-                "which is gone, so the trial cannot continue from it: leave the run folder's "
-                "trial_*/work/checkpoints in place while its search may resume, or start the "
-                "search anew under another --name"
-            )
-        return target, record
     return local, record
+
+
+def _own_checkpoint(
+    spec: TrialSpec, work: Path, tune_record: dict[str, Any] | None
+) -> tuple[Path | None, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Checkpoints by reference: resume from the trainer's newest checkpoint in RUN.
+
+    The trainer's checkpoints in ``RUN/trial_<id>/work`` are the trial's own record; Tune's
+    (``tune_record``, None when Tune has none) can be older: a driver killed after a report
+    and before its next experiment snapshot (at most ``TUNE_GLOBAL_CHECKPOINT_S`` later)
+    restores the trial from the checkpoint of that snapshot, or from none, though the trial
+    went on, or even finished. Resuming from the newest checkpoint continues where the trial
+    really was; the epochs Tune has not seen (after ``tune_record``'s) are returned from the
+    checkpoint's history so the caller reports them again. Returns (folder, record, those
+    epochs); (None, None, []) for a trial with no checkpoint yet.
+    """
+    from trainers.checkpoint import CheckpointError, read_checkpoint_state
+
+    root = work / "checkpoints"
+    done = sorted(p for p in root.glob("epoch_*") if p.is_dir()) if root.is_dir() else []
+    for path in reversed(done):  # visible folders are complete (written atomically)
+        try:
+            state = read_checkpoint_state(path)
+        except CheckpointError:
+            continue
+        progress = (state.get("extra") or {}).get("progress") or {}
+        history = list(progress.get("history") or [])
+        values = [float(h[spec.metric]) for h in history
+                  if h.get(spec.metric) is not None and not math.isnan(float(h[spec.metric]))]  # fmt: skip
+        best = (max(values) if spec.mode == "max" else min(values)) if values else None
+        record = {"epoch": int(state["epoch"]), "best": best,
+                  "trainer_best_epoch": progress.get("best_epoch")}  # fmt: skip
+        seen = int((tune_record or {}).get("epoch", 0))
+        return path, record, [h for h in history if int(h["epoch"]) > seen]
+    return None, None, []
+
+
+def _resume_point(
+    spec: TrialSpec, checkpoint: Any, work: Path, scratch: Path, by_reference: bool
+) -> tuple[Path | None, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Where the trial continues: (checkpoint folder, running-best record, epochs to report
+    again); by reference from the trainer's own newest checkpoint, else from Tune's."""
+    if by_reference:
+        return _own_checkpoint(spec, work, _restore(checkpoint, scratch)[1])
+    resume_from, record = _restore(checkpoint, scratch)
+    _restore_best(checkpoint, record, work)
+    return resume_from, record, []
+
+
+def _finished(run: RunStorage, trial_id: str, record: dict[str, Any] | None, epochs: int) -> bool:
+    """Whether the trial already ran to its last epoch and published its predictions and
+    weights (a restored driver did not know): it is reported again, not trained again."""
+    return bool(
+        record
+        and record["epoch"] >= epochs
+        and run.exists(RUN_LAYOUT.prediction(trial_id))
+        and run.exists(RUN_LAYOUT.model_config(trial_id))
+    )
 
 
 def _restore_best(checkpoint: Any, record: dict[str, Any] | None, work: Path) -> None:
@@ -453,6 +495,29 @@ def _output_dirs(
     return predictions_dir, tb_dir
 
 
+def _reporter(
+    spec: TrialSpec,
+    config: TrialConfig,
+    tune_config: dict[str, Any],
+    record: dict[str, Any] | None,
+    tb_dir: Path | None,
+    scratch: Path,
+    run: RunStorage,
+    by_reference: bool,
+) -> TuneReporter:
+    return TuneReporter(
+        spec,
+        fold=config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None,
+        resumed_from=record,
+        tensorboard_dir=tb_dir,
+        final_epoch=config.train.epochs,
+        scratch=scratch,
+        on_snapshot=_snapshot_publisher(run, config),
+        hparams=trial_overrides(tune_config, spec.folds),
+        run_root=run.local_path() if by_reference else None,
+    )
+
+
 def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn | None) -> None:
     import logging
 
@@ -471,26 +536,20 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
     scratch = Path(tempfile.mkdtemp(prefix=f"wen-{trial_id}-"))
     try:
         checkpoint = tune.get_checkpoint()
-        resume_from, record = _restore(checkpoint, scratch, run)
-        # the trainer's own checkpoints: straight in RUN for local storage (shared by retries
-        # on any node); for remote storage in this attempt's scratch (a retry restores the best
-        # one from Tune's checkpoint). Never in Tune's trial folder on the driver
-        # (``trial_dir``): Tune copies that whole folder to storage on every checkpoint report,
-        # racing the trainer's temporary files and copying every checkpoint twice.
+        # the trainer's own checkpoints: in RUN for local storage (shared by retries on any
+        # node), else in this attempt's scratch. Never in Tune's trial folder (``trial_dir``):
+        # Tune copies it to storage on every checkpoint report, racing the trainer's files.
         work = run.local_path(trial_dir.name, "work") if run.local else scratch / "work"
-        _restore_best(checkpoint, record, work)
+        by_reference = spec.checkpoint_by_reference and run.local
+        resume_from, record, unseen = _resume_point(spec, checkpoint, work, scratch, by_reference)
         predictions_dir, tb_dir = _output_dirs(run, spec, trial_id, scratch)
-        reporter = TuneReporter(
-            spec,
-            fold=config.data.split.fold if (spec.folds or FOLD_KEY in spec.searched) else None,
-            resumed_from=record,
-            tensorboard_dir=tb_dir,
-            final_epoch=config.train.epochs,
-            scratch=scratch,
-            on_snapshot=_snapshot_publisher(run, config),
-            hparams=trial_overrides(tune_config, spec.folds),
-            run_root=run.local_path() if spec.checkpoint_by_reference and run.local else None,
-        )
+        reporter = _reporter(spec, config, tune_config, record, tb_dir, scratch, run, by_reference)
+        for metrics in unseen:  # epochs the trial ran that Tune has not recorded
+            reporter(dict(metrics))
+        if _finished(run, trial_id, record, config.train.epochs):
+            reporter.close()
+            reporter.flush()
+            return
         # Ray gave this trial GPUs: the trainer must use one or fail saying why, never
         # train on the CPU (CUDA_VISIBLE_DEVICES says the same unless Ray was told not to set it)
         gpu = {"expect_gpu": True} if ray.get_gpu_ids() else {}

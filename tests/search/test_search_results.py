@@ -20,12 +20,15 @@ from search.trainable import (
     _BEST_FILE,
     TrialSpec,
     TuneReporter,
+    _finished,
+    _own_checkpoint,
     _restore,
     _restore_best,
     fault_epoch_from_env,
     trial_config,
 )
 from trainers.config import TrainConfig
+from trainers.run_layout import RUN_LAYOUT
 
 CONFIG = load_wen_config(
     {
@@ -178,29 +181,58 @@ def test_resumed_trial_gets_its_best_checkpoint_back(tmp_path: Path) -> None:
     assert (work / "checkpoints" / "epoch_0002" / "model.safetensors").read_text() == "weights 2"
 
 
+def _trainer_checkpoint(work: Path, epoch: int, wfs: list[float]) -> Path:
+    """A real trainer checkpoint of ``epoch`` whose history holds one val_wfs per epoch."""
+    import torch
+
+    from trainers.checkpoint import save_checkpoint
+
+    history = [{"epoch": e + 1, "val_wfs": v} for e, v in enumerate(wfs[:epoch])]
+    best = max(range(epoch), key=lambda e: wfs[e]) + 1
+    progress = {"history": history, "best_epoch": best, "best_value": wfs[best - 1],
+                "best_metrics": {}}  # fmt: skip
+    path = work / "checkpoints" / f"epoch_{epoch:04d}"
+    return save_checkpoint(path, torch.nn.Linear(2, 2), None, None, epoch, history[-1],
+                           extra={"progress": progress})  # fmt: skip
+
+
 def test_tune_checkpoint_by_reference_names_the_trainers_checkpoint(tmp_path: Path) -> None:
-    # local storage: Tune gets a folder with the best-epoch record alone, which names the
-    # trainer's checkpoint in RUN; resuming resolves the name to that folder
+    # local storage: Tune gets a folder with the best-epoch record alone, naming the
+    # trainer's checkpoint in RUN
     run = RunStorage.open(str(tmp_path), "run")
-    trainer_ckpt = run.local_path("trial_x", "work", "checkpoints", "epoch_0003")
-    trainer_ckpt.mkdir(parents=True)
-    (trainer_ckpt / "model.safetensors").write_text("weights 3")
-    reporter = SimpleNamespace(best=0.8, run_root=run.local_path(), scratch=tmp_path / "scratch")
+    work = run.local_path("trial_x", "work")
+    trainer_ckpt = _trainer_checkpoint(work, 3, [0.5, 0.7, 0.6])
+    reporter = SimpleNamespace(best=0.7, run_root=run.local_path(), scratch=tmp_path / "scratch")
     folder = TuneReporter._tune_checkpoint(reporter, trainer_ckpt, {"epoch": 3, "best_epoch": 2})
     assert sorted(p.name for p in folder.iterdir()) == [_BEST_FILE]  # no weights copied
     record = json.loads((folder / _BEST_FILE).read_text())
-    assert record == {"epoch": 3, "best": 0.8, "trainer_best_epoch": 2,
+    assert record == {"epoch": 3, "best": 0.7, "trainer_best_epoch": 2,
                       "trainer_checkpoint": "trial_x/work/checkpoints/epoch_0003"}  # fmt: skip
-    tune_ckpt = SimpleNamespace(filesystem=pafs.LocalFileSystem(), path=str(folder))
-    resume_from, restored = _restore(tune_ckpt, tmp_path / "scratch2", run)
-    assert resume_from == trainer_ckpt and restored == record
-    # the trainer's best is in RUN too: nothing to fetch from Tune's folders
-    _restore_best(tune_ckpt, restored, run.local_path("trial_x", "work"))
-    # a named checkpoint that is gone is an error that names both folders
-    (trainer_ckpt / "model.safetensors").unlink()
-    trainer_ckpt.rmdir()
-    with pytest.raises(FileNotFoundError, match="epoch_0003.*is gone"):
-        _restore(tune_ckpt, tmp_path / "scratch3", run)
+
+
+def test_resume_by_reference_continues_from_the_trainers_newest_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # Tune restored from an older experiment snapshot knows epoch 2 (or nothing); the trainer
+    # went on to epoch 4: the trial continues from 4, and epochs 3-4 are reported again
+    spec = TrialSpec(base={}, storage=str(tmp_path), name="run", metric="val_wfs", mode="max")
+    work = tmp_path / "run" / "trial_x" / "work"
+    wfs = [0.5, 0.7, 0.6, 0.65]
+    for epoch in (2, 3, 4):
+        _trainer_checkpoint(work, epoch, wfs)
+    path, record, unseen = _own_checkpoint(spec, work, {"epoch": 2})
+    assert path == work / "checkpoints" / "epoch_0004"
+    assert record == {"epoch": 4, "best": 0.7, "trainer_best_epoch": 2}
+    assert [m["epoch"] for m in unseen] == [3, 4]
+    assert [m["epoch"] for m in _own_checkpoint(spec, work, None)[2]] == [1, 2, 3, 4]
+    assert _own_checkpoint(spec, tmp_path / "fresh", None) == (None, None, [])
+    # a finished trial (last epoch, predictions and weights published) is not trained again
+    run = RunStorage.open(str(tmp_path), "run")
+    assert not _finished(run, "x", record, epochs=4)
+    for rel in (RUN_LAYOUT.prediction("x"), RUN_LAYOUT.model_config("x")):
+        run.local_path(rel).parent.mkdir(parents=True, exist_ok=True)
+        run.local_path(rel).write_text("x")
+    assert _finished(run, "x", record, epochs=4) and not _finished(run, "x", record, epochs=5)
 
 
 def test_whole_checkpoint_without_reference_carries_the_record(tmp_path: Path) -> None:
@@ -209,9 +241,8 @@ def test_whole_checkpoint_without_reference_carries_the_record(tmp_path: Path) -
     ckpt.mkdir()
     reporter = SimpleNamespace(best=0.5, run_root=None, scratch=tmp_path / "scratch")
     assert TuneReporter._tune_checkpoint(reporter, ckpt, {"epoch": 2, "best_epoch": 2}) == ckpt
-    run = RunStorage.open(str(tmp_path), "run")
     tune_ckpt = SimpleNamespace(filesystem=pafs.LocalFileSystem(), path=str(ckpt))
-    resume_from, record = _restore(tune_ckpt, tmp_path / "s", run)
+    resume_from, record = _restore(tune_ckpt, tmp_path / "s")
     assert resume_from == ckpt and record["epoch"] == 2 and "trainer_checkpoint" not in record
 
 
