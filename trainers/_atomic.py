@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "json_safe",
+    "remove_leftovers",
     "staged_folder",
     "write_failure",
 ]
@@ -192,6 +193,33 @@ def _swap_in(tmp: Path, target: Path, replace: bool) -> None:
     fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete what writers killed mid-write left directly in ``folder``: staged folders
+    (``.NAME.tmp-*``), folders moved aside (``.NAME.old-*``) and temporary files
+    (``.NAME.*.tmp``). Only for a folder no other process is writing into now. Returns them.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / ".epoch_0002.tmp-x1").mkdir(); (d / "epoch_0001").mkdir()
+    >>> [p.name for p in remove_leftovers(d)], sorted(p.name for p in d.iterdir())
+    (['.epoch_0002.tmp-x1'], ['epoch_0001'])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        staged = name.startswith(".") and (".tmp-" in name or ".old-" in name)
+        if staged or (name.startswith(".") and name.endswith(".tmp")):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

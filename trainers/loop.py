@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers._atomic import remove_leftovers
 from trainers.checkpoint import (
     MODEL_FILE,
     capture_rng_state,
@@ -954,6 +955,7 @@ def train(
     chash = config_hash(trial)
     trial_id = trial_id or _default_trial_id(trial, chash)
     ckpt_root = Path(out_dir) / "checkpoints"
+    _remove_dead_attempts_files(Path(out_dir))
     tc = trial.train
     caps = capabilities or probe_capabilities()
     expect = gpus_allotted() if expect_gpu is None else expect_gpu
@@ -995,6 +997,16 @@ def train(
         test_metrics=test_metrics,
         snapshots=writer.written,
     )
+
+
+def _remove_dead_attempts_files(out_dir: Path) -> None:
+    """One attempt of a trial writes its folder at a time, so a temporary file or staged
+    folder there is what a killed attempt was writing when it died (every visible
+    checkpoint and snapshot is complete)."""
+    remove_leftovers(out_dir / "checkpoints")
+    snapshots = out_dir / "snapshots"
+    for folder in [snapshots, *(snapshots.iterdir() if snapshots.is_dir() else [])]:
+        remove_leftovers(folder)
 
 
 def _record_epoch(

@@ -171,6 +171,12 @@ def test_resume_gives_the_same_next_epoch(
     # deterministic on CPU: the interrupted run matched the full run so far
     for a, b in zip(seen, reports[:2]):
         assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    # what a killed attempt was writing when it died: gone when the next attempt starts
+    leftovers = [tmp_path / "checkpoints" / ".epoch_0003.tmp-k1ll3d",
+                 tmp_path / "snapshots" / "x@e3" / ".model.safetensors.abc.tmp"]  # fmt: skip
+    leftovers[0].mkdir()
+    leftovers[1].parent.mkdir(parents=True)
+    leftovers[1].write_bytes(b"partial")
     resumed: list[dict] = []
     again = train(
         load_config(RAW), resumed.append, out_dir=tmp_path,
@@ -182,6 +188,7 @@ def test_resume_gives_the_same_next_epoch(
     assert resumed[0]["lr_trace"] == reports[2]["lr_trace"]
     assert again.best_epoch == result.best_epoch
     assert [h["epoch"] for h in again.history] == [1, 2, 3]
+    assert not any(p.exists() for p in leftovers)
 
 
 def test_model_input_size_is_checked_before_training() -> None:
