@@ -127,11 +127,54 @@ def _bare(cache: Path, config: Any) -> tuple[float, int]:
     return time.perf_counter() - start, len(points)
 
 
+def _bare_share(cache: str, base: dict, points: list, tag: str, barrier: Any, out: Any) -> None:
+    """One of two processes of :func:`_bare_pairs`: warm up, wait for the other, time its
+    trials."""
+    import torch
+
+    from search.trainable import TrialSpec, trial_config
+    from trainers import train
+
+    torch.set_num_threads(1)
+    spec = TrialSpec(base=base, storage=cache, name="bare", metric="val_wfs", mode="max")
+    folder = Path(cache)
+    train(trial_config(spec, {**points[0], "train.epochs": 1}), lambda _m: None,
+          out_dir=folder / f"warm-{tag}")  # fmt: skip
+    barrier.wait()
+    start = time.perf_counter()
+    for i, point in enumerate(points):
+        train(trial_config(spec, point), lambda _m: None, out_dir=folder / f"pair-{tag}-{i}")
+    out.put(time.perf_counter() - start)
+
+
+def _bare_pairs(cache: Path, config: Any) -> float:
+    """The same trials bare, two processes at a time (half each): what this machine's two
+    cores give two trials without Ray or Tune; the wall time of the slower half."""
+    import multiprocessing
+
+    from search.space import grid_points
+
+    ctx = multiprocessing.get_context("spawn")
+    points = grid_points(config.search)
+    base = config.trial_part().model_dump(mode="json")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_bare_share,
+                         args=(str(cache), base, points[i::2], str(i), barrier, out))
+             for i in range(2)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    times = [out.get(timeout=3600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return max(times)
+
+
 def _overhead(cache: Path) -> list[dict[str, Any]]:
     from benchmarks._search_probe import breakdown, driver_probes, probe_train
 
     config, backbone, size, epochs = _overhead_config(cache)
     bare, trials = _bare(cache, config)
+    pairs = _bare_pairs(cache, config)
     log = cache / "probe.jsonl"
     with driver_probes(log):
         wall, frame = _search(config, cache / "runs", "overhead", train_fn=probe_train)
@@ -158,6 +201,15 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
             "note": f"(search wall - Ray's start {parts['ray_start_s']:.1f} s - bare / "
             "concurrency) / (trials / concurrency). Before: 15.3 s (2026-12-01, Ray's start "
             "spread over the trials)",
+        },
+        {
+            "name": "search: bare trials two at a time / (bare / concurrency)",
+            "value": pairs / ideal,
+            "unit": "x",
+            "target": "",
+            "note": f"the same {trials} trials without Ray: two processes, half each, "
+            f"{pairs:.1f} s; what sharing this machine's cores costs before Tune adds anything. "
+            f"Search / this: {wall / pairs:.2f}",
         },
         *_breakdown_rows(parts, epochs),
     ]
