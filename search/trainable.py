@@ -546,7 +546,7 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         reporter = _reporter(spec, config, tune_config, record, tb_dir, scratch, run, by_reference)
         for metrics in unseen:  # epochs the trial ran that Tune has not recorded
             reporter(dict(metrics))
-        if _finished(run, trial_id, record, config.train.epochs):
+        if by_reference and _finished(run, trial_id, record, config.train.epochs):
             reporter.close()
             reporter.flush()
             return
