@@ -64,7 +64,7 @@ class PromotionASHA(FIFOScheduler):
     >>> s = PromotionASHA(time_attr="epoch", rungs=[2, 6], reduction_factor=3,
     ...                   metric="val_wfs", mode="max")
     >>> s.promotable_count(0), s.rungs
-    (0, [2, 6])
+    (0, [2.0, 6.0])
     """
 
     def __init__(

@@ -8,7 +8,6 @@ InceptionResNet-V2) is swapped for a tiny timm model, and every such change is r
 note for the caller to print loudly.
 
 >>> from search.config import WenConfig
-from search.schedulers import SCHEDULER_TRAITS
 >>> cfg = WenConfig.model_validate({"data": {"root": "nowhere", "layout": "cnmc-kaggle"},
 ...     "model": {"backbone": "vgg16", "pretrained": True}})
 >>> smoke = smoke_overrides(cfg)
