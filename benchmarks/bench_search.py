@@ -190,7 +190,7 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
             "target": "<= 1.15",
             "note": f"{len(frame)} {backbone} trials x {epochs} epochs at {size} px, concurrency "
             f"{CONCURRENCY}: search {wall:.1f} s (Ray's start included), bare {bare:.1f} s "
-            f"({bare / trials:.1f} s a trial). Before actor reuse and the worker preload: 2.71 "
+            f"({bare / trials:.1f} s a trial). Before actor reuse and checkpoints by reference: 2.71 "
             "(2026-12-01, 4 trials of 10 s)",
         },
         {
@@ -218,7 +218,7 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
 #: The breakdown rows: (key in breakdown(), what it is, how often it is paid).
 _STEPS = (
     ("ray_start_s", "Ray's start (head, dashboard, first workers)", "once"),
-    ("worker_start_s", "worker process start to its first trial (imports, preload)", "per worker"),
+    ("worker_start_s", "worker process start to its first trial (imports)", "per worker"),
     ("setup_s", "trial set-up in the worker: dataset open, model build (bare pays it too)",
      "per trial"),
     ("between_trials_s", "a worker's idle time between trials (Tune's reset of the reused "
