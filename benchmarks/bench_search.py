@@ -108,43 +108,37 @@ def _overhead_config(cache: Path) -> tuple[Any, str, int, int]:
 
 
 def _bare(cache: Path, config: Any) -> tuple[float, int]:
-    """The same trials one after another through ``trainers.train`` on one thread, after one
-    warm-up epoch (the synthetic data and the decoded cache are made outside the timing)."""
+    """The same trials one after another in this process, on one thread."""
     from search.space import grid_points
-    from search.trainable import TrialSpec, trial_config
-    from trainers import train
 
-    base = config.trial_part().model_dump(mode="json")
-    spec = TrialSpec(
-        base=base, storage=str(cache), name="bare", metric="val_wfs", mode="max", cpus=1.0
-    )
     points = grid_points(config.search)
-    warm = trial_config(spec, {**points[0], "train.epochs": 1})
-    train(warm, lambda _m: None, out_dir=cache / "warm")
-    start = time.perf_counter()
-    for i, point in enumerate(points):
-        train(trial_config(spec, point), lambda _m: None, out_dir=cache / f"bare-{i}")
-    return time.perf_counter() - start, len(points)
+    base = config.trial_part().model_dump(mode="json")
+    return _time_bare(str(cache), base, points, "alone"), len(points)
 
 
-def _bare_share(cache: str, base: dict, points: list, tag: str, barrier: Any, out: Any) -> None:
-    """One of two processes of :func:`_bare_pairs`: warm up, wait for the other, time its
-    trials."""
-    import torch
-
+def _time_bare(
+    cache: str, base: dict, points: list, tag: str, barrier: Any = None, out: Any = None
+) -> float:
+    """``points`` through ``trainers.train`` one after another (``train.threads=1``), after a
+    one-epoch warm-up (the synthetic data, the decoded cache, the imports); the seconds they
+    took. With ``barrier`` (a process of :func:`_bare_pairs`) it waits there after the
+    warm-up and puts the seconds on ``out``."""
     from search.trainable import TrialSpec, trial_config
     from trainers import train
 
-    torch.set_num_threads(1)
     spec = TrialSpec(base=base, storage=cache, name="bare", metric="val_wfs", mode="max")
     folder = Path(cache)
     train(trial_config(spec, {**points[0], "train.epochs": 1}), lambda _m: None,
           out_dir=folder / f"warm-{tag}")  # fmt: skip
-    barrier.wait()
+    if barrier is not None:
+        barrier.wait()
     start = time.perf_counter()
     for i, point in enumerate(points):
-        train(trial_config(spec, point), lambda _m: None, out_dir=folder / f"pair-{tag}-{i}")
-    out.put(time.perf_counter() - start)
+        train(trial_config(spec, point), lambda _m: None, out_dir=folder / f"bare-{tag}-{i}")
+    seconds = time.perf_counter() - start
+    if out is not None:
+        out.put(seconds)
+    return seconds
 
 
 def _bare_pairs(cache: Path, config: Any) -> float:
@@ -158,7 +152,7 @@ def _bare_pairs(cache: Path, config: Any) -> float:
     points = grid_points(config.search)
     base = config.trial_part().model_dump(mode="json")
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_bare_share,
+    procs = [ctx.Process(target=_time_bare,
                          args=(str(cache), base, points[i::2], str(i), barrier, out))
              for i in range(2)]  # fmt: skip
     for proc in procs:

@@ -154,12 +154,9 @@ def scheduler_problems(config: WenConfig) -> list[str]:
                 f"train.epochs={epochs} is shorter than one LR cycle ({cycle:g} epochs): "
                 "raise train.epochs or lower schedule.half_cycle_epochs"
             )
-        every = config.train.checkpoint_every
-        if _is_whole(cycle) and int(round(cycle)) % every:
-            problems.append(
-                f"{sched.name} pauses or copies trials at whole LR cycles ({cycle:g} epochs), "
-                f"which needs a checkpoint there: train.checkpoint_every={every} must divide "
-                f"{cycle:g}; set train.checkpoint_every=1"
+        if _is_whole(cycle):
+            problems += _checkpoint_problems(
+                config, cycle, f"{sched.name} pauses or copies trials at whole LR cycles"
             )
     folds = config.search.folds or []
     if traits.stops_trials and len(folds) > 1:
@@ -175,15 +172,24 @@ def scheduler_problems(config: WenConfig) -> list[str]:
     return problems
 
 
+def _checkpoint_problems(config: WenConfig, epochs: float, what: str) -> list[str]:
+    """A scheduler that pauses or copies trials every ``epochs`` epochs needs a checkpoint
+    there: ``train.checkpoint_every`` must divide it."""
+    every = config.train.checkpoint_every
+    if int(round(epochs)) % every == 0:
+        return []
+    return [
+        f"{what} ({epochs:g} epochs), which needs a checkpoint there: "
+        f"train.checkpoint_every={every} must divide {epochs:g}; set train.checkpoint_every=1"
+    ]
+
+
 def _paused_rung_problems(config: WenConfig, grace: float) -> list[str]:
     """asha_promotion pauses trials at its rungs: a checkpoint there, no searcher cap."""
     problems: list[str] = []
-    every = config.train.checkpoint_every
-    if _is_whole(grace) and int(round(grace)) % every:
-        problems.append(
-            f"asha_promotion pauses trials at its rungs (the first at {grace:g} epochs) and "
-            f"resumes them from a checkpoint there: train.checkpoint_every={every} must divide "
-            f"{grace:g}; set train.checkpoint_every=1"
+    if _is_whole(grace):
+        problems += _checkpoint_problems(
+            config, grace, "asha_promotion pauses trials at its rungs (grace x rf^k)"
         )
     if config.search.max_concurrent:
         problems.append(

@@ -139,6 +139,14 @@ def test_pbt_only_perturbs_keys_read_on_resume() -> None:
     assert list(scheduler._hyperparam_mutations) == ["model.dropout"]
 
 
+def test_every_scheduler_has_its_traits() -> None:
+    from search.config import SchedulerConfig
+    from search.schedulers import SCHEDULER_TRAITS
+
+    allowed = SchedulerConfig.model_fields["name"].annotation.__args__
+    assert set(SCHEDULER_TRAITS) == set(SCHEDULERS.names()) == set(allowed)
+
+
 def test_unknown_scheduler_name_lists_the_registry() -> None:
     with pytest.raises(
         UnknownNameError, match="valid names: asha, asha_promotion, fifo, hyperband, pbt"
