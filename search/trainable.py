@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from search.space import FOLD_KEY, trial_overrides
@@ -44,6 +44,7 @@ from trainers.run_layout import RUN_LAYOUT, publish_member
 __all__ = [
     "FAULT_ENV",
     "InjectedFault",
+    "SnapshotPublisher",
     "TrialSpec",
     "TuneReporter",
     "make_trainable",
@@ -152,7 +153,7 @@ class TuneReporter:
         tensorboard_dir: Path | None,
         final_epoch: int,
         scratch: Path,
-        on_snapshot: Callable[[Any, dict[str, Any]], None] | None = None,
+        snapshots: SnapshotPublisher | None = None,
         hparams: dict[str, Any] | None = None,
         run_root: Path | None = None,
     ) -> None:
@@ -160,7 +161,7 @@ class TuneReporter:
 
         self.spec = spec
         self.run_root = run_root
-        self.on_snapshot = on_snapshot
+        self.snapshots = snapshots
         self.final_epoch = final_epoch
         self.scratch = scratch
         self._pending: tuple[dict[str, Any], Path | None] | None = None
@@ -210,9 +211,11 @@ class TuneReporter:
         checkpoint_dir = out.pop("checkpoint_dir", None)
         lr_trace = out.pop("lr_trace", None)
         snapshot = out.pop("snapshot", None)
-        if snapshot is not None and self.on_snapshot is not None:
-            self.on_snapshot(snapshot, out)
-            out["snapshot_epoch"] = int(snapshot.epoch)
+        if self.snapshots is not None:
+            if snapshot is not None:
+                self.snapshots(snapshot, out)
+                out["snapshot_epoch"] = int(snapshot.epoch)
+            self.snapshots.publish_pending()  # a dead attempt's, before Tune hears of the epoch
         epoch = int(out["epoch"])
         value = out.get(self.spec.metric)
         if value is not None and self._better(float(value)):
@@ -273,6 +276,8 @@ class TuneReporter:
 
     def flush(self) -> None:
         """Send the held-back last report (after predictions and weights are published)."""
+        if self.snapshots is not None:
+            self.snapshots.publish_pending()
         if self._pending is not None:
             metrics, ckpt = self._pending
             self._pending = None
@@ -334,9 +339,25 @@ def _own_checkpoint(
     checkpoint's history so the caller reports them again. Returns (folder, record, those
     epochs); (None, None, []) for a trial with no checkpoint yet.
     """
+    found = _newest_checkpoint(work / "checkpoints")
+    if found is None:
+        return None, None, []
+    path, state, history = found
+    progress = (state.get("extra") or {}).get("progress") or {}
+    values = [float(h[spec.metric]) for h in history
+              if h.get(spec.metric) is not None and not math.isnan(float(h[spec.metric]))]  # fmt: skip
+    best = (max(values) if spec.mode == "max" else min(values)) if values else None
+    record = {"epoch": int(state["epoch"]), "best": best,
+              "trainer_best_epoch": progress.get("best_epoch")}  # fmt: skip
+    seen = int((tune_record or {}).get("epoch", 0))
+    return path, record, [h for h in history if int(h["epoch"]) > seen]
+
+
+def _newest_checkpoint(root: Path) -> tuple[Path, dict[str, Any], list[dict[str, Any]]] | None:
+    """The trainer's newest readable checkpoint under ``root``: (folder, its state, its
+    per-epoch history); None when there is none."""
     from trainers.checkpoint import CheckpointError, read_checkpoint_state
 
-    root = work / "checkpoints"
     done = sorted(p for p in root.glob("epoch_*") if p.is_dir()) if root.is_dir() else []
     for path in reversed(done):  # visible folders are complete (written atomically)
         try:
@@ -344,15 +365,8 @@ def _own_checkpoint(
         except CheckpointError:
             continue
         progress = (state.get("extra") or {}).get("progress") or {}
-        history = list(progress.get("history") or [])
-        values = [float(h[spec.metric]) for h in history
-                  if h.get(spec.metric) is not None and not math.isnan(float(h[spec.metric]))]  # fmt: skip
-        best = (max(values) if spec.mode == "max" else min(values)) if values else None
-        record = {"epoch": int(state["epoch"]), "best": best,
-                  "trainer_best_epoch": progress.get("best_epoch")}  # fmt: skip
-        seen = int((tune_record or {}).get("epoch", 0))
-        return path, record, [h for h in history if int(h["epoch"]) > seen]
-    return None, None, []
+        return path, state, list(progress.get("history") or [])
+    return None
 
 
 def _resume_point(
@@ -443,41 +457,81 @@ def _publish(
     publish_member(run, trial_id, weights, meta)
 
 
-def _snapshot_publisher(
-    run: RunStorage, config: TrialConfig
-) -> Callable[[Any, dict[str, Any]], None]:
+class SnapshotPublisher:
     """Publishes a snapshot as a member of its own: its weights (+ config.json) in
-    ``RUN/models/<snapshot id>/`` and, for remote storage, its predictions."""
-    from trainers.config import config_hash
+    ``RUN/models/<snapshot id>/`` and, for remote storage, its predictions.
 
-    from trainers.predictions import read_predictions
+    The trainer writes a snapshot's weights under ``WORK/snapshots/<id>/`` and then its
+    predictions; publishing moves the weights out (one copy on disk, not two). Weights still
+    there beside a written prediction file are a snapshot a killed attempt wrote and never
+    published: :meth:`publish_pending` publishes them, with that epoch's metrics from the
+    trainer's checkpoint history. The reporter calls it on every report and before its last,
+    so a resumed trial publishes what the dead attempt left before Tune hears of it.
+    """
 
-    chash = config_hash(config)
-    class_names: list[str] = []  # read from the first snapshot's file, the same for all
+    def __init__(
+        self, run: RunStorage, config: TrialConfig, work: Path, predictions_dir: Path
+    ) -> None:
+        from trainers.config import config_hash
 
-    def publish(snapshot: Any, metrics: dict[str, Any]) -> None:
-        if not run.local:
-            run.upload_file(Path(snapshot.predictions), RUN_LAYOUT.snapshot(snapshot.id))
-        if not class_names:
-            class_names.extend(read_predictions(snapshot.predictions).class_names)
-        names = list(class_names)
+        self.run = run
+        self.config = config
+        self.weights_root = work / "snapshots"
+        self.checkpoints = work / "checkpoints"
+        self.predictions_dir = predictions_dir
+        self.chash = config_hash(config)
+        self.class_names: list[str] = []  # read from the first snapshot's file, the same for all
+
+    def __call__(self, snapshot: Any, metrics: dict[str, Any]) -> None:
+        from trainers.predictions import read_predictions
+
+        if not self.run.local:
+            self.run.upload_file(Path(snapshot.predictions), RUN_LAYOUT.snapshot(snapshot.id))
+        if not self.class_names:
+            self.class_names.extend(read_predictions(snapshot.predictions).class_names)
         meta = {
             "trial_id": snapshot.id,
             "snapshot_of": snapshot.trial_id,
             "epoch": snapshot.epoch,
             "cycle": snapshot.cycle,
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
-            "config_hash": chash,
-            "class_names": names,
-            "config": config.model_dump(mode="json"),
+            "config_hash": self.chash,
+            "class_names": list(self.class_names),
+            "config": self.config.model_dump(mode="json"),
         }
-        publish_member(run, snapshot.id, Path(snapshot.weights), meta)
+        publish_member(self.run, snapshot.id, Path(snapshot.weights), meta)
         # the published copy is the one every later stage reads: one copy on disk, not two
         Path(snapshot.weights).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             Path(snapshot.weights).parent.rmdir()
 
-    return publish
+    def publish_pending(self) -> list[str]:
+        """Publish every snapshot a dead attempt wrote and did not publish; their ids."""
+        from trainers.checkpoint import MODEL_FILE
+        from trainers.loop import Snapshot
+        from trainers.optim import cycle_of
+
+        if not self.weights_root.is_dir():
+            return []
+        done = []
+        for weights in sorted(self.weights_root.glob(f"*@e*/{MODEL_FILE}")):
+            sid = weights.parent.name
+            trial_id, _, epoch = sid.rpartition("@e")
+            rel = PurePosixPath(RUN_LAYOUT.snapshot(sid)).relative_to(RUN_LAYOUT.predictions)
+            predictions = self.predictions_dir / rel
+            if not (epoch.isdigit() and predictions.is_file()):
+                continue  # its predictions were never written: the trainer writes both again
+            cycle = cycle_of(self.config.schedule, int(epoch))
+            snap = Snapshot(sid, trial_id, int(epoch), cycle, predictions, weights)
+            self(snap, self._epoch_metrics(int(epoch)))
+            done.append(sid)
+        return done
+
+    def _epoch_metrics(self, epoch: int) -> dict[str, Any]:
+        """``epoch``'s row of the newest readable checkpoint's history ({} if none has it)."""
+        found = _newest_checkpoint(self.checkpoints)
+        history = found[2] if found else []
+        return next((dict(h) for h in history if int(h.get("epoch", -1)) == epoch), {})
 
 
 def _output_dirs(
@@ -502,8 +556,8 @@ def _reporter(
     record: dict[str, Any] | None,
     tb_dir: Path | None,
     scratch: Path,
-    run: RunStorage,
-    by_reference: bool,
+    snapshots: SnapshotPublisher,
+    run_root: Path | None,
 ) -> TuneReporter:
     return TuneReporter(
         spec,
@@ -512,9 +566,9 @@ def _reporter(
         tensorboard_dir=tb_dir,
         final_epoch=config.train.epochs,
         scratch=scratch,
-        on_snapshot=_snapshot_publisher(run, config),
+        snapshots=snapshots,
         hparams=trial_overrides(tune_config, spec.folds),
-        run_root=run.local_path() if by_reference else None,
+        run_root=run_root,
     )
 
 
@@ -543,7 +597,11 @@ def _run_trial(tune_config: dict[str, Any], spec: TrialSpec, train_fn: TrainFn |
         by_reference = spec.checkpoint_by_reference and run.local
         resume_from, record, unseen = _resume_point(spec, checkpoint, work, scratch, by_reference)
         predictions_dir, tb_dir = _output_dirs(run, spec, trial_id, scratch)
-        reporter = _reporter(spec, config, tune_config, record, tb_dir, scratch, run, by_reference)
+        snapshots = SnapshotPublisher(run, config, work, predictions_dir)
+        run_root = run.local_path() if by_reference else None
+        reporter = _reporter(
+            spec, config, tune_config, record, tb_dir, scratch, snapshots, run_root
+        )
         for metrics in unseen:  # epochs the trial ran that Tune has not recorded
             reporter(dict(metrics))
         if by_reference and _finished(run, trial_id, record, config.train.epochs):

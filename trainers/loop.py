@@ -1073,10 +1073,15 @@ class _PredictionWriter:
         return self._snapshot_path(epoch).is_file()
 
     def snapshot(self, epoch: int, weights_root: Path) -> Snapshot:
-        """The current weights' predictions and weights as snapshot ``<trial_id>@e<epoch>``."""
+        """The current weights' predictions and weights as snapshot ``<trial_id>@e<epoch>``.
+
+        The weights are written first: a snapshot whose prediction file exists has its
+        weights on disk too (still under ``weights_root``, or already moved on by a search),
+        so a trial killed in between rewrites both when it resumes (see :func:`train`).
+        """
         sid = snapshot_id(self.trial_id, epoch)
-        path, test_metrics = self._write(sid, epoch, self._snapshot_path(epoch), self.trial_id)
         weights = save_model_weights(weights_root / sid / MODEL_FILE, self.parts.model)
+        path, test_metrics = self._write(sid, epoch, self._snapshot_path(epoch), self.trial_id)
         snap = Snapshot(sid, self.trial_id, epoch, cycle_of(self.trial.schedule, epoch),
                         path, weights, test_metrics)  # fmt: skip
         self.written.append(snap)

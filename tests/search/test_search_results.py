@@ -19,6 +19,7 @@ from search.storage import RunStorage, StorageError
 from search.trainable import (
     _BEST_FILE,
     TrialSpec,
+    SnapshotPublisher,
     TuneReporter,
     _finished,
     _own_checkpoint,
@@ -269,3 +270,66 @@ def test_resume_differences_name_the_keys() -> None:
     a = {"train": {"epochs": 2}, "search": {"seed": 0}}
     b = {"train": {"epochs": 3}, "search": {"seed": 0}}
     assert resume_differences(a, b) == ["train.epochs"]
+
+
+def test_a_snapshot_a_killed_attempt_left_unpublished_is_published_on_resume(
+    tmp_path: Path,
+) -> None:
+    """The trainer writes a trough's snapshot, then reports it; a worker killed in between
+    leaves the snapshot's weights in WORK/snapshots. The next attempt resumes from that
+    epoch's checkpoint (the snapshot is written, nothing is trained again) and publishes it
+    with that epoch's metrics before reporting anything."""
+    from trainers import load_config, train
+    from trainers.config import TrialConfig
+
+    raw = {
+        "seed": 3,
+        "data": {"synthetic": {"layout": "cnmc-kaggle", "subjects_per_class": 4,
+                               "cells_per_subject": 4, "size": 40},
+                 "input_size": 32, "batch_size": 8},
+        "model": {"backbone": "test_resnet"},
+        # a whole cycle per epoch: a trough, so a snapshot, at the end of every epoch
+        "schedule": {"name": "cyclic", "half_cycle_epochs": 0.5},
+        "train": {"epochs": 3, "threads": 2},
+    }  # fmt: skip
+    config = load_config(raw, model=TrialConfig)
+    run = RunStorage.open(str(tmp_path), "run")
+    work, predictions = run.local_path("trial_t", "work"), run.local_path("predictions")
+    publisher = SnapshotPublisher(run, config, work, predictions)
+
+    class Killed(Exception):
+        pass
+
+    def first_attempt(metrics: dict) -> None:
+        if metrics["epoch"] == 2:  # epoch 2's snapshot is on disk, its report never sent
+            raise Killed
+        publisher(metrics["snapshot"], metrics)
+
+    with pytest.raises(Killed):
+        train(config, first_attempt, out_dir=work, trial_id="t", predictions_dir=predictions)
+    models = run.local_path(RUN_LAYOUT.models)
+    assert (models / "t@e1" / "model.safetensors").stat().st_size > 0
+    assert not (models / "t@e2").exists() and (work / "snapshots" / "t@e2").is_dir()
+    assert not (work / "snapshots" / "t@e1").exists()  # published: one copy, not two
+
+    # weights whose predictions were never written stay for the trainer to write again
+    (work / "snapshots" / "t@e3").mkdir()
+    (work / "snapshots" / "t@e3" / "model.safetensors").write_bytes(b"partial")
+    assert publisher.publish_pending() == ["t@e2"]
+    assert (work / "snapshots" / "t@e3" / "model.safetensors").is_file()
+    assert not (models / "t@e3").exists()
+    meta = json.loads((models / "t@e2" / "config.json").read_text())
+    assert meta["snapshot_of"] == "t" and meta["epoch"] == 2 and meta["cycle"] == 2
+    history = _own_checkpoint(TrialSpec({}, "", "run", "val_wfs", "max"), work, None)[2]
+    assert meta["metrics"]["val_wfs"] == next(h["val_wfs"] for h in history if h["epoch"] == 2)
+    assert publisher.publish_pending() == []  # nothing twice
+    (work / "snapshots" / "t@e3" / "model.safetensors").unlink()
+
+    # the resumed attempt: epoch 3 and its snapshot, every trough's weights published once
+    resumed = train(config, lambda m: publisher(m["snapshot"], m), out_dir=work, trial_id="t",
+                    predictions_dir=predictions, resume_from=work / "checkpoints" / "epoch_0002")  # fmt: skip
+    assert [s.epoch for s in resumed.snapshots] == [3]
+    assert sorted(p.name for p in models.iterdir()) == ["t@e1", "t@e2", "t@e3"]
+    assert sorted(p.name for p in (predictions / "snapshots").iterdir()) == [
+        f"t@e{e}.parquet" for e in (1, 2, 3)
+    ]
