@@ -86,6 +86,43 @@ def probe_train(config: Any, report: Any, **kwargs: Any) -> Any:
     return result
 
 
+#: Process roles by a word of their command line, first match wins (Ray names its processes
+#: this way on Linux: a reused trial actor's title is ``ray::ImplicitFunc``).
+_ROLES = (
+    ("trial workers", ("ray::ImplicitFunc", "ray::_Inner", "ray::wen")),
+    ("idle Ray workers", ("ray::IDLE", "default_worker.py")),
+    ("raylet", ("raylet",)),
+    ("GCS server", ("gcs_server",)),
+    ("dashboard agent", ("dashboard/agent.py",)),
+    ("runtime-env agent", ("runtime_env/agent",)),
+    ("dashboard", ("dashboard/dashboard.py",)),
+    ("log monitor", ("log_monitor.py",)),
+)
+
+
+def _role(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    return next((role for role, words in _ROLES if any(w in text for w in words)), "other Ray")
+
+
+def _record_process_cpu() -> None:
+    """The CPU seconds (user + system) each role has used so far, the driver's own threads
+    and every process it started (Ray's and the workers'), logged as ``process_cpu``."""
+    import psutil
+
+    me = psutil.Process()
+    used: dict[str, float] = defaultdict(float)
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            role = "driver" if proc.pid == me.pid else _role(proc.cmdline())
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        used[role] += times.user + times.system
+    for role, seconds in used.items():
+        event("process_cpu", role=role, cpu=seconds)
+
+
 @contextlib.contextmanager
 def driver_probes(log: Path) -> Iterator[None]:
     """Time the driver's steps into ``log`` while the block runs; undo the patches after."""
@@ -107,6 +144,14 @@ def driver_probes(log: Path) -> Iterator[None]:
     try:
         for owner, name, kind in targets:
             _timed(owner, name, kind)
+        timed_shutdown = ray.shutdown
+
+        def shutdown(*args: Any, **kwargs: Any) -> Any:
+            if ray.is_initialized() and not _read_kind(log, "process_cpu"):
+                _record_process_cpu()  # before the processes end
+            return timed_shutdown(*args, **kwargs)
+
+        ray.shutdown = shutdown
         yield
     finally:
         for owner, name, original in saved:
@@ -116,6 +161,15 @@ def driver_probes(log: Path) -> Iterator[None]:
 
 def _read(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _read_kind(log: Path, kind: str) -> list[dict[str, Any]]:
+    return [e for e in _read(log) if e["kind"] == kind] if log.is_file() else []
+
+
+def process_cpu(log: Path) -> dict[str, float]:
+    """CPU seconds by process role over the search (:func:`_record_process_cpu`)."""
+    return {e["role"]: float(e["cpu"]) for e in _read_kind(log, "process_cpu")}
 
 
 def breakdown(log: Path, trials: int, epochs: int) -> dict[str, float]:

@@ -164,7 +164,7 @@ def _bare_pairs(cache: Path, config: Any) -> float:
 
 
 def _overhead(cache: Path) -> list[dict[str, Any]]:
-    from benchmarks._search_probe import breakdown, driver_probes, probe_train
+    from benchmarks._search_probe import breakdown, driver_probes, probe_train, process_cpu
 
     config, backbone, size, epochs = _overhead_config(cache)
     bare, trials = _bare(cache, config)
@@ -206,6 +206,24 @@ def _overhead(cache: Path) -> list[dict[str, Any]]:
             f"Search / this: {wall / pairs:.2f}",
         },
         *_breakdown_rows(parts, epochs),
+        *_cpu_rows(process_cpu(log), bare, wall),
+    ]
+
+
+def _cpu_rows(used: dict[str, float], bare: float, wall: float) -> list[dict[str, Any]]:
+    """CPU seconds by process over the search, beside the bare trials' (one thread, so
+    their wall time is their CPU time) and the two cores' capacity over the search."""
+    total = sum(used.values())
+    return [
+        {
+            "name": f"search CPU: {role}",
+            "value": seconds,
+            "unit": "s",
+            "target": "",
+            "note": f"{seconds / total:.0%} of the search's {total:.0f} CPU s; the bare trials "
+            f"used {bare:.0f} s, the {CONCURRENCY} cores had {CONCURRENCY * wall:.0f} s",
+        }
+        for role, seconds in sorted(used.items(), key=lambda kv: -kv[1])
     ]
 
 
