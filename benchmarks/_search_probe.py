@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -86,41 +87,97 @@ def probe_train(config: Any, report: Any, **kwargs: Any) -> Any:
     return result
 
 
-#: Process roles by a word of their command line, first match wins (Ray names its processes
-#: this way on Linux: a reused trial actor's title is ``ray::ImplicitFunc``).
-_ROLES = (
-    ("trial workers", ("ray::ImplicitFunc", "ray::_Inner", "ray::wen")),
-    ("idle Ray workers", ("ray::IDLE", "default_worker.py")),
-    ("raylet", ("raylet",)),
-    ("GCS server", ("gcs_server",)),
-    ("dashboard agent", ("dashboard/agent.py",)),
-    ("runtime-env agent", ("runtime_env/agent",)),
-    ("dashboard", ("dashboard/dashboard.py",)),
-    ("log monitor", ("log_monitor.py",)),
-)
+#: Process roles by the program a process runs: Ray's binaries by name, its Python services
+#: by script, its workers and agents by the process title Ray gives them on Linux (a reused
+#: trial actor's is ``ray::ImplicitFunc``). Matched on the program, not the whole command
+#: line: the raylet's arguments name the worker script.
+_ROLES = {
+    "ray::ImplicitFunc": "trial workers",
+    "ray::wen_trial": "trial workers",  # Tune names the actor after the trainable
+    "ray::IDLE": "idle Ray workers",
+    "default_worker.py": "idle Ray workers",
+    "raylet": "raylet",
+    "gcs_server": "GCS server",
+    "ray::DashboardAgent": "dashboard agent",
+    "ray::RuntimeEnvAgent": "runtime-env agent",
+    "dashboard.py": "dashboard",
+    "ray-dashboard-": "dashboard",  # its modules' subprocesses
+    "forkserver": "dashboard",  # the dashboard starts its modules through one
+    "resource_tracker": "dashboard",
+    "log_monitor.py": "log monitor",
+    "monitor.py": "autoscaler monitor",
+}
+
+
+def _program(cmdline: list[str]) -> str:
+    """What a process runs: a Ray process title, a Python script, or a binary's name."""
+    if not cmdline:
+        return ""
+    head = cmdline[0]
+    if head.startswith(("ray::", "ray-dashboard-")):
+        return head
+    if os.path.basename(head).startswith("python"):
+        rest = [a for a in cmdline[1:] if not a.startswith("-")]
+        script = next((a for a in rest if a.endswith(".py")), " ".join(cmdline[1:3]))
+        return os.path.basename(script)
+    return os.path.basename(head)
 
 
 def _role(cmdline: list[str]) -> str:
-    text = " ".join(cmdline)
-    return next((role for role, words in _ROLES if any(w in text for w in words)), "other Ray")
+    program = _program(cmdline)
+    return next((role for word, role in _ROLES.items() if word in program), "other")
 
 
-def _record_process_cpu() -> None:
-    """The CPU seconds (user + system) each role has used so far, the driver's own threads
-    and every process it started (Ray's and the workers'), logged as ``process_cpu``."""
-    import psutil
+class CPUSampler:
+    """CPU seconds (user + system) by process role while a search runs: the driver's since
+    the sampler started, and every process the driver started (Ray's and the workers'),
+    sampled every ``interval`` s so a process that ends before the search does keeps its
+    last reading (under ``interval`` of its CPU uncounted)."""
 
-    me = psutil.Process()
-    used: dict[str, float] = defaultdict(float)
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            role = "driver" if proc.pid == me.pid else _role(proc.cmdline())
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        used[role] += times.user + times.system
-    for role, seconds in used.items():
-        event("process_cpu", role=role, cpu=seconds)
+    def __init__(self, interval: float = 1.0) -> None:
+        import psutil
+
+        self.interval = interval
+        self.me = psutil.Process()
+        self.start = self._cpu(self.me)
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    @staticmethod
+    def _cpu(proc: Any) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system
+
+    def sample(self) -> None:
+        import psutil
+
+        self.last[self.me.pid] = ("driver", self._cpu(self.me) - self.start)
+        for proc in self.me.children(recursive=True):
+            try:
+                known = self.last.get(proc.pid)
+                role = known[0] if known else _role(proc.cmdline())
+                self.last[proc.pid] = (role, self._cpu(proc))
+            except psutil.Error:
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> CPUSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_role(self) -> dict[str, float]:
+        used: dict[str, float] = defaultdict(float)
+        for role, seconds in self.last.values():
+            used[role] += seconds
+        return dict(used)
 
 
 @contextlib.contextmanager
@@ -144,15 +201,10 @@ def driver_probes(log: Path) -> Iterator[None]:
     try:
         for owner, name, kind in targets:
             _timed(owner, name, kind)
-        timed_shutdown = ray.shutdown
-
-        def shutdown(*args: Any, **kwargs: Any) -> Any:
-            if ray.is_initialized() and not _read_kind(log, "process_cpu"):
-                _record_process_cpu()  # before the processes end
-            return timed_shutdown(*args, **kwargs)
-
-        ray.shutdown = shutdown
-        yield
+        with CPUSampler() as sampler:
+            yield
+        for role, seconds in sampler.by_role().items():
+            event("process_cpu", role=role, cpu=seconds)
     finally:
         for owner, name, original in saved:
             setattr(owner, name, original)
@@ -163,13 +215,9 @@ def _read(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def _read_kind(log: Path, kind: str) -> list[dict[str, Any]]:
-    return [e for e in _read(log) if e["kind"] == kind] if log.is_file() else []
-
-
 def process_cpu(log: Path) -> dict[str, float]:
-    """CPU seconds by process role over the search (:func:`_record_process_cpu`)."""
-    return {e["role"]: float(e["cpu"]) for e in _read_kind(log, "process_cpu")}
+    """CPU seconds by process role over the search (:class:`CPUSampler`)."""
+    return {e["role"]: float(e["cpu"]) for e in _read(log) if e["kind"] == "process_cpu"}
 
 
 def breakdown(log: Path, trials: int, epochs: int) -> dict[str, float]:
