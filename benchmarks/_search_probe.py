@@ -154,10 +154,8 @@ class CPUSampler:
 
         self.last[self.me.pid] = ("driver", self._cpu(self.me) - self.start)
         for proc in self.me.children(recursive=True):
-            try:
-                known = self.last.get(proc.pid)
-                role = known[0] if known else _role(proc.cmdline())
-                self.last[proc.pid] = (role, self._cpu(proc))
+            try:  # the role read each time: a pooled worker becomes a trial's actor
+                self.last[proc.pid] = (_role(proc.cmdline()), self._cpu(proc))
             except psutil.Error:
                 continue
 
