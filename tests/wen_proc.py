@@ -67,8 +67,11 @@ class WenProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, condition: Callable[[], object], timeout: float, what: str) -> object:
-        """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
+    def wait_for(
+        self, condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5
+    ) -> object:
+        """Poll ``condition`` every ``interval`` s until it returns something truthy, or fail
+        naming ``what``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = condition()
@@ -81,7 +84,7 @@ class WenProcess:
                 raise AssertionError(
                     f"wen exited ({self.proc.returncode}) before {what}:\n{self.output[-4000:]}"
                 )
-            time.sleep(0.5)
+            time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}:\n{self.output[-4000:]}")
 
     def finish(self, timeout: float) -> int:

@@ -3,7 +3,7 @@
 Each search runs ``wen search`` in a subprocess (its own Ray, its own session) on the smoke
 preset and asserts on the files the run leaves. One search carries faults 1 and 2 (every trial
 raises once after epoch 1 through the ``WEN_FAULT_INJECT`` hook, and one trial's worker
-process is killed with SIGKILL); a second, with the Optuna searcher, loses its driver.
+process is killed with SIGKILL while that trial runs its retry); a second, with the Optuna searcher, loses its driver.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from run_files import assert_prediction_files
 from wen_proc import SMOKE
 
 ONE_FOLD = ["--set", "search.folds=[0]"]  # 2 trials: the smoke's two backbones on fold 0
-WORKER = r"^ray::ImplicitFunc"
+TRAINING = r"^ray::ImplicitFunc\.train"
+EPOCHS = 3  # the retry runs epochs 2-3: seconds in which to kill it
 
 
 def results(run: Path) -> pd.DataFrame:
@@ -53,17 +53,38 @@ def failures(output: str) -> dict[str, int]:
     return out
 
 
-def _kill_a_live_worker(sid: int) -> int | None:
-    """SIGKILL the first trial worker of session ``sid`` still alive; its pid, or None.
+def training_workers(sid: int) -> dict[int, str]:
+    """Trial workers of session ``sid`` inside a trial's ``train``: pid -> trial id.
 
-    The worker first seen may already be gone (its trial raised the injected fault and Ray
-    ended the process), so the victim is chosen at the moment of the kill."""
-    for pid in session_processes(sid, WORKER):
+    Ray titles a worker ``ray::ImplicitFunc.train`` while it trains (``ray::ImplicitFunc``
+    once the trial has raised and the process is on its way out), and Tune runs each trial in
+    its own working directory, ``trial_<id>``."""
+    found = {}
+    for pid in session_processes(sid, TRAINING):
+        try:
+            name = Path(os.readlink(f"/proc/{pid}/cwd")).name
+        except OSError:
+            continue
+        if name.startswith("trial_"):
+            found[pid] = name.removeprefix("trial_")
+    return found
+
+
+def _kill_a_retried_trial(sid: int, first: dict[str, int]) -> tuple[int, str] | None:
+    """SIGKILL a worker training a trial in its retry; (pid, trial id), or None.
+
+    ``first`` remembers the worker each trial was first seen training in. A trial in another
+    worker has raised the injected fault and been restored from its checkpoint; it never raises
+    again, so killing it now is exactly one more failure. (A worker killed after its trial
+    raised, or between trials, fails nothing: the choice cannot be left to chance.)"""
+    for pid, trial in training_workers(sid).items():
+        if first.setdefault(trial, pid) == pid:
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
-        return pid
+        return pid, trial
     return None
 
 
@@ -72,23 +93,28 @@ def faulty_search(
     tmp_path_factory: pytest.TempPathFactory, wen_env: dict[str, str]
 ) -> dict[str, Any]:
     """Faults 1 + 2 in one search: every trial raises after epoch 1 on its first fresh start,
-    and the first trial worker seen is killed with SIGKILL."""
+    and one trial's worker is killed with SIGKILL while that trial runs its retry."""
     from wen_proc import WenProcess
 
     storage = tmp_path_factory.mktemp("faulty")
     env = {**wen_env, "WEN_FAULT_INJECT": "1"}
-    wen = WenProcess(
-        ["search", str(SMOKE), "--storage", str(storage), "--name", "faulty", *ONE_FOLD], env
-    )
+    args = ["search", str(SMOKE), "--storage", str(storage), "--name", "faulty", *ONE_FOLD,
+            "--set", f"train.epochs={EPOCHS}"]  # fmt: skip
+    wen = WenProcess(args, env)
+    first: dict[str, int] = {}
     try:
-        wen.wait_for(lambda: session_processes(wen.proc.pid, WORKER), 240, "a trial worker")
-        time.sleep(3)  # let it get into its trial
-        victim = wen.wait_for(lambda: _kill_a_live_worker(wen.proc.pid), 240, "a worker to kill")
+        victim, trial = wen.wait_for(
+            lambda: _kill_a_retried_trial(wen.proc.pid, first),
+            300,
+            "a retried trial to kill",
+            interval=0.2,
+        )
         code = wen.finish(timeout=480)
     finally:
         if wen.proc.poll() is None:
             wen.kill_group()
-    return {"run": storage / "faulty", "code": code, "output": wen.output, "victim": victim}
+    return {"run": storage / "faulty", "code": code, "output": wen.output, "victim": victim,
+            "victim_trial": trial}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -98,7 +124,7 @@ def test_trial_that_raises_is_retried_from_its_checkpoint_with_equal_metrics(fau
     assert "injected failure after epoch 1" in output
     frame = results(run)
     assert len(frame) == 2
-    assert_complete(run, frame)
+    assert_complete(run, frame, epochs=EPOCHS)
     for trial in frame["trial_id"]:
         progress = pd.read_csv(run / f"trial_{trial}" / "progress.csv")
         # epoch 2 ran after resuming from the epoch-1 checkpoint, not from scratch
@@ -121,11 +147,12 @@ def test_killed_trial_worker_is_retried_and_completes(faulty_search) -> None:
     run, output = faulty_search["run"], faulty_search["output"]
     assert faulty_search["code"] == 0, output[-4000:]
     frame = results(run)
-    assert_complete(run, frame)
+    assert_complete(run, frame, epochs=EPOCHS)
     # the killed worker's trial failed once more than the other (the injected fault) and
     # still finished, with one result row and one prediction set
     counts = failures(output)
-    assert sorted(counts.get(t, 0) for t in frame["trial_id"]) == [1, 2], (counts, output[-3000:])
+    expected = {t: 2 if t == faulty_search["victim_trial"] else 1 for t in frame["trial_id"]}
+    assert counts == expected, (faulty_search["victim"], counts, output[-3000:])
 
 
 @pytest.mark.slow
