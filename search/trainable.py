@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from search.space import FOLD_KEY, trial_overrides
@@ -517,8 +517,7 @@ class SnapshotPublisher:
         for weights in sorted(self.weights_root.glob(f"*@e*/{MODEL_FILE}")):
             sid = weights.parent.name
             trial_id, _, epoch = sid.rpartition("@e")
-            rel = PurePosixPath(RUN_LAYOUT.snapshot(sid)).relative_to(RUN_LAYOUT.predictions)
-            predictions = self.predictions_dir / rel
+            predictions = RUN_LAYOUT.snapshot_under(self.predictions_dir, sid)
             if not (epoch.isdigit() and predictions.is_file()):
                 continue  # its predictions were never written: the trainer writes both again
             cycle = cycle_of(self.config.schedule, int(epoch))

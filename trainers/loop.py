@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -1065,8 +1065,7 @@ class _PredictionWriter:
         return self._write(self.trial_id, best_epoch, self.pred_dir / f"{self.trial_id}.parquet")
 
     def _snapshot_path(self, epoch: int) -> Path:
-        rel = RUN_LAYOUT.snapshot(snapshot_id(self.trial_id, epoch))
-        return self.pred_dir / PurePosixPath(rel).relative_to(RUN_LAYOUT.predictions)
+        return RUN_LAYOUT.snapshot_under(self.pred_dir, snapshot_id(self.trial_id, epoch))
 
     def has_snapshot(self, epoch: int) -> bool:
         """Whether the snapshot of ``epoch`` is already written (a resumed trial's)."""

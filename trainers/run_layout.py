@@ -97,6 +97,16 @@ class RunLayout:
         """One snapshot's prediction file (``snapshot_id`` is ``<trial_id>@e<epoch>``)."""
         return posixpath.join(self.snapshots, f"{snapshot_id}.parquet")
 
+    def snapshot_under(self, predictions_dir: Path, snapshot_id: str) -> Path:
+        """That file under a trainer's predictions folder (``RUN/predictions`` or a scratch
+        copy of it).
+
+        >>> RUN_LAYOUT.snapshot_under(Path("/scratch/predictions"), "t1@e4").as_posix()
+        '/scratch/predictions/snapshots/t1@e4.parquet'
+        """
+        rel = posixpath.relpath(self.snapshot(snapshot_id), self.predictions)
+        return predictions_dir / rel
+
     def orphan(self, trial_id: str) -> str:
         """Where an orphaned trial's prediction file is moved."""
         return posixpath.join(self.orphans, f"{trial_id}.parquet")
