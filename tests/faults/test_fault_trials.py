@@ -3,7 +3,8 @@
 Each search runs ``wen search`` in a subprocess (its own Ray, its own session) on the smoke
 preset and asserts on the files the run leaves. One search carries faults 1 and 2 (every trial
 raises once after epoch 1 through the ``WEN_FAULT_INJECT`` hook, and one trial's worker
-process is killed with SIGKILL while that trial runs its retry); a second, with the Optuna searcher, loses its driver.
+process is killed with SIGKILL while that trial runs its retry); a second, with the Optuna
+searcher, loses its driver.
 """
 
 from __future__ import annotations
