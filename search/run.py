@@ -208,8 +208,11 @@ def _tuner(
 ) -> Any:
     from ray import tune
 
+    from search._tune_reuse import install as retry_dead_reused_workers
     from search.live import LiveFeed
 
+    # reuse_actors below: a reused worker that died is retried, not the trial's end
+    retry_dead_reused_workers()
     if resume:
         # resume_errored: errored trials continue from their last checkpoint;
         # finished trials are never re-run; the searcher's state is restored from RUN
