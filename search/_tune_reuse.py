@@ -22,8 +22,8 @@ kills a reused worker in a real Tune run and fails if Tune's internals move.
 from __future__ import annotations
 
 import functools
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 _MARK = "_wen_reset_failure_retried"
 #: the TuneController internals the wrapper relies on (checked when it is installed)
